@@ -1,0 +1,365 @@
+/*
+ * ringio — a completion-based (proactor) I/O runtime.
+ *
+ * The caller submits operations on caller-owned `rio_op` structs and gets
+ * exactly one completion per operation (one per result for multishot ops, the
+ * last one without RIO_OP_F_MORE). A completion carries what an io_uring CQE
+ * carries: res >= 0 is a byte count, an fd or 0; res < 0 is -errno.
+ *
+ * Threading: a loop belongs to the thread that runs it. Only rio_post(),
+ * rio_loop_wake() and rio_loop_stop() may be called from other threads.
+ *
+ * Errors: functions return 0 (or a count / fd) on success and -errno on
+ * failure. A submit function returns -EINVAL or -EBUSY only for API misuse it
+ * can see without the kernel (NULL op or callback, an op still in flight, an
+ * unsupported combination); then the op is not taken and no callback will
+ * run. Every other error — including ones found while submitting — is
+ * delivered to the op's callback on a later turn of the loop, never from
+ * inside the submit call.
+ */
+#ifndef RINGIO_H
+#define RINGIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(RINGIO_STATIC)
+#define RIO_API
+#elif defined(__GNUC__)
+#define RIO_API __attribute__((visibility("default")))
+#else
+#define RIO_API
+#endif
+
+#define RINGIO_VERSION_MAJOR 0
+#define RINGIO_VERSION_MINOR 1
+#define RINGIO_VERSION_PATCH 0
+
+typedef struct rio_loop rio_loop;
+typedef struct rio_op rio_op;
+typedef struct rio_bufpool rio_bufpool;
+
+/*
+ * Completion callback. `res` is the result (also stored in op->res). During a
+ * multishot completion op->flags has RIO_OP_F_MORE set when more completions
+ * will follow; the final one has it clear. After the final callback returns —
+ * or from inside it, to resubmit — the op is the caller's again.
+ */
+typedef void rio_cb(rio_loop *loop, rio_op *op, int res);
+
+/* ------------------------------------------------------------------ */
+/* Loop                                                                */
+/* ------------------------------------------------------------------ */
+
+typedef enum rio_backend_kind {
+	RIO_BACKEND_AUTO = 0, /* io_uring, else the readiness fallback */
+	RIO_BACKEND_URING = 1,
+	RIO_BACKEND_EPOLL = 2,
+	RIO_BACKEND_KQUEUE = 3,
+} rio_backend_kind;
+
+/* Why the loop runs the backend it runs (rio_loop_backend()). */
+typedef enum rio_backend_reason {
+	RIO_REASON_DEFAULT = 0,      /* auto chose its first choice */
+	RIO_REASON_REQUESTED = 1,    /* the options asked for this backend */
+	RIO_REASON_ENV = 2,          /* RINGIO_BACKEND forced it */
+	RIO_REASON_URING_ENOSYS = 3, /* kernel without io_uring */
+	RIO_REASON_URING_EPERM = 4,  /* seccomp / container policy */
+	RIO_REASON_URING_DISABLED = 5, /* kernel.io_uring_disabled */
+	RIO_REASON_URING_MEMLOCK = 6,  /* RLIMIT_MEMLOCK too low */
+	RIO_REASON_URING_PROBE = 7,    /* an opcode the runtime needs is missing */
+	RIO_REASON_URING_FLAGS = 8,    /* setup rejected every flag set */
+	RIO_REASON_FAULT = 9,          /* a test fault hook failed io_uring */
+} rio_backend_reason;
+
+typedef struct rio_loop_opts {
+	rio_backend_kind backend; /* 0 = auto; RINGIO_BACKEND overrides it */
+	unsigned sq_entries;      /* io_uring SQ size; 0 = 256 */
+	unsigned cq_entries;      /* io_uring CQ size; 0 = 2 * sq_entries */
+	unsigned flags;           /* reserved, must be 0 */
+} rio_loop_opts;
+
+/*
+ * Create a loop. `opts` may be NULL for defaults. On success stores the loop
+ * in *out and returns 0. Errors: -EINVAL (bad options, out NULL, unknown
+ * RINGIO_BACKEND value), -ENOMEM, -EMFILE/-ENFILE, -ENOSYS (the forced
+ * backend is not available on this machine), or the error io_uring setup
+ * returned when io_uring was forced.
+ */
+RIO_API int rio_loop_create(rio_loop **out, const rio_loop_opts *opts);
+
+/*
+ * Destroy a loop with no user op in flight. Returns -EBUSY (and destroys
+ * nothing) while ops are in flight; run the loop until they complete first.
+ * Buffer pools must be destroyed before the loop.
+ */
+RIO_API int rio_loop_destroy(rio_loop *loop);
+
+typedef enum rio_run_mode {
+	RIO_RUN_DEFAULT = 0, /* until no op is in flight, or rio_loop_stop() */
+	RIO_RUN_ONCE = 1,    /* wait for at least one completion, dispatch */
+	RIO_RUN_NOWAIT = 2,  /* dispatch what is ready, never block */
+} rio_run_mode;
+
+/*
+ * Run the loop on the calling thread. Returns the number of user ops still
+ * in flight (0: the loop is idle), or -errno if the backend failed (the
+ * loop is then unusable except for destroy). Must not be called from a
+ * callback.
+ */
+RIO_API int rio_loop_run(rio_loop *loop, rio_run_mode mode);
+
+/* Make rio_loop_run() return after the current turn. Any thread. */
+RIO_API void rio_loop_stop(rio_loop *loop);
+
+/* Wake a loop blocked in rio_loop_run() for no particular work. Any thread. */
+RIO_API void rio_loop_wake(rio_loop *loop);
+
+/*
+ * Hand work to the loop from any thread: `cb` runs on the loop's thread on a
+ * later turn with res 0 (or -ECANCELED if the loop is destroyed first).
+ * `op` must not be in flight. A posted op counts as in flight from the time
+ * it is posted. Returns 0, or -EINVAL / -EBUSY for misuse.
+ */
+RIO_API int rio_post(rio_loop *loop, rio_op *op, rio_cb *cb);
+
+/*
+ * Which backend runs and why. `reason` and `msg` may be NULL. The message is
+ * human-readable, e.g. "io_uring (SINGLE_ISSUER|DEFER_TASKRUN|SUBMIT_ALL)"
+ * or "epoll: io_uring_setup returned EPERM (kernel.io_uring_disabled=2)";
+ * it lives as long as the loop.
+ */
+RIO_API rio_backend_kind rio_loop_backend(const rio_loop *loop,
+					  rio_backend_reason *reason,
+					  const char **msg);
+
+/* "auto", "uring", "epoll", "kqueue"; NULL for an unknown value. */
+RIO_API const char *rio_backend_name(rio_backend_kind kind);
+
+/* Parse a backend name as above. Returns the kind, or -EINVAL. */
+RIO_API int rio_backend_parse(const char *name);
+
+/* Per-loop counters; monotonic since rio_loop_create(). */
+typedef struct rio_counters {
+	uint64_t ops_submitted;    /* ops taken by submit calls and rio_post */
+	uint64_t ops_completed;    /* final completions delivered */
+	uint64_t completions;      /* callbacks run, multishot results included */
+	uint64_t cq_overflows;     /* turns the kernel held CQEs in its backlog */
+	uint64_t sq_full;          /* ops that found the SQ full and waited */
+	uint64_t enobufs_rearms;   /* multishot recv re-armed after -ENOBUFS */
+	uint64_t multishot_rearms; /* multishot ops re-armed after !F_MORE */
+	uint64_t spurious_wakeups; /* fallback: readiness that was not */
+	uint64_t enters;           /* io_uring_enter / epoll_wait calls */
+	uint64_t wakeups;          /* cross-thread wakeups received */
+} rio_counters;
+
+/* Copy the loop's counters into *out. */
+RIO_API void rio_loop_counters(const rio_loop *loop, rio_counters *out);
+
+/* ------------------------------------------------------------------ */
+/* Operations                                                          */
+/* ------------------------------------------------------------------ */
+
+#define RIO_OP_F_MORE 0x1u /* op->flags: more completions will follow */
+#define RIO_OP_F_BUF 0x2u  /* op->flags: op->buf / op->buf_id hold data */
+
+/* Submit flags. */
+#define RIO_MULTISHOT 0x1u /* accept: multishot accept */
+
+/*
+ * An operation. Embed it in your own struct and find that struct again with
+ * container_of; ringio allocates nothing per op. Zero it (or call
+ * rio_op_init()) once before first use. The public fields are valid inside
+ * the callback; the `priv` block belongs to ringio.
+ */
+struct rio_op {
+	void *data;         /* the caller's, untouched by ringio */
+	int res;            /* last result */
+	unsigned flags;     /* RIO_OP_F_* of the current completion */
+	void *buf;          /* RIO_OP_F_BUF: start of received data */
+	uint16_t buf_id;    /* RIO_OP_F_BUF: give back with rio_bufpool_put */
+	uint64_t deadline_ns; /* relative deadline; 0 = none. Set before submit */
+	struct {
+		rio_cb *cb;
+		rio_op *next, *prev;
+		void *p0, *p1;
+		uint64_t u0;
+		int64_t ts[2];
+		int fd;
+		uint32_t n0;
+		uint16_t kind;
+		uint16_t state;
+		uint32_t bits;
+	} priv;
+};
+
+/* Zero an op. Never call it on an op in flight. */
+RIO_API void rio_op_init(rio_op *op);
+
+/*
+ * Give the next submission of `op` a deadline `timeout_ns` from the moment it
+ * is submitted; 0 removes it. The deadline stays on the op for later
+ * submissions until changed. When it passes, the op completes with
+ * -ETIMEDOUT. Multishot ops and timeouts take no deadline (-EINVAL at
+ * submit).
+ */
+RIO_API void rio_op_set_deadline(rio_op *op, uint64_t timeout_ns);
+
+/* True while an op is submitted and its final completion has not run. */
+RIO_API int rio_op_in_flight(const rio_op *op);
+
+/*
+ * Accept a connection on listening socket `fd`. One-shot: res is the new fd
+ * (non-blocking, close-on-exec), and `addr`/`addrlen` (both may be NULL) are
+ * filled in as accept4(2) does; they must stay valid until completion.
+ * With RIO_MULTISHOT (`addr` and `addrlen` must be NULL): one completion per
+ * accepted fd with RIO_OP_F_MORE set, re-armed transparently when the kernel
+ * stops the stream, until an error, cancel or close ends it (final
+ * completion, res < 0). Errors are accept4's.
+ */
+RIO_API int rio_accept(rio_loop *loop, rio_op *op, int fd,
+		       struct sockaddr *addr, socklen_t *addrlen,
+		       unsigned flags, rio_cb *cb);
+
+/*
+ * Connect socket `fd` (non-blocking) to `addr`, which must stay valid until
+ * completion. res 0 on success; -ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH, ...
+ */
+RIO_API int rio_connect(rio_loop *loop, rio_op *op, int fd,
+			const struct sockaddr *addr, socklen_t addrlen,
+			rio_cb *cb);
+
+/*
+ * Receive up to `len` bytes into `buf` (valid until completion). res: bytes
+ * received, 0 at end of stream, or -errno (-ECONNRESET, ...). `msg_flags`
+ * are recv(2) flags (e.g. MSG_WAITALL).
+ */
+RIO_API int rio_recv(rio_loop *loop, rio_op *op, int fd, void *buf,
+		     size_t len, int msg_flags, rio_cb *cb);
+
+/*
+ * Send up to `len` bytes from `buf` (valid until completion). res: bytes
+ * sent, which may be fewer than `len` — resubmit the rest. MSG_NOSIGNAL is
+ * always added: a closed peer gives -EPIPE, never SIGPIPE.
+ */
+RIO_API int rio_send(rio_loop *loop, rio_op *op, int fd, const void *buf,
+		     size_t len, int msg_flags, rio_cb *cb);
+
+/* sendmsg(2)/recvmsg(2); `msg` and what it points to stay valid until
+ * completion. Results as for rio_send / rio_recv; MSG_NOSIGNAL is added to
+ * sends. */
+RIO_API int rio_sendmsg(rio_loop *loop, rio_op *op, int fd,
+			const struct msghdr *msg, int msg_flags, rio_cb *cb);
+RIO_API int rio_recvmsg(rio_loop *loop, rio_op *op, int fd,
+			struct msghdr *msg, int msg_flags, rio_cb *cb);
+
+/*
+ * Multishot receive into buffers from `pool`. Each completion with res > 0
+ * has RIO_OP_F_BUF set: op->buf holds res bytes and op->buf_id names the
+ * buffer, which is the caller's until given back with rio_bufpool_put().
+ * When the pool runs dry the receive pauses and resumes by itself once a
+ * buffer is given back (counted in enobufs_rearms); -ENOBUFS never reaches
+ * the callback. Final completion: res 0 (end of stream), -ECANCELED, or
+ * another -errno.
+ */
+RIO_API int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd,
+			       rio_bufpool *pool, rio_cb *cb);
+
+/*
+ * Close `fd` through the loop. Every op of this loop still pending on `fd`
+ * first completes with -ECANCELED (or its real result if it finished
+ * first); then this op completes with close(2)'s result. Do not reuse `fd`
+ * for anything until this op completes.
+ */
+RIO_API int rio_close(rio_loop *loop, rio_op *op, int fd, rio_cb *cb);
+
+/*
+ * A timer: completes with 0 after `timeout_ns` (relative), or -ECANCELED
+ * when cancelled first.
+ */
+RIO_API int rio_timeout(rio_loop *loop, rio_op *op, uint64_t timeout_ns,
+			rio_cb *cb);
+
+/*
+ * Cancel `target`. This op completes with 0 if the target was found and
+ * cancelled, -ENOENT if the target was not in flight (it had completed, or
+ * was never submitted), or -EALREADY if it was already running and could
+ * not be stopped. The target completes exactly once either way: with
+ * -ECANCELED, or with its real result if it finished first.
+ */
+RIO_API int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target,
+		       rio_cb *cb);
+
+/* ------------------------------------------------------------------ */
+/* Provided-buffer pools (multishot receive)                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Create a pool of `count` buffers (a power of two, 1..32768) of `size`
+ * bytes each (1 .. 1 GiB) for use by ops of `loop`. Returns 0 and stores it
+ * in *out, or -EINVAL, -ENOMEM, or the kernel's error for the buffer ring
+ * (-EINVAL on kernels before 5.19).
+ */
+RIO_API int rio_bufpool_create(rio_loop *loop, unsigned count, size_t size,
+			       rio_bufpool **out);
+
+/*
+ * Destroy a pool. Returns -EBUSY while an op that uses it is in flight.
+ */
+RIO_API int rio_bufpool_destroy(rio_bufpool *pool);
+
+/* Give buffer `id` back to the pool (loop thread only). Returns 0, or
+ * -EINVAL for an id that is out of range or not lent out. */
+RIO_API int rio_bufpool_put(rio_bufpool *pool, uint16_t id);
+
+/* The address of buffer `id`, and the size of every buffer. */
+RIO_API void *rio_bufpool_buf(const rio_bufpool *pool, uint16_t id);
+RIO_API size_t rio_bufpool_size(const rio_bufpool *pool);
+
+/* ------------------------------------------------------------------ */
+/* Socket helpers                                                      */
+/* ------------------------------------------------------------------ */
+
+#define RIO_SOCK_REUSEPORT 0x1u /* SO_REUSEPORT, for one loop per thread */
+#define RIO_SOCK_V6ONLY 0x2u    /* IPV6_V6ONLY on an IPv6 listener */
+
+/*
+ * Fill `*ss` and `*len` from a numeric IPv4 or IPv6 address (no DNS) and a
+ * port. `host` NULL means 127.0.0.1. Returns 0 or -EINVAL.
+ */
+RIO_API int rio_sockaddr(const char *host, uint16_t port,
+			 struct sockaddr_storage *ss, socklen_t *len);
+
+/*
+ * Create a non-blocking, close-on-exec TCP listener on host:port with
+ * SO_REUSEADDR (and SO_REUSEPORT / IPV6_V6ONLY per `flags`). port 0 picks a
+ * free port (see rio_local_port). backlog <= 0 means SOMAXCONN. Returns the
+ * fd, or -errno (-EINVAL for a bad address, -EADDRINUSE, ...).
+ */
+RIO_API int rio_listen_tcp(const char *host, uint16_t port, int backlog,
+			   unsigned flags);
+
+/* Create a non-blocking, close-on-exec TCP socket of `family` (AF_INET or
+ * AF_INET6). Returns the fd or -errno. */
+RIO_API int rio_socket_tcp(int family);
+
+/* The local port a socket is bound to, or -errno. */
+RIO_API int rio_local_port(int fd);
+
+/* Set or clear O_NONBLOCK / TCP_NODELAY. Return 0 or -errno. */
+RIO_API int rio_set_nonblock(int fd, int on);
+RIO_API int rio_set_nodelay(int fd, int on);
+
+/* strerror for a -errno value; never NULL. */
+RIO_API const char *rio_strerror(int res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RINGIO_H */
