@@ -1,0 +1,130 @@
+/*
+ * What crosses files inside the library: the loop, the backend interface
+ * and the op lifecycle helpers. Nothing here is exported.
+ */
+#ifndef RIO_INTERNAL_H
+#define RIO_INTERNAL_H
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include "ringio.h"
+#include "queue.h"
+
+#define RIO__HIDDEN __attribute__((visibility("hidden")))
+
+/* op->priv.kind */
+enum rio__kind {
+	RIO__OP_NONE = 0,
+	RIO__OP_ACCEPT,
+	RIO__OP_CONNECT,
+	RIO__OP_RECV,
+	RIO__OP_SEND,
+	RIO__OP_RECVMSG,
+	RIO__OP_SENDMSG,
+	RIO__OP_RECV_MULTI,
+	RIO__OP_CLOSE,
+	RIO__OP_TIMEOUT,
+	RIO__OP_CANCEL,
+	RIO__OP_POST,
+	RIO__OP_WAKE, /* internal: the loop's wakeup channel */
+};
+
+/* op->priv.state: who holds the op now. */
+enum rio__state {
+	RIO__ST_IDLE = 0, /* the caller's */
+	RIO__ST_PENDING,  /* result known, on loop->pending for the next turn */
+	RIO__ST_POSTED,   /* on the cross-thread stack */
+	RIO__ST_KERNEL,   /* submitted to the kernel / armed in the reactor */
+	RIO__ST_SQWAIT,   /* waiting for room in the submission queue */
+	RIO__ST_PARKED,   /* multishot recv waiting for pool buffers */
+};
+
+/* op->priv.bits */
+#define RIO__B_MULTISHOT 0x01u
+#define RIO__B_CANCELLED 0x02u /* a cancel or close asked it to stop */
+#define RIO__B_TIMEDOUT 0x04u  /* its deadline fired */
+#define RIO__B_INTERNAL 0x08u  /* the loop's own op: not counted as active */
+#define RIO__B_DEADLINE 0x10u  /* submitted with a linked deadline */
+#define RIO__B_FDCOUNTED 0x20u /* counted in the backend's per-fd table */
+#define RIO__B_CQES_SHIFT 8    /* backend: completions still outstanding */
+#define RIO__B_CQES_MASK (0xffu << RIO__B_CQES_SHIFT)
+
+/*
+ * A backend: one file of static functions and one of these. The core calls
+ * nothing else. Every op handed to submit() is validated and counted; the
+ * backend completes it (exactly once per result) through rio__complete().
+ */
+struct rio__backend {
+	const char *name;
+	rio_backend_kind kind;
+	/* Set up; on failure return -errno and say why in `why`. */
+	int (*init)(rio_loop *loop, const rio_loop_opts *opts, char *why,
+		    size_t why_len);
+	void (*fini)(rio_loop *loop);
+	/* Take an op (any kind but POST). Never completes it inline. */
+	void (*submit)(rio_loop *loop, rio_op *op);
+	/* Flush submissions, wait for events if `block`, run completions. */
+	int (*poll)(rio_loop *loop, int block);
+	/* Wake a blocked poll(); any thread. */
+	void (*wake)(rio_loop *loop);
+	int (*pool_init)(rio_bufpool *pool);
+	void (*pool_fini)(rio_bufpool *pool);
+	/* Buffer `id` is free again: lend it to the kernel / the reactor. */
+	void (*pool_put)(rio_bufpool *pool, uint16_t id);
+};
+
+RIO__HIDDEN extern const struct rio__backend rio__backend_uring;
+
+struct rio_loop {
+	const struct rio__backend *be;
+	void *be_data;
+	rio_backend_kind kind;
+	rio_backend_reason reason;
+	char msg[192];
+	uint32_t active;   /* user ops in flight (loop thread only) */
+	uint32_t npools;
+	uint16_t next_bgid;
+	int in_run;
+	rio__opq pending;  /* completions to deliver on the next turn */
+	_Atomic(rio_op *) posted;    /* cross-thread stack, newest first */
+	atomic_uint posted_count;
+	atomic_int stop;
+	rio_counters ctr;
+};
+
+struct rio_bufpool {
+	rio_loop *loop;
+	unsigned char *mem;
+	size_t size;
+	unsigned count;
+	uint16_t bgid;
+	uint32_t users;        /* ops in flight that use this pool */
+	unsigned char *lent;   /* bitmap: buffer is the caller's */
+	unsigned nlent;        /* buffers the caller holds */
+	void *be;              /* backend state (io_uring: the buffer ring) */
+};
+
+/* Deliver one result to op's callback. Without RIO_OP_F_MORE in `flags` it
+ * is the final one: the op goes back to the caller first. */
+RIO__HIDDEN void rio__complete(rio_loop *loop, rio_op *op, int res,
+			       unsigned flags);
+/* Complete op with `res` on the next turn (errors found while submitting). */
+RIO__HIDDEN void rio__defer(rio_loop *loop, rio_op *op, int res);
+RIO__HIDDEN uint64_t rio__now_ns(void);
+
+/* Buffer-pool bookkeeping shared by the backends. */
+RIO__HIDDEN void rio__pool_mark_lent(rio_bufpool *pool, uint16_t id);
+
+static inline unsigned rio__cqes(const rio_op *op)
+{
+	return (op->priv.bits & RIO__B_CQES_MASK) >> RIO__B_CQES_SHIFT;
+}
+
+static inline void rio__set_cqes(rio_op *op, unsigned n)
+{
+	op->priv.bits = (op->priv.bits & ~RIO__B_CQES_MASK) |
+			(n << RIO__B_CQES_SHIFT);
+}
+
+#endif

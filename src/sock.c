@@ -1,0 +1,115 @@
+/*
+ * Socket helpers the tools and most servers need. Plain syscalls, -errno
+ * results, no DNS: addresses are numeric.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int rio_sockaddr(const char *host, uint16_t port, struct sockaddr_storage *ss,
+		 socklen_t *len)
+{
+	if (!ss || !len)
+		return -EINVAL;
+	memset(ss, 0, sizeof *ss);
+	if (!host)
+		host = "127.0.0.1";
+	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons(port);
+		*len = sizeof *in4;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(port);
+		*len = sizeof *in6;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int setint(int fd, int level, int opt, int v)
+{
+	return setsockopt(fd, level, opt, &v, sizeof v) ? -errno : 0;
+}
+
+int rio_socket_tcp(int family)
+{
+	if (family != AF_INET && family != AF_INET6)
+		return -EINVAL;
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	return fd < 0 ? -errno : fd;
+}
+
+int rio_listen_tcp(const char *host, uint16_t port, int backlog,
+		   unsigned flags)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if ((flags & ~(RIO_SOCK_REUSEPORT | RIO_SOCK_V6ONLY)) ||
+	    rio_sockaddr(host, port, &ss, &len) < 0)
+		return -EINVAL;
+	int fd = rio_socket_tcp(ss.ss_family);
+	if (fd < 0)
+		return fd;
+	int r = setint(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (!r && (flags & RIO_SOCK_REUSEPORT))
+		r = setint(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+	if (!r && ss.ss_family == AF_INET6)
+		r = setint(fd, IPPROTO_IPV6, IPV6_V6ONLY,
+			   !!(flags & RIO_SOCK_V6ONLY));
+	if (!r && bind(fd, (struct sockaddr *)&ss, len) < 0)
+		r = -errno;
+	if (!r && listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0)
+		r = -errno;
+	if (r) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int rio_local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -errno;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return -EAFNOSUPPORT;
+}
+
+int rio_set_nonblock(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -errno;
+	int want = on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+	if (want != fl && fcntl(fd, F_SETFL, want) < 0)
+		return -errno;
+	return 0;
+}
+
+int rio_set_nodelay(int fd, int on)
+{
+	return setint(fd, IPPROTO_TCP, TCP_NODELAY, !!on);
+}
+
+const char *rio_strerror(int res)
+{
+	return strerror(res < 0 ? -res : res);
+}

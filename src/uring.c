@@ -1,0 +1,746 @@
+/*
+ * The io_uring backend. One ring per loop; an op's user_data is its address
+ * with a tag in the low bits (rio_op is 8-aligned) telling which of its
+ * SQEs a CQE belongs to. An op finishes when every CQE it expects has
+ * arrived, so an op and its linked timeout, or a close and its cancel-fd,
+ * surface as exactly one completion whatever order the kernel posts them.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+enum { TAG_MAIN = 0, TAG_LT = 1, TAG_AUX = 2, TAG_MASK = 7 };
+
+/* Per-fd bookkeeping so that a close completes only after every op still
+ * pending on its fd: with DEFER_TASKRUN the cancelled ops' CQEs are posted
+ * from task work and may arrive after the close's own CQE. */
+struct fdslot {
+	uint32_t inflight;
+	rio_op *closer;
+};
+
+struct uring {
+	struct io_uring ring;
+	rio__opq sqwait;  /* ops waiting for SQEs, FIFO */
+	rio__opq parked;  /* multishot recvs waiting for pool buffers */
+	rio__opq done;    /* results found without the kernel: next turn */
+	struct fdslot *fds;
+	size_t nfds;
+	int efd;
+	uint64_t wake_val;
+	rio_op wake_op;
+	unsigned setup_flags;
+	int rearm_parked; /* a buffer came back while recvs were parked */
+};
+
+static struct uring *U(rio_loop *loop) { return loop->be_data; }
+
+static void set_ud(struct io_uring_sqe *sqe, rio_op *op, unsigned tag)
+{
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | tag);
+}
+
+static struct __kernel_timespec *op_ts(rio_op *op, uint64_t ns)
+{
+	struct __kernel_timespec *ts = (void *)op->priv.ts;
+	ts->tv_sec = (long long)(ns / 1000000000ull);
+	ts->tv_nsec = (long long)(ns % 1000000000ull);
+	return ts;
+}
+
+static int needs_fd_slot(const rio_op *op)
+{
+	switch (op->priv.kind) {
+	case RIO__OP_CLOSE: case RIO__OP_TIMEOUT: case RIO__OP_CANCEL:
+	case RIO__OP_WAKE: case RIO__OP_POST:
+		return 0;
+	default:
+		return op->priv.fd >= 0;
+	}
+}
+
+static struct fdslot *fd_slot(struct uring *u, int fd, int grow)
+{
+	if (fd < 0)
+		return NULL;
+	if ((size_t)fd >= u->nfds) {
+		if (!grow)
+			return NULL;
+		size_t n = u->nfds ? u->nfds : 64;
+		while (n <= (size_t)fd)
+			n *= 2;
+		struct fdslot *t = realloc(u->fds, n * sizeof *t);
+		if (!t)
+			return NULL; /* ordering degrades, nothing breaks */
+		memset(t + u->nfds, 0, (n - u->nfds) * sizeof *t);
+		u->fds = t;
+		u->nfds = n;
+	}
+	return &u->fds[fd];
+}
+
+/* SQEs an op needs: a linked timeout or a close's cancel-fd adds one. */
+static unsigned sqes_needed(const rio_op *op)
+{
+	return (op->priv.kind == RIO__OP_CLOSE ||
+		(op->priv.bits & RIO__B_DEADLINE)) ? 2 : 1;
+}
+
+static void prep_main(struct uring *u, rio_op *op, struct io_uring_sqe *sqe)
+{
+	int fd = op->priv.fd;
+	void *p = op->priv.p0;
+	switch (op->priv.kind) {
+	case RIO__OP_ACCEPT:
+		if (op->priv.bits & RIO__B_MULTISHOT)
+			io_uring_prep_multishot_accept(sqe, fd, NULL, NULL,
+						       SOCK_NONBLOCK | SOCK_CLOEXEC);
+		else
+			io_uring_prep_accept(sqe, fd, p, op->priv.p1,
+					     SOCK_NONBLOCK | SOCK_CLOEXEC);
+		break;
+	case RIO__OP_CONNECT:
+		io_uring_prep_connect(sqe, fd, p, (socklen_t)op->priv.u0);
+		break;
+	case RIO__OP_RECV:
+		io_uring_prep_recv(sqe, fd, p, op->priv.u0, (int)op->priv.n0);
+		break;
+	case RIO__OP_SEND:
+		io_uring_prep_send(sqe, fd, p, op->priv.u0, (int)op->priv.n0);
+		break;
+	case RIO__OP_RECVMSG:
+		io_uring_prep_recvmsg(sqe, fd, p, op->priv.n0);
+		break;
+	case RIO__OP_SENDMSG:
+		io_uring_prep_sendmsg(sqe, fd, p, op->priv.n0);
+		break;
+	case RIO__OP_RECV_MULTI:
+		io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = ((rio_bufpool *)p)->bgid;
+		break;
+	case RIO__OP_CLOSE:
+		io_uring_prep_close(sqe, fd);
+		break;
+	case RIO__OP_TIMEOUT:
+		io_uring_prep_timeout(sqe, op_ts(op, op->priv.u0), 0, 0);
+		break;
+	case RIO__OP_CANCEL:
+		io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)p, 0);
+		break;
+	case RIO__OP_WAKE:
+		io_uring_prep_read(sqe, u->efd, &u->wake_val, sizeof u->wake_val,
+				   0);
+		break;
+	default:
+		assert(!"unknown op kind");
+	}
+	set_ud(sqe, op, TAG_MAIN);
+}
+
+/* Fill SQEs for op, or return -EAGAIN if the SQ has no room for them. */
+static int prep(struct uring *u, rio_op *op)
+{
+	unsigned need = sqes_needed(op);
+	if (io_uring_sq_space_left(&u->ring) < need)
+		return -EAGAIN;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+	if (op->priv.kind == RIO__OP_CLOSE) {
+		/* Cancel everything on the fd first; hard link, because a
+		 * cancel that finds nothing (-ENOENT) must not fail the close. */
+		io_uring_prep_cancel_fd(sqe, op->priv.fd, IORING_ASYNC_CANCEL_ALL);
+		sqe->flags |= IOSQE_IO_HARDLINK;
+		set_ud(sqe, op, TAG_AUX);
+		sqe = io_uring_get_sqe(&u->ring);
+	}
+	prep_main(u, op, sqe);
+	if (op->priv.bits & RIO__B_DEADLINE) {
+		sqe->flags |= IOSQE_IO_LINK;
+		sqe = io_uring_get_sqe(&u->ring);
+		io_uring_prep_link_timeout(sqe, op_ts(op, op->deadline_ns), 0);
+		set_ud(sqe, op, TAG_LT);
+	}
+	rio__set_cqes(op, need);
+	op->priv.state = RIO__ST_KERNEL;
+	return 0;
+}
+
+/* Hand op to the kernel's SQ; a full SQ is flushed, and if it is still
+ * full the op waits its turn on sqwait. Never fails. */
+static void enqueue(rio_loop *loop, rio_op *op)
+{
+	struct uring *u = U(loop);
+	if (rio__opq_empty(&u->sqwait)) {
+		if (prep(u, op) == 0)
+			return;
+		io_uring_submit(&u->ring);
+		loop->ctr.enters++;
+		if (prep(u, op) == 0)
+			return;
+	}
+	loop->ctr.sq_full++;
+	op->priv.state = RIO__ST_SQWAIT;
+	rio__opq_push(&u->sqwait, op);
+}
+
+static void flush_sqwait(rio_loop *loop)
+{
+	struct uring *u = U(loop);
+	for (int tries = 0; !rio__opq_empty(&u->sqwait) && tries < 2;) {
+		rio_op *op = u->sqwait.head;
+		if (prep(u, op) == 0) {
+			rio__opq_remove(&u->sqwait, op);
+			op->priv.state = RIO__ST_KERNEL;
+			continue;
+		}
+		io_uring_submit(&u->ring);
+		loop->ctr.enters++;
+		tries++;
+	}
+}
+
+/* Complete op now; results decided without the kernel. */
+static void finish(rio_loop *loop, rio_op *op, int res);
+
+static void defer(rio_loop *loop, rio_op *op, int res)
+{
+	op->res = res;
+	op->priv.state = RIO__ST_PENDING;
+	rio__opq_push(&U(loop)->done, op);
+}
+
+/* A cancel of an op the kernel does not hold yet is settled here. */
+static void cancel_local(rio_loop *loop, rio_op *op, rio_op *target)
+{
+	struct uring *u = U(loop);
+	if (target->priv.state == RIO__ST_SQWAIT)
+		rio__opq_remove(&u->sqwait, target);
+	else
+		rio__opq_remove(&u->parked, target);
+	defer(loop, target, -ECANCELED);
+	defer(loop, op, 0);
+}
+
+/* Closing an fd ends the multishot recvs parked on it. */
+static void close_parked(rio_loop *loop, int fd)
+{
+	struct uring *u = U(loop);
+	rio_op *op = u->parked.head;
+	while (op) {
+		rio_op *next = op->priv.next;
+		if (op->priv.fd == fd) {
+			rio__opq_remove(&u->parked, op);
+			defer(loop, op, -ECANCELED);
+		}
+		op = next;
+	}
+}
+
+static void uring_submit(rio_loop *loop, rio_op *op)
+{
+	struct uring *u = U(loop);
+	if (op->deadline_ns && !(op->priv.bits & RIO__B_MULTISHOT))
+		op->priv.bits |= RIO__B_DEADLINE;
+	if (op->priv.kind == RIO__OP_CANCEL) {
+		rio_op *target = op->priv.p0;
+		if (target->priv.state == RIO__ST_SQWAIT ||
+		    target->priv.state == RIO__ST_PARKED) {
+			cancel_local(loop, op, target);
+			return;
+		}
+		target->priv.bits |= RIO__B_CANCELLED;
+	} else if (op->priv.kind == RIO__OP_CLOSE) {
+		close_parked(loop, op->priv.fd);
+	}
+	if (needs_fd_slot(op)) {
+		struct fdslot *s = fd_slot(u, op->priv.fd, 1);
+		if (s) {
+			s->inflight++;
+			op->priv.bits |= RIO__B_FDCOUNTED;
+		}
+	}
+	enqueue(loop, op);
+}
+
+/* ---- completions ---- */
+
+static void finish_close(rio_loop *loop, rio_op *op, int res)
+{
+	struct fdslot *s = fd_slot(U(loop), op->priv.fd, 0);
+	if (s && s->inflight > 0 && !s->closer) {
+		op->res = res;
+		s->closer = op; /* completes when the fd's last op does */
+		return;
+	}
+	rio__complete(loop, op, res, 0);
+}
+
+static void finish(rio_loop *loop, rio_op *op, int res)
+{
+	unsigned bits = op->priv.bits;
+	if ((bits & RIO__B_TIMEDOUT) && (res == -ECANCELED || res == -EINTR))
+		res = -ETIMEDOUT;
+	switch (op->priv.kind) {
+	case RIO__OP_TIMEOUT:
+		if (res == -ETIME)
+			res = 0;
+		break;
+	case RIO__OP_CLOSE:
+		finish_close(loop, op, res);
+		return;
+	default:
+		break;
+	}
+	int fd = op->priv.fd;
+	rio__complete(loop, op, res, 0);
+	if (!(bits & RIO__B_FDCOUNTED))
+		return;
+	/* op may be reused by now: only fd and bits are used below. */
+	struct fdslot *s = fd_slot(U(loop), fd, 0);
+	assert(s && s->inflight > 0);
+	if (--s->inflight == 0 && s->closer) {
+		rio_op *c = s->closer;
+		s->closer = NULL;
+		rio__complete(loop, c, c->res, 0);
+	}
+}
+
+static void cqe_done(rio_loop *loop, rio_op *op)
+{
+	unsigned n = rio__cqes(op);
+	assert(n > 0);
+	rio__set_cqes(op, n - 1);
+	if (n == 1)
+		finish(loop, op, op->res);
+}
+
+static void park(rio_loop *loop, rio_op *op)
+{
+	struct uring *u = U(loop);
+	rio_bufpool *pool = op->priv.p0;
+	op->priv.state = RIO__ST_PARKED;
+	rio__opq_push(&u->parked, op);
+	/* Buffers may have come back between the kernel running dry and this
+	 * CQE being read. */
+	if (pool->nlent < pool->count)
+		u->rearm_parked = 1;
+}
+
+/* Once per turn, not once per returned buffer: re-arm the parked recvs
+ * whose pool has buffers again. A re-armed recv with no data waiting costs
+ * no buffer; one that finds the pool dry again simply parks again. */
+static void rearm_parked(rio_loop *loop)
+{
+	struct uring *u = U(loop);
+	if (!u->rearm_parked)
+		return;
+	u->rearm_parked = 0;
+	rio_op *op = u->parked.head;
+	while (op) {
+		rio_op *next = op->priv.next;
+		rio_bufpool *pool = op->priv.p0;
+		if (pool->nlent < pool->count) {
+			rio__opq_remove(&u->parked, op);
+			loop->ctr.enobufs_rearms++;
+			op->priv.state = RIO__ST_KERNEL;
+			enqueue(loop, op);
+		}
+		op = next;
+	}
+}
+
+/* A multishot CQE. Without F_MORE the kernel ended the stream: re-arm it
+ * unless it ended in an error or a cancel; -ENOBUFS parks the recv until
+ * a buffer is given back. */
+static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
+{
+	unsigned flags = RIO_OP_F_MORE;
+	if (cf & IORING_CQE_F_BUFFER) {
+		rio_bufpool *pool = op->priv.p0;
+		uint16_t bid = (uint16_t)(cf >> IORING_CQE_BUFFER_SHIFT);
+		rio__pool_mark_lent(pool, bid);
+		op->buf = pool->mem + (size_t)bid * pool->size;
+		op->buf_id = bid;
+		flags |= RIO_OP_F_BUF;
+	}
+	if (cf & IORING_CQE_F_MORE) {
+		rio__complete(loop, op, res, flags);
+		return;
+	}
+	int cancelled = op->priv.bits & RIO__B_CANCELLED;
+	int is_recv = op->priv.kind == RIO__OP_RECV_MULTI;
+	if (res == -ENOBUFS && is_recv && !cancelled) {
+		park(loop, op);
+		return;
+	}
+	int result = is_recv ? res > 0 : res >= 0;
+	if (result && !cancelled) {
+		loop->ctr.multishot_rearms++;
+		enqueue(loop, op);
+		rio__complete(loop, op, res, flags);
+		return;
+	}
+	if (result) { /* a last result raced the cancel: deliver it first */
+		rio__complete(loop, op, res, flags);
+		res = -ECANCELED;
+	}
+	op->res = res;
+	cqe_done(loop, op);
+}
+
+static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
+{
+	rio_op *op = (rio_op *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
+	switch (ud & TAG_MASK) {
+	case TAG_LT:
+		if (res == -ETIME)
+			op->priv.bits |= RIO__B_TIMEDOUT;
+		cqe_done(loop, op);
+		return;
+	case TAG_AUX:
+		cqe_done(loop, op);
+		return;
+	default:
+		if (op->priv.bits & RIO__B_MULTISHOT) {
+			multishot_cqe(loop, op, res, cf);
+			return;
+		}
+		op->res = res;
+		cqe_done(loop, op);
+	}
+}
+
+enum { BATCH = 64, MAX_PER_TURN = 16384 };
+
+/* Copy CQEs out and advance the CQ before running callbacks, so callbacks
+ * that submit (and maybe enter the kernel) never see a half-read ring. */
+static void reap(rio_loop *loop)
+{
+	struct uring *u = U(loop);
+	struct io_uring_cqe *cqes[BATCH];
+	struct { uint64_t ud; int res; unsigned flags; } batch[BATCH];
+	for (unsigned total = 0; total < MAX_PER_TURN;) {
+		if (IO_URING_READ_ONCE(*u->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+			loop->ctr.cq_overflows++;
+		unsigned n = io_uring_peek_batch_cqe(&u->ring, cqes, BATCH);
+		if (n == 0)
+			break;
+		for (unsigned i = 0; i < n; i++) {
+			batch[i].ud = cqes[i]->user_data;
+			batch[i].res = cqes[i]->res;
+			batch[i].flags = cqes[i]->flags;
+		}
+		io_uring_cq_advance(&u->ring, n);
+		for (unsigned i = 0; i < n; i++)
+			handle_cqe(loop, batch[i].ud, batch[i].res,
+				   batch[i].flags);
+		total += n;
+	}
+}
+
+static void run_done(rio_loop *loop)
+{
+	rio__opq q;
+	rio__opq_take(&q, &U(loop)->done);
+	rio_op *op;
+	while ((op = rio__opq_pop(&q)))
+		finish(loop, op, op->res);
+}
+
+static int uring_poll(rio_loop *loop, int block)
+{
+	struct uring *u = U(loop);
+	rearm_parked(loop);
+	flush_sqwait(loop);
+	if (!rio__opq_empty(&u->done))
+		block = 0;
+	int r = block ? io_uring_submit_and_wait(&u->ring, 1)
+		      : io_uring_submit_and_get_events(&u->ring);
+	loop->ctr.enters++;
+	/* EINTR: a signal; EBUSY/EAGAIN: the kernel wants its CQ backlog
+	 * drained first (pre-5.19 NODROP behaviour). Reaping fixes both. */
+	if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN &&
+	    r != -ETIME)
+		return r;
+	reap(loop);
+	run_done(loop);
+	return 0;
+}
+
+/* ---- wakeups ---- */
+
+static void wake_cb(rio_loop *loop, rio_op *op, int res)
+{
+	if (res == -ECANCELED)
+		return; /* the ring is going away */
+	loop->ctr.wakeups++;
+	op->priv.bits = RIO__B_INTERNAL;
+	op->priv.state = RIO__ST_KERNEL;
+	enqueue(loop, op);
+}
+
+static void uring_wake(rio_loop *loop)
+{
+	uint64_t one = 1;
+	ssize_t n = write(U(loop)->efd, &one, sizeof one);
+	(void)n; /* EAGAIN: the counter is saturated, a wakeup is pending */
+}
+
+/* ---- setup ---- */
+
+static const struct { int op; const char *name; } needed_ops[] = {
+	{IORING_OP_ACCEPT, "ACCEPT"},       {IORING_OP_CONNECT, "CONNECT"},
+	{IORING_OP_RECV, "RECV"},           {IORING_OP_SEND, "SEND"},
+	{IORING_OP_RECVMSG, "RECVMSG"},     {IORING_OP_SENDMSG, "SENDMSG"},
+	{IORING_OP_CLOSE, "CLOSE"},         {IORING_OP_TIMEOUT, "TIMEOUT"},
+	{IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"},
+	{IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"}, {IORING_OP_READ, "READ"},
+};
+
+static int probe_ops(struct io_uring *ring, char *why, size_t why_len)
+{
+	struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+	if (!p) {
+		snprintf(why, why_len, "io_uring opcode probe failed");
+		return -ENOSYS;
+	}
+	int r = 0;
+	for (size_t i = 0; i < sizeof needed_ops / sizeof *needed_ops; i++)
+		if (!io_uring_opcode_supported(p, needed_ops[i].op)) {
+			snprintf(why, why_len, "io_uring lacks IORING_OP_%s",
+				 needed_ops[i].name);
+			r = -ENOSYS;
+			break;
+		}
+	io_uring_free_probe(p);
+	return r;
+}
+
+static void flags_str(unsigned f, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s%s%s",
+		 f & IORING_SETUP_SINGLE_ISSUER ? "SINGLE_ISSUER|" : "",
+		 f & IORING_SETUP_DEFER_TASKRUN ? "DEFER_TASKRUN|" : "",
+		 f & IORING_SETUP_COOP_TASKRUN ? "COOP_TASKRUN|" : "",
+		 f & IORING_SETUP_SUBMIT_ALL ? "SUBMIT_ALL|" : "");
+	size_t n = strlen(buf);
+	if (n)
+		buf[n - 1] = '\0';
+}
+
+/* Drop the setup flag the kernel is least likely to know, in the order
+ * they appeared: DEFER_TASKRUN (6.1; COOP_TASKRUN, 5.19, stands in for
+ * it), then COOP_TASKRUN, SINGLE_ISSUER (6.0), SUBMIT_ALL (5.18). */
+static int drop_flag(unsigned *f)
+{
+	if (*f & IORING_SETUP_DEFER_TASKRUN) {
+		*f &= ~IORING_SETUP_DEFER_TASKRUN;
+		*f |= IORING_SETUP_COOP_TASKRUN;
+	} else if (*f & IORING_SETUP_COOP_TASKRUN) {
+		*f &= ~IORING_SETUP_COOP_TASKRUN;
+	} else if (*f & IORING_SETUP_SINGLE_ISSUER) {
+		*f &= ~IORING_SETUP_SINGLE_ISSUER;
+	} else if (*f & IORING_SETUP_SUBMIT_ALL) {
+		*f &= ~IORING_SETUP_SUBMIT_ALL;
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
+static void explain_setup_error(rio_loop *loop, int r, char *why, size_t len)
+{
+	const char *what = "";
+	char sys[64] = "";
+	if (r == -ENOSYS)
+		loop->reason = RIO_REASON_URING_ENOSYS;
+	if (r == -EPERM || r == -EACCES) {
+		loop->reason = RIO_REASON_URING_EPERM;
+		FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+		int v = -1;
+		if (f) {
+			if (fscanf(f, "%d", &v) != 1)
+				v = -1;
+			fclose(f);
+		}
+		if (v > 0) {
+			loop->reason = RIO_REASON_URING_DISABLED;
+			snprintf(sys, sizeof sys, " (kernel.io_uring_disabled=%d)", v);
+		} else {
+			what = " (seccomp or container policy)";
+		}
+	} else if (r == -ENOMEM) {
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 &&
+		    rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (8u << 20)) {
+			loop->reason = RIO_REASON_URING_MEMLOCK;
+			what = " (RLIMIT_MEMLOCK too low)";
+		}
+	} else if (r == -EINVAL) {
+		loop->reason = RIO_REASON_URING_FLAGS;
+		what = " (no setup flag set accepted)";
+	}
+	snprintf(why, len, "io_uring_setup returned %s%s%s",
+		 strerrorname_np(-r) ? strerrorname_np(-r) : "error", sys, what);
+}
+
+static int setup_ring(rio_loop *loop, struct uring *u,
+		      const rio_loop_opts *opts, char *why, size_t why_len)
+{
+	unsigned entries = opts->sq_entries ? opts->sq_entries : 256;
+	unsigned f = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+		     IORING_SETUP_DEFER_TASKRUN;
+	for (;;) {
+		struct io_uring_params p;
+		memset(&p, 0, sizeof p);
+		p.flags = f | IORING_SETUP_CLAMP;
+		if (opts->cq_entries) {
+			p.flags |= IORING_SETUP_CQSIZE;
+			p.cq_entries = opts->cq_entries;
+		}
+		int r = io_uring_queue_init_params(entries, &u->ring, &p);
+		if (r == 0) {
+			u->setup_flags = f;
+			return 0;
+		}
+		if (r != -EINVAL || !drop_flag(&f)) {
+			explain_setup_error(loop, r, why, why_len);
+			return r;
+		}
+	}
+}
+
+static int uring_init(rio_loop *loop, const rio_loop_opts *opts, char *why,
+		      size_t why_len)
+{
+	if (opts->cq_entries && opts->cq_entries < opts->sq_entries)
+		return -EINVAL;
+	struct uring *u = calloc(1, sizeof *u);
+	if (!u)
+		return -ENOMEM;
+	int r = setup_ring(loop, u, opts, why, why_len);
+	if (r < 0) {
+		free(u);
+		return r;
+	}
+	r = probe_ops(&u->ring, why, why_len);
+	if (r == 0) {
+		u->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (u->efd < 0)
+			r = -errno;
+	} else {
+		loop->reason = RIO_REASON_URING_PROBE;
+	}
+	if (r < 0) {
+		io_uring_queue_exit(&u->ring);
+		free(u);
+		return r;
+	}
+	io_uring_register_ring_fd(&u->ring); /* saves an fd lookup per enter */
+	loop->be_data = u;
+	char fl[96];
+	flags_str(u->setup_flags, fl, sizeof fl);
+	snprintf(loop->msg, sizeof loop->msg, "io_uring (%s)", fl);
+	u->wake_op.priv.cb = wake_cb;
+	u->wake_op.priv.kind = RIO__OP_WAKE;
+	u->wake_op.priv.fd = -1;
+	u->wake_op.priv.bits = RIO__B_INTERNAL;
+	u->wake_op.priv.state = RIO__ST_KERNEL;
+	enqueue(loop, &u->wake_op);
+	return 0;
+}
+
+static void uring_fini(rio_loop *loop)
+{
+	struct uring *u = U(loop);
+	io_uring_queue_exit(&u->ring);
+	close(u->efd);
+	free(u->fds);
+	free(u);
+}
+
+/* ---- provided-buffer rings ---- */
+
+struct bufring {
+	struct io_uring_buf_ring *br;
+	size_t bytes;
+};
+
+static int uring_pool_init(rio_bufpool *pool)
+{
+	struct uring *u = U(pool->loop);
+	struct bufring *b = calloc(1, sizeof *b);
+	if (!b)
+		return -ENOMEM;
+	/* liburing 2.3 has no io_uring_setup_buf_ring: map the ring
+	 * ourselves; the kernel wants it page-aligned. */
+	b->bytes = pool->count * sizeof(struct io_uring_buf);
+	b->br = mmap(NULL, b->bytes, PROT_READ | PROT_WRITE,
+		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (b->br == MAP_FAILED) {
+		free(b);
+		return -ENOMEM;
+	}
+	struct io_uring_buf_reg reg = {
+		.ring_addr = (uint64_t)(uintptr_t)b->br,
+		.ring_entries = pool->count,
+		.bgid = pool->bgid,
+	};
+	int r = io_uring_register_buf_ring(&u->ring, &reg, 0);
+	if (r < 0) {
+		munmap(b->br, b->bytes);
+		free(b);
+		return r;
+	}
+	io_uring_buf_ring_init(b->br);
+	int mask = io_uring_buf_ring_mask(pool->count);
+	for (unsigned i = 0; i < pool->count; i++)
+		io_uring_buf_ring_add(b->br, pool->mem + (size_t)i * pool->size,
+				      (unsigned)pool->size, (unsigned short)i,
+				      mask, (int)i);
+	io_uring_buf_ring_advance(b->br, (int)pool->count);
+	pool->be = b;
+	return 0;
+}
+
+static void uring_pool_fini(rio_bufpool *pool)
+{
+	struct bufring *b = pool->be;
+	io_uring_unregister_buf_ring(&U(pool->loop)->ring, pool->bgid);
+	munmap(b->br, b->bytes);
+	free(b);
+}
+
+static void uring_pool_put(rio_bufpool *pool, uint16_t id)
+{
+	struct bufring *b = pool->be;
+	io_uring_buf_ring_add(b->br, pool->mem + (size_t)id * pool->size,
+			      (unsigned)pool->size, id,
+			      io_uring_buf_ring_mask(pool->count), 0);
+	io_uring_buf_ring_advance(b->br, 1);
+	struct uring *u = U(pool->loop);
+	if (!rio__opq_empty(&u->parked))
+		u->rearm_parked = 1;
+}
+
+const struct rio__backend rio__backend_uring = {
+	.name = "uring",
+	.kind = RIO_BACKEND_URING,
+	.init = uring_init,
+	.fini = uring_fini,
+	.submit = uring_submit,
+	.poll = uring_poll,
+	.wake = uring_wake,
+	.pool_init = uring_pool_init,
+	.pool_fini = uring_pool_fini,
+	.pool_put = uring_pool_put,
+};
