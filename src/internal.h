@@ -72,9 +72,14 @@ struct rio__backend {
 	void (*pool_fini)(rio_bufpool *pool);
 	/* Buffer `id` is free again: lend it to the kernel / the reactor. */
 	void (*pool_put)(rio_bufpool *pool, uint16_t id);
+	/* The readiness fallback's poller (epoll, kqueue); NULL otherwise. */
+	const struct rio__poller *poller;
 };
 
 RIO__HIDDEN extern const struct rio__backend rio__backend_uring;
+/* The readiness backends this build has, NULL-terminated, in order of
+ * preference (fallback/backends.c, generated per platform). */
+RIO__HIDDEN extern const struct rio__backend *const rio__fallbacks[];
 
 struct rio_loop {
 	const struct rio__backend *be;

@@ -44,12 +44,12 @@ int rio_backend_parse(const char *name)
 /* The backends this build has, by kind; NULL where not built. */
 static const struct rio__backend *backend_for(rio_backend_kind kind)
 {
-	switch (kind) {
-	case RIO_BACKEND_URING:
+	if (kind == RIO_BACKEND_URING)
 		return &rio__backend_uring;
-	default:
-		return NULL;
-	}
+	for (int i = 0; rio__fallbacks[i]; i++)
+		if (kind == RIO_BACKEND_AUTO || rio__fallbacks[i]->kind == kind)
+			return rio__fallbacks[i];
+	return NULL;
 }
 
 /* io_uring failures that mean "this machine won't do io_uring", as the
@@ -92,9 +92,7 @@ static int select_backend(rio_loop *loop, const rio_loop_opts *opts)
 		if (r == 0 || want == RIO_BACKEND_URING ||
 		    !uring_refused(loop->reason))
 			return r;
-		const struct rio__backend *fb = backend_for(RIO_BACKEND_EPOLL);
-		if (!fb)
-			fb = backend_for(RIO_BACKEND_KQUEUE);
+		const struct rio__backend *fb = backend_for(RIO_BACKEND_AUTO);
 		if (!fb)
 			return r;
 		rio_backend_reason refused = loop->reason;

@@ -28,6 +28,18 @@ static inline void rio__opq_push(rio__opq *q, rio_op *op)
 	q->len++;
 }
 
+static inline void rio__opq_push_front(rio__opq *q, rio_op *op)
+{
+	op->priv.prev = NULL;
+	op->priv.next = q->head;
+	if (q->head)
+		q->head->priv.prev = op;
+	else
+		q->tail = op;
+	q->head = op;
+	q->len++;
+}
+
 static inline void rio__opq_remove(rio__opq *q, rio_op *op)
 {
 	if (op->priv.prev)

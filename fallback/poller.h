@@ -1,0 +1,35 @@
+/*
+ * The poller interface under the readiness reactor: register an fd once,
+ * edge-triggered for both directions, keyed by fd and generation; remove
+ * it; wait for events. epoll and kqueue each implement it in one file; all
+ * the logic (queues, retries, verification) lives in reactor.c.
+ */
+#ifndef RIO_POLLER_H
+#define RIO_POLLER_H
+
+#include <stdint.h>
+
+#define RIO__EV_IN 0x1u
+#define RIO__EV_OUT 0x2u
+#define RIO__EV_ERR 0x4u
+#define RIO__EV_HUP 0x8u
+
+struct rio__pev {
+	int fd;
+	uint32_t gen;
+	unsigned events; /* RIO__EV_* */
+};
+
+struct rio__poller {
+	const char *name;
+	/* A new poller instance: its fd, or -errno. */
+	int (*open)(void);
+	/* Watch fd (read and write, edge-triggered); events carry `gen`. */
+	int (*add)(int pfd, int fd, uint32_t gen);
+	/* Stop watching fd. */
+	int (*del)(int pfd, int fd);
+	/* Wait up to timeout_ms (-1: forever) for at most `max` events. */
+	int (*wait)(int pfd, struct rio__pev *evs, int max, int timeout_ms);
+};
+
+#endif

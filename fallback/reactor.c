@@ -1,0 +1,637 @@
+/*
+ * The readiness reactor: turns readiness into the completions io_uring
+ * would give. An op tries its syscall first; on EAGAIN it parks on its
+ * fd's queue for that direction (FIFO) and waits for the poller. Readiness
+ * is only a hint: an op retried after an event may see EAGAIN again, and
+ * then simply parks again (counted as a spurious wakeup).
+ *
+ * Every fd is registered once per generation, edge-triggered for both
+ * directions, so steady state needs no epoll_ctl; the reactor remembers
+ * which directions were last seen ready and clears a bit only when a
+ * syscall says EAGAIN. Closing an fd through the loop bumps its
+ * generation: events and ops of the old file can never reach the new one.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "poller.h"
+#include "reactor.h"
+#include "timer.h"
+
+struct fdent {
+	rio__opq rq, wq;  /* read side: accept, recv*; write side: connect, send* */
+	uint32_t gen;
+	uint8_t registered;
+	uint8_t ready;    /* RIO__EV_IN/OUT last seen ready */
+	uint8_t hot;      /* on the hot list: work left over from a turn */
+	uint8_t nopoll;   /* the poller refused it (a regular file): always ready */
+};
+
+struct reactor {
+	const struct rio__poller *p;
+	int pfd;
+	int wake_r, wake_w;
+	struct fdent *fds;
+	size_t nfds;
+	int *hot;
+	size_t nhot, hot_cap;
+	rio__opq done;    /* results found at submit time: run next poll */
+	rio__opq parked;  /* multishot recvs waiting for pool buffers */
+	rio__timers timers;
+	int rearm_parked;
+};
+
+/* The fallback's view of a pool: a stack of free buffer ids. */
+struct freelist {
+	unsigned n;
+	uint16_t ids[];
+};
+
+enum { WAKE_GEN = 0xffffffffu, BUDGET = 64, MAX_EVENTS = 256 };
+enum attempt { DONE, AGAIN, MORE, NOBUF };
+
+static struct reactor *R(rio_loop *loop) { return loop->be_data; }
+
+static int is_read_side(const rio_op *op)
+{
+	switch (op->priv.kind) {
+	case RIO__OP_ACCEPT: case RIO__OP_RECV: case RIO__OP_RECVMSG:
+	case RIO__OP_RECV_MULTI:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static struct fdent *fd_ent(struct reactor *r, int fd)
+{
+	if (fd < 0)
+		return NULL;
+	if ((size_t)fd >= r->nfds) {
+		size_t n = r->nfds ? r->nfds : 64;
+		while (n <= (size_t)fd)
+			n *= 2;
+		struct fdent *t = realloc(r->fds, n * sizeof *t);
+		if (!t)
+			return NULL;
+		memset(t + r->nfds, 0, (n - r->nfds) * sizeof *t);
+		r->fds = t;
+		r->nfds = n;
+	}
+	return &r->fds[fd];
+}
+
+static rio__opq *queue_of(struct fdent *e, const rio_op *op)
+{
+	return is_read_side(op) ? &e->rq : &e->wq;
+}
+
+static void defer(rio_loop *loop, rio_op *op, int res)
+{
+	rio__timer_del(&R(loop)->timers, op);
+	op->res = res;
+	op->priv.state = RIO__ST_PENDING;
+	rio__opq_push(&R(loop)->done, op);
+}
+
+static void mark_hot(struct reactor *r, int fd)
+{
+	struct fdent *e = &r->fds[fd];
+	if (e->hot)
+		return;
+	if (r->nhot == r->hot_cap) {
+		size_t cap = r->hot_cap ? r->hot_cap * 2 : 64;
+		int *h = realloc(r->hot, cap * sizeof *h);
+		if (!h)
+			return; /* the fd is served on its next edge instead */
+		r->hot = h;
+		r->hot_cap = cap;
+	}
+	e->hot = 1;
+	r->hot[r->nhot++] = fd;
+}
+
+/* First use of an fd in this generation: make it non-blocking (a blocking
+ * fd must never stall the loop) and register it with the poller. */
+static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
+{
+	if (e->registered)
+		return 0;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -errno;
+	if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	int res = r->p->add(r->pfd, fd, e->gen);
+	if (res == -EPERM) { /* regular files: never "not ready" */
+		e->nopoll = 1;
+		res = 0;
+	}
+	if (res < 0)
+		return res;
+	e->registered = 1;
+	e->ready = RIO__EV_IN | RIO__EV_OUT; /* unknown: try the syscall */
+	return 0;
+}
+
+/* ---- the syscalls ---- */
+
+static int sys(ssize_t n) { return n < 0 ? -errno : (int)n; }
+
+static int again(int res) { return res == -EAGAIN || res == -EWOULDBLOCK; }
+
+/* A connect that reported write readiness: believe it only when SO_ERROR
+ * is 0 and the socket has a peer. ENOTCONN means the edge was stale (a
+ * fresh socket is writable before connect() has done anything). */
+static enum attempt verify_connect(rio_op *op, int *res)
+{
+	int err = 0;
+	socklen_t len = sizeof err;
+	if (getsockopt(op->priv.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err) {
+		*res = -err;
+		return DONE;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (getpeername(op->priv.fd, (struct sockaddr *)&ss, &sl) == 0) {
+		*res = 0;
+		return DONE;
+	}
+	if (errno == ENOTCONN)
+		return AGAIN;
+	*res = -errno;
+	return DONE;
+}
+
+static int try_io(rio_op *op)
+{
+	int fd = op->priv.fd;
+	void *p = op->priv.p0;
+	int fl = (int)op->priv.n0 | MSG_DONTWAIT;
+	switch (op->priv.kind) {
+	case RIO__OP_ACCEPT:
+		return sys(accept4(fd, p, op->priv.p1, SOCK_NONBLOCK | SOCK_CLOEXEC));
+	case RIO__OP_RECV:
+		return sys(recv(fd, p, op->priv.u0, fl));
+	case RIO__OP_SEND:
+		return sys(send(fd, p, op->priv.u0, fl | MSG_NOSIGNAL));
+	case RIO__OP_RECVMSG:
+		return sys(recvmsg(fd, p, fl));
+	case RIO__OP_SENDMSG:
+		return sys(sendmsg(fd, p, fl | MSG_NOSIGNAL));
+	default:
+		assert(!"not a plain io op");
+		return -EINVAL;
+	}
+}
+
+static void complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
+{
+	if (!(flags & RIO_OP_F_MORE))
+		rio__timer_del(&R(loop)->timers, op);
+	rio__complete(loop, op, res, flags);
+}
+
+/* One multishot recv into a pool buffer. */
+static enum attempt recv_multi(rio_op *op, int *res, unsigned *flags)
+{
+	rio_bufpool *pool = op->priv.p0;
+	struct freelist *fl = pool->be;
+	if (fl->n == 0)
+		return NOBUF;
+	uint16_t id = fl->ids[fl->n - 1];
+	void *buf = pool->mem + (size_t)id * pool->size;
+	*res = sys(recv(op->priv.fd, buf, pool->size, MSG_DONTWAIT));
+	if (again(*res))
+		return AGAIN;
+	if (*res <= 0)
+		return DONE;
+	fl->n--;
+	rio__pool_mark_lent(pool, id);
+	op->buf = buf;
+	op->buf_id = id;
+	*flags = RIO_OP_F_MORE | RIO_OP_F_BUF;
+	return MORE;
+}
+
+/* Try an op's syscall once. No callback runs here: the caller unlinks a
+ * finished op before completing it, so the callback may resubmit it. */
+static enum attempt attempt(rio_op *op, int *res, unsigned *flags)
+{
+	*flags = 0;
+	switch (op->priv.kind) {
+	case RIO__OP_CONNECT:
+		return verify_connect(op, res);
+	case RIO__OP_RECV_MULTI:
+		return recv_multi(op, res, flags);
+	default:
+		break;
+	}
+	for (int i = 0; i < 3; i++) {
+		*res = try_io(op);
+		if (*res != -EINTR)
+			break;
+	}
+	if (again(*res))
+		return AGAIN;
+	if ((op->priv.bits & RIO__B_MULTISHOT) && *res >= 0) {
+		*flags = RIO_OP_F_MORE;
+		return MORE;
+	}
+	return DONE;
+}
+
+static void park_for_buffers(rio_loop *loop, rio__opq *q, rio_op *op)
+{
+	rio__opq_remove(q, op);
+	op->priv.state = RIO__ST_PARKED;
+	rio__opq_push(&R(loop)->parked, op);
+}
+
+/* Flush both queues of fd with `res` and forget its registration: the
+ * file is gone (closed through the loop, or EBADF behind its back). */
+static void flush_fd(rio_loop *loop, int fd, int res)
+{
+	struct reactor *r = R(loop);
+	struct fdent *e = &r->fds[fd];
+	rio_op *op;
+	while ((op = rio__opq_pop(&e->rq)))
+		defer(loop, op, res);
+	while ((op = rio__opq_pop(&e->wq)))
+		defer(loop, op, res);
+	op = r->parked.head;
+	while (op) {
+		rio_op *next = op->priv.next;
+		if (op->priv.fd == fd) {
+			rio__opq_remove(&r->parked, op);
+			defer(loop, op, res);
+		}
+		op = next;
+	}
+	if (e->registered && !e->nopoll)
+		r->p->del(r->pfd, fd);
+	e->registered = e->ready = e->nopoll = 0;
+	e->gen++;
+}
+
+/* Run a direction's queue after readiness, up to a budget; what is left
+ * goes on the hot list for the next turn. Callbacks may grow the fd table
+ * or close the fd: re-read both after each one. */
+static void run_queue(rio_loop *loop, int fd, unsigned dir, int from_event)
+{
+	struct reactor *r = R(loop);
+	uint32_t gen = r->fds[fd].gen;
+	int progress = 0;
+	for (int budget = BUDGET; budget > 0; budget--) {
+		struct fdent *e = &r->fds[fd];
+		rio__opq *q = dir == RIO__EV_IN ? &e->rq : &e->wq;
+		rio_op *op = q->head;
+		if (!op || e->gen != gen || !(e->ready & dir))
+			return;
+		int res = 0;
+		unsigned flags;
+		switch (attempt(op, &res, &flags)) {
+		case AGAIN:
+			if (from_event && !progress)
+				loop->ctr.spurious_wakeups++;
+			e->ready &= (uint8_t)~dir;
+			return;
+		case NOBUF:
+			park_for_buffers(loop, q, op);
+			continue;
+		case MORE:
+			complete(loop, op, res, flags);
+			break;
+		case DONE:
+			rio__opq_remove(q, op);
+			complete(loop, op, res, 0);
+			if (res == -EBADF && r->fds[fd].gen == gen)
+				flush_fd(loop, fd, -EBADF);
+			break;
+		}
+		progress = 1;
+	}
+	if (r->fds[fd].gen == gen)
+		mark_hot(r, fd);
+}
+
+/* ---- submit ---- */
+
+static void submit_cancel(rio_loop *loop, rio_op *op)
+{
+	struct reactor *r = R(loop);
+	rio_op *t = op->priv.p0;
+	if (t->priv.state == RIO__ST_PARKED) {
+		rio__opq_remove(&r->parked, t);
+	} else if (t->priv.kind != RIO__OP_TIMEOUT) {
+		assert(t->priv.state == RIO__ST_KERNEL);
+		rio__opq_remove(queue_of(&r->fds[t->priv.fd], t), t);
+	}
+	defer(loop, t, -ECANCELED);
+	defer(loop, op, 0);
+}
+
+static void submit_close(rio_loop *loop, rio_op *op)
+{
+	struct reactor *r = R(loop);
+	int fd = op->priv.fd;
+	if (fd >= 0 && (size_t)fd < r->nfds)
+		flush_fd(loop, fd, -ECANCELED);
+	defer(loop, op, close(fd) < 0 ? -errno : 0);
+}
+
+static void submit_connect(rio_loop *loop, rio_op *op, struct fdent *e)
+{
+	int res = connect(op->priv.fd, op->priv.p0, (socklen_t)op->priv.u0);
+	if (res == 0 || (errno != EINPROGRESS && errno != EINTR)) {
+		defer(loop, op, res == 0 ? 0 : -errno);
+		return;
+	}
+	/* A single write edge goes to the connect before any send. */
+	rio__opq_push_front(&e->wq, op);
+	e->ready &= (uint8_t)~RIO__EV_OUT;
+}
+
+/* Try first; park on EAGAIN. Only if the queue is empty (FIFO) and the
+ * direction was last seen ready: otherwise the syscall would say EAGAIN. */
+static void submit_io(rio_loop *loop, rio_op *op, struct fdent *e)
+{
+	rio__opq *q = queue_of(e, op);
+	unsigned dir = is_read_side(op) ? RIO__EV_IN : RIO__EV_OUT;
+	int multishot = op->priv.bits & RIO__B_MULTISHOT;
+	if (rio__opq_empty(q) && (e->ready & dir) && !multishot) {
+		int res;
+		unsigned flags;
+		enum attempt a = attempt(op, &res, &flags);
+		if (a == DONE) {
+			defer(loop, op, res);
+			return;
+		}
+		e->ready &= (uint8_t)~dir;
+	}
+	rio__opq_push(q, op);
+	/* multishot ops deliver from the poll loop, never from submit */
+	if (multishot && (e->ready & dir))
+		mark_hot(R(loop), op->priv.fd);
+}
+
+void rio__reactor_submit(rio_loop *loop, rio_op *op)
+{
+	struct reactor *r = R(loop);
+	op->priv.ts[1] = 0;
+	switch (op->priv.kind) {
+	case RIO__OP_TIMEOUT:
+		if (rio__timer_add(&r->timers, op, rio__now_ns() + op->priv.u0))
+			defer(loop, op, -ENOMEM);
+		return;
+	case RIO__OP_CANCEL:
+		submit_cancel(loop, op);
+		return;
+	case RIO__OP_CLOSE:
+		submit_close(loop, op);
+		return;
+	default:
+		break;
+	}
+	struct fdent *e = fd_ent(r, op->priv.fd);
+	int res = e ? ensure_registered(r, op->priv.fd, e) : -EBADF;
+	if (res < 0) {
+		defer(loop, op, op->priv.fd < 0 ? -EBADF : res);
+		return;
+	}
+	if (op->deadline_ns && !(op->priv.bits & RIO__B_MULTISHOT) &&
+	    rio__timer_add(&r->timers, op, rio__now_ns() + op->deadline_ns)) {
+		defer(loop, op, -ENOMEM);
+		return;
+	}
+	if (op->priv.kind == RIO__OP_CONNECT)
+		submit_connect(loop, op, e);
+	else
+		submit_io(loop, op, e);
+}
+
+/* ---- poll ---- */
+
+static void expire_timers(rio_loop *loop)
+{
+	struct reactor *r = R(loop);
+	uint64_t now = rio__now_ns();
+	rio_op *op;
+	for (int n = 0; n < 4096 && (op = rio__timer_expired(&r->timers, now));
+	     n++) {
+		if (op->priv.kind == RIO__OP_TIMEOUT) {
+			rio__complete(loop, op, 0, 0);
+			continue;
+		}
+		rio__opq_remove(queue_of(&r->fds[op->priv.fd], op), op);
+		rio__complete(loop, op, -ETIMEDOUT, 0);
+	}
+}
+
+static void run_hot(rio_loop *loop)
+{
+	struct reactor *r = R(loop);
+	size_t n = r->nhot;
+	int list[BUDGET];
+	while (n > 0) {
+		size_t k = n < BUDGET ? n : BUDGET;
+		/* take the oldest k; run_queue may append new ones */
+		memcpy(list, r->hot, k * sizeof *list);
+		memmove(r->hot, r->hot + k, (r->nhot - k) * sizeof *r->hot);
+		r->nhot -= k;
+		n -= k;
+		for (size_t i = 0; i < k; i++) {
+			r->fds[list[i]].hot = 0;
+			run_queue(loop, list[i], RIO__EV_IN, 0);
+			run_queue(loop, list[i], RIO__EV_OUT, 0);
+		}
+	}
+}
+
+/* Buffers came back: parked recvs go back to their queues and are tried. */
+static void rearm_parked(rio_loop *loop)
+{
+	struct reactor *r = R(loop);
+	if (!r->rearm_parked)
+		return;
+	r->rearm_parked = 0;
+	rio_op *op = r->parked.head;
+	while (op) {
+		rio_op *next = op->priv.next;
+		rio_bufpool *pool = op->priv.p0;
+		if (((struct freelist *)pool->be)->n > 0) {
+			rio__opq_remove(&r->parked, op);
+			struct fdent *e = &r->fds[op->priv.fd];
+			op->priv.state = RIO__ST_KERNEL;
+			loop->ctr.enobufs_rearms++;
+			rio__opq_push_front(&e->rq, op);
+			mark_hot(r, op->priv.fd);
+		}
+		op = next;
+	}
+}
+
+static void drain_wake(rio_loop *loop)
+{
+	char buf[64];
+	while (read(R(loop)->wake_r, buf, sizeof buf) > 0)
+		;
+	loop->ctr.wakeups++;
+}
+
+static void handle_event(rio_loop *loop, const struct rio__pev *ev)
+{
+	struct reactor *r = R(loop);
+	if (ev->gen == WAKE_GEN) {
+		drain_wake(loop);
+		return;
+	}
+	if ((size_t)ev->fd >= r->nfds)
+		return;
+	struct fdent *e = &r->fds[ev->fd];
+	if (ev->gen != e->gen || !e->registered)
+		return; /* an event of a closed file: stale */
+	unsigned any = RIO__EV_ERR | RIO__EV_HUP;
+	if (ev->events & (RIO__EV_IN | any)) {
+		e->ready |= RIO__EV_IN;
+		run_queue(loop, ev->fd, RIO__EV_IN, 1);
+	}
+	e = &r->fds[ev->fd];
+	if (ev->gen == e->gen && (ev->events & (RIO__EV_OUT | any))) {
+		e->ready |= RIO__EV_OUT;
+		run_queue(loop, ev->fd, RIO__EV_OUT, 1);
+	}
+}
+
+static void run_done(rio_loop *loop)
+{
+	rio__opq q;
+	rio__opq_take(&q, &R(loop)->done);
+	rio_op *op;
+	while ((op = rio__opq_pop(&q)))
+		rio__complete(loop, op, op->res, 0);
+}
+
+int rio__reactor_poll(rio_loop *loop, int block)
+{
+	struct reactor *r = R(loop);
+	rearm_parked(loop);
+	int timeout = 0;
+	if (block && rio__opq_empty(&r->done) && r->nhot == 0)
+		timeout = rio__timer_wait_ms(&r->timers, rio__now_ns());
+	struct rio__pev evs[MAX_EVENTS];
+	int n = r->p->wait(r->pfd, evs, MAX_EVENTS, timeout);
+	loop->ctr.enters++;
+	if (n < 0 && n != -EINTR)
+		return n;
+	for (int i = 0; i < n; i++)
+		handle_event(loop, &evs[i]);
+	run_hot(loop);
+	expire_timers(loop);
+	run_done(loop);
+	return 0;
+}
+
+void rio__reactor_wake(rio_loop *loop)
+{
+	char c = 1;
+	ssize_t n = write(R(loop)->wake_w, &c, 1);
+	(void)n; /* EAGAIN: the pipe is full, a wakeup is already pending */
+}
+
+/* ---- setup ---- */
+
+static int nonblock_pipe(int fds[2])
+{
+	if (pipe(fds) < 0)
+		return -errno;
+	for (int i = 0; i < 2; i++)
+		if (fcntl(fds[i], F_SETFL, O_NONBLOCK) < 0 ||
+		    fcntl(fds[i], F_SETFD, FD_CLOEXEC) < 0)
+			return -errno;
+	return 0;
+}
+
+int rio__reactor_init(rio_loop *loop, const rio_loop_opts *opts, char *why,
+		      size_t why_len)
+{
+	struct reactor *r = calloc(1, sizeof *r);
+	if (!r)
+		return -ENOMEM;
+	r->p = loop->be->poller;
+	r->wake_r = r->wake_w = -1;
+	r->pfd = r->p->open();
+	int res = r->pfd < 0 ? r->pfd : 0;
+	int pfds[2] = {-1, -1};
+	if (!res)
+		res = nonblock_pipe(pfds);
+	r->wake_r = pfds[0];
+	r->wake_w = pfds[1];
+	if (!res)
+		res = r->p->add(r->pfd, r->wake_r, WAKE_GEN);
+	if (res < 0) {
+		if (r->pfd >= 0)
+			close(r->pfd);
+		if (pfds[0] >= 0)
+			close(pfds[0]), close(pfds[1]);
+		free(r);
+		return res;
+	}
+	loop->be_data = r;
+	size_t used = strlen(loop->msg);
+	if (used == 0)
+		snprintf(loop->msg, sizeof loop->msg, "%s", r->p->name);
+	(void)opts;
+	(void)why;
+	(void)why_len;
+	return 0;
+}
+
+void rio__reactor_fini(rio_loop *loop)
+{
+	struct reactor *r = R(loop);
+	close(r->pfd);
+	close(r->wake_r);
+	close(r->wake_w);
+	rio__timer_free(&r->timers);
+	free(r->fds);
+	free(r->hot);
+	free(r);
+}
+
+int rio__reactor_pool_init(rio_bufpool *pool)
+{
+	struct freelist *fl = malloc(sizeof *fl + pool->count * sizeof(uint16_t));
+	if (!fl)
+		return -ENOMEM;
+	/* lend the lowest ids first, as a fresh io_uring buffer ring does */
+	fl->n = pool->count;
+	for (unsigned i = 0; i < pool->count; i++)
+		fl->ids[i] = (uint16_t)(pool->count - 1 - i);
+	pool->be = fl;
+	return 0;
+}
+
+void rio__reactor_pool_fini(rio_bufpool *pool)
+{
+	free(pool->be);
+}
+
+void rio__reactor_pool_put(rio_bufpool *pool, uint16_t id)
+{
+	struct freelist *fl = pool->be;
+	fl->ids[fl->n++] = id;
+	struct reactor *r = R(pool->loop);
+	if (!rio__opq_empty(&r->parked))
+		r->rearm_parked = 1;
+}
+

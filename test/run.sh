@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Build ringio and run the whole test suite (every test on every backend
+# this machine has). On a fresh Debian/Ubuntu machine, run as root, it
+# installs what it needs first. `--sanitize` builds and runs under
+# ASan+UBSan in a separate build directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dir=build sanitize=OFF
+case "${1:-}" in
+  --sanitize) dir=build-asan sanitize=ON ;;
+  "") ;;
+  *) echo "usage: test/run.sh [--sanitize]" >&2; exit 2 ;;
+esac
+
+pkgs=(gcc make cmake pkg-config liburing-dev libcriterion-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "test/run.sh: missing packages: ${missing[*]} (run as root to install)" >&2
+    exit 1
+  fi
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+cmake -S . -B "$dir" -DRINGIO_SANITIZE="$sanitize" -DRINGIO_FAULT_HOOKS=ON \
+      -DRINGIO_BUILD_BENCH=OFF
+cmake --build "$dir" -j"$(nproc)"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+ctest --test-dir "$dir" --output-on-failure --timeout 900
