@@ -180,10 +180,13 @@ static int try_io(rio_op *op)
 	switch (op->priv.kind) {
 	case RIO__OP_ACCEPT:
 		return sys(accept4(fd, p, op->priv.p1, SOCK_NONBLOCK | SOCK_CLOEXEC));
-	case RIO__OP_RECV:
-		return sys(recv(fd, p, op->priv.u0, fl));
+	case RIO__OP_RECV: /* u1: bytes done so far, for MSG_WAITALL */
+		return sys(recv(fd, (char *)p + op->priv.u1,
+				op->priv.u0 - op->priv.u1, fl & ~MSG_WAITALL));
 	case RIO__OP_SEND:
-		return sys(send(fd, p, op->priv.u0, fl | MSG_NOSIGNAL));
+		return sys(send(fd, (char *)p + op->priv.u1,
+				op->priv.u0 - op->priv.u1,
+				(fl & ~MSG_WAITALL) | MSG_NOSIGNAL));
 	case RIO__OP_RECVMSG:
 		return sys(recvmsg(fd, p, fl));
 	case RIO__OP_SENDMSG:
@@ -223,6 +226,34 @@ static enum attempt recv_multi(rio_op *op, int *res, unsigned *flags)
 	return MORE;
 }
 
+static int waitall(const rio_op *op)
+{
+	return (op->priv.kind == RIO__OP_RECV || op->priv.kind == RIO__OP_SEND) &&
+	       (op->priv.n0 & MSG_WAITALL) && op->priv.u0 > 0;
+}
+
+/* MSG_WAITALL as io_uring does it: keep going until `len` bytes are done;
+ * at end of stream or on an error, report what was done if anything. */
+static enum attempt attempt_all(rio_op *op, int *res)
+{
+	/* Every pass makes progress or returns, so this ends within len
+	 * passes; stopping early would strand an edge-triggered fd. */
+	while (op->priv.u1 < op->priv.u0) {
+		int n = try_io(op);
+		if (n == -EINTR)
+			continue;
+		if (again(n))
+			return AGAIN;
+		if (n <= 0) {
+			*res = op->priv.u1 ? (int)op->priv.u1 : n;
+			return DONE;
+		}
+		op->priv.u1 += (uint64_t)n;
+	}
+	*res = (int)op->priv.u1;
+	return DONE;
+}
+
 /* Try an op's syscall once. No callback runs here: the caller unlinks a
  * finished op before completing it, so the callback may resubmit it. */
 static enum attempt attempt(rio_op *op, int *res, unsigned *flags)
@@ -236,6 +267,8 @@ static enum attempt attempt(rio_op *op, int *res, unsigned *flags)
 	default:
 		break;
 	}
+	if (waitall(op))
+		return attempt_all(op, res);
 	for (int i = 0; i < 3; i++) {
 		*res = try_io(op);
 		if (*res != -EINTR)

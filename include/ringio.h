@@ -151,7 +151,8 @@ typedef struct rio_counters {
 	uint64_t ops_completed;    /* final completions delivered */
 	uint64_t completions;      /* callbacks run, multishot results included */
 	uint64_t cq_overflows;     /* turns the kernel held CQEs in its backlog */
-	uint64_t sq_full;          /* ops that found the SQ full and waited */
+	uint64_t sq_full;          /* submits that found the SQ full (it was
+				      flushed early, or the op waited) */
 	uint64_t enobufs_rearms;   /* multishot recv re-armed after -ENOBUFS */
 	uint64_t multishot_rearms; /* multishot ops re-armed after !F_MORE */
 	uint64_t spurious_wakeups; /* fallback: readiness that was not */
@@ -189,7 +190,7 @@ struct rio_op {
 		rio_cb *cb;
 		rio_op *next, *prev;
 		void *p0, *p1;
-		uint64_t u0;
+		uint64_t u0, u1;
 		int64_t ts[2];
 		int fd;
 		uint32_t n0;
@@ -238,15 +239,19 @@ RIO_API int rio_connect(rio_loop *loop, rio_op *op, int fd,
 /*
  * Receive up to `len` bytes into `buf` (valid until completion). res: bytes
  * received, 0 at end of stream, or -errno (-ECONNRESET, ...). `msg_flags`
- * are recv(2) flags (e.g. MSG_WAITALL).
+ * are recv(2) flags. With MSG_WAITALL the op completes only when `len`
+ * bytes have arrived, or with the bytes received so far at end of stream
+ * or on an error (every backend; io_uring does this natively).
  */
 RIO_API int rio_recv(rio_loop *loop, rio_op *op, int fd, void *buf,
 		     size_t len, int msg_flags, rio_cb *cb);
 
 /*
  * Send up to `len` bytes from `buf` (valid until completion). res: bytes
- * sent, which may be fewer than `len` — resubmit the rest. MSG_NOSIGNAL is
- * always added: a closed peer gives -EPIPE, never SIGPIPE.
+ * sent, which may be fewer than `len` — resubmit the rest, or pass
+ * MSG_WAITALL to have the op complete only when all are sent (or with the
+ * count sent before an error). MSG_NOSIGNAL is always added: a closed peer
+ * gives -EPIPE, never SIGPIPE.
  */
 RIO_API int rio_send(rio_loop *loop, rio_op *op, int fd, const void *buf,
 		     size_t len, int msg_flags, rio_cb *cb);

@@ -94,6 +94,7 @@ struct rio_loop {
 	rio__opq pending;  /* completions to deliver on the next turn */
 	_Atomic(rio_op *) posted;    /* cross-thread stack, newest first */
 	atomic_uint posted_count;
+	atomic_ulong posts_total;   /* counted apart: any thread posts */
 	atomic_int stop;
 	rio_counters ctr;
 };

@@ -159,6 +159,7 @@ rio_backend_kind rio_loop_backend(const rio_loop *loop,
 void rio_loop_counters(const rio_loop *loop, rio_counters *out)
 {
 	*out = loop->ctr;
+	out->ops_submitted += atomic_load(&loop->posts_total);
 }
 
 void rio_loop_stop(rio_loop *loop)
@@ -230,6 +231,7 @@ static int take(rio_loop *loop, rio_op *op, rio_cb *cb, enum rio__kind kind,
 	op->priv.kind = (uint16_t)kind;
 	op->priv.fd = fd;
 	op->priv.bits = 0;
+	op->priv.u1 = 0;
 	op->flags = 0;
 	op->buf = NULL;
 	loop->active++;
@@ -392,6 +394,7 @@ int rio_post(rio_loop *loop, rio_op *op, rio_cb *cb)
 	op->priv.state = RIO__ST_POSTED;
 	op->flags = 0;
 	atomic_fetch_add(&loop->posted_count, 1);
+	atomic_fetch_add(&loop->posts_total, 1);
 	rio_op *head = atomic_load_explicit(&loop->posted, memory_order_relaxed);
 	do
 		op->priv.next = head;
@@ -421,7 +424,6 @@ static void drain_posted(rio_loop *loop)
 		rio_op *next = rev->priv.next;
 		atomic_fetch_sub(&loop->posted_count, 1);
 		loop->active++;
-		loop->ctr.ops_submitted++;
 		rio__defer(loop, rev, 0);
 		rev = next;
 	}

@@ -182,12 +182,14 @@ static void enqueue(rio_loop *loop, rio_op *op)
 	if (rio__opq_empty(&u->sqwait)) {
 		if (prep(u, op) == 0)
 			return;
+		loop->ctr.sq_full++;
 		io_uring_submit(&u->ring);
 		loop->ctr.enters++;
 		if (prep(u, op) == 0)
 			return;
+	} else {
+		loop->ctr.sq_full++;
 	}
-	loop->ctr.sq_full++;
 	op->priv.state = RIO__ST_SQWAIT;
 	rio__opq_push(&u->sqwait, op);
 }
