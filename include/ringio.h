@@ -139,6 +139,10 @@ RIO_API rio_backend_kind rio_loop_backend(const rio_loop *loop,
 					  rio_backend_reason *reason,
 					  const char **msg);
 
+/* A reason's name: "default", "requested", "env", "io_uring ENOSYS",
+ * ...; NULL for an unknown value. */
+RIO_API const char *rio_backend_reason_name(rio_backend_reason reason);
+
 /* "auto", "uring", "epoll", "kqueue"; NULL for an unknown value. */
 RIO_API const char *rio_backend_name(rio_backend_kind kind);
 

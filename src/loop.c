@@ -28,6 +28,18 @@ const char *rio_backend_name(rio_backend_kind kind)
 	return backend_names[kind];
 }
 
+const char *rio_backend_reason_name(rio_backend_reason reason)
+{
+	static const char *const names[] = {
+		"default", "requested", "env", "io_uring ENOSYS",
+		"io_uring EPERM", "io_uring disabled", "io_uring memlock",
+		"io_uring probe", "io_uring flags", "fault injected",
+	};
+	if ((unsigned)reason >= sizeof names / sizeof *names)
+		return NULL;
+	return names[reason];
+}
+
 int rio_backend_parse(const char *name)
 {
 	if (!name)
