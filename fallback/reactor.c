@@ -172,7 +172,7 @@ static enum attempt verify_connect(rio_op *op, int *res)
 	return DONE;
 }
 
-static int try_io(rio_op *op)
+static int try_io(rio_loop *loop, rio_op *op)
 {
 	int fd = op->priv.fd;
 	void *p = op->priv.p0;
@@ -183,10 +183,13 @@ static int try_io(rio_op *op)
 	case RIO__OP_RECV: /* u1: bytes done so far, for MSG_WAITALL */
 		return sys(recv(fd, (char *)p + op->priv.u1,
 				op->priv.u0 - op->priv.u1, fl & ~MSG_WAITALL));
-	case RIO__OP_SEND:
-		return sys(send(fd, (char *)p + op->priv.u1,
-				op->priv.u0 - op->priv.u1,
+	case RIO__OP_SEND: {
+		size_t len = op->priv.u0 - op->priv.u1;
+		if (len > 1 && rio__fault(loop, RIO__F_SHORT_WRITE))
+			len = 1 + rio__fault_rand(loop) % (len - 1);
+		return sys(send(fd, (char *)p + op->priv.u1, len,
 				(fl & ~MSG_WAITALL) | MSG_NOSIGNAL));
+	}
 	case RIO__OP_RECVMSG:
 		return sys(recvmsg(fd, p, fl));
 	case RIO__OP_SENDMSG:
@@ -205,12 +208,17 @@ static void complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 }
 
 /* One multishot recv into a pool buffer. */
-static enum attempt recv_multi(rio_op *op, int *res, unsigned *flags)
+static enum attempt recv_multi(rio_loop *loop, rio_op *op, int *res,
+			       unsigned *flags)
 {
 	rio_bufpool *pool = op->priv.p0;
 	struct freelist *fl = pool->be;
 	if (fl->n == 0)
 		return NOBUF;
+	if (rio__fault(loop, RIO__F_ENOBUFS)) {
+		R(loop)->rearm_parked = 1; /* buffers are there: resume soon */
+		return NOBUF;
+	}
 	uint16_t id = fl->ids[fl->n - 1];
 	void *buf = pool->mem + (size_t)id * pool->size;
 	*res = sys(recv(op->priv.fd, buf, pool->size, MSG_DONTWAIT));
@@ -234,12 +242,12 @@ static int waitall(const rio_op *op)
 
 /* MSG_WAITALL as io_uring does it: keep going until `len` bytes are done;
  * at end of stream or on an error, report what was done if anything. */
-static enum attempt attempt_all(rio_op *op, int *res)
+static enum attempt attempt_all(rio_loop *loop, rio_op *op, int *res)
 {
 	/* Every pass makes progress or returns, so this ends within len
 	 * passes; stopping early would strand an edge-triggered fd. */
 	while (op->priv.u1 < op->priv.u0) {
-		int n = try_io(op);
+		int n = try_io(loop, op);
 		if (n == -EINTR)
 			continue;
 		if (again(n))
@@ -254,28 +262,43 @@ static enum attempt attempt_all(rio_op *op, int *res)
 	return DONE;
 }
 
+/* An accepted connection the fault plan resets: the client sees the close,
+ * the caller the error a kernel reports for a connection aborted early. */
+static int fault_accept(rio_loop *loop, int fd)
+{
+	int err = rio__fault(loop, RIO__F_ACCEPT_ABORT) ? -ECONNABORTED
+		: rio__fault(loop, RIO__F_ACCEPT_EPROTO) ? -EPROTO : 0;
+	if (!err)
+		return fd;
+	close(fd);
+	return err;
+}
+
 /* Try an op's syscall once. No callback runs here: the caller unlinks a
  * finished op before completing it, so the callback may resubmit it. */
-static enum attempt attempt(rio_op *op, int *res, unsigned *flags)
+static enum attempt attempt(rio_loop *loop, rio_op *op, int *res,
+			    unsigned *flags)
 {
 	*flags = 0;
 	switch (op->priv.kind) {
 	case RIO__OP_CONNECT:
 		return verify_connect(op, res);
 	case RIO__OP_RECV_MULTI:
-		return recv_multi(op, res, flags);
+		return recv_multi(loop, op, res, flags);
 	default:
 		break;
 	}
 	if (waitall(op))
-		return attempt_all(op, res);
+		return attempt_all(loop, op, res);
 	for (int i = 0; i < 3; i++) {
-		*res = try_io(op);
+		*res = try_io(loop, op);
 		if (*res != -EINTR)
 			break;
 	}
 	if (again(*res))
 		return AGAIN;
+	if (op->priv.kind == RIO__OP_ACCEPT && *res >= 0)
+		*res = fault_accept(loop, *res);
 	if ((op->priv.bits & RIO__B_MULTISHOT) && *res >= 0) {
 		*flags = RIO_OP_F_MORE;
 		return MORE;
@@ -330,9 +353,17 @@ static void run_queue(rio_loop *loop, int fd, unsigned dir, int from_event)
 		rio_op *op = q->head;
 		if (!op || e->gen != gen || !(e->ready & dir))
 			return;
+		if (from_event && !progress && rio__fault(loop, RIO__F_EAGAIN)) {
+			/* EAGAIN after readiness; the data is really there, so
+			 * keep the ready bit and come back next turn, as a
+			 * later real edge would make us do. */
+			loop->ctr.spurious_wakeups++;
+			mark_hot(r, fd);
+			return;
+		}
 		int res = 0;
 		unsigned flags;
-		switch (attempt(op, &res, &flags)) {
+		switch (attempt(loop, op, &res, &flags)) {
 		case AGAIN:
 			if (from_event && !progress)
 				loop->ctr.spurious_wakeups++;
@@ -404,7 +435,7 @@ static void submit_io(rio_loop *loop, rio_op *op, struct fdent *e)
 	if (rio__opq_empty(q) && (e->ready & dir) && !multishot) {
 		int res;
 		unsigned flags;
-		enum attempt a = attempt(op, &res, &flags);
+		enum attempt a = attempt(loop, op, &res, &flags);
 		if (a == DONE) {
 			defer(loop, op, res);
 			return;
@@ -545,6 +576,36 @@ static void handle_event(rio_loop *loop, const struct rio__pev *ev)
 	}
 }
 
+#ifdef RINGIO_FAULT_HOOKS
+/* Readiness that is not real: for fds with parked ops, a fake edge on the
+ * direction they wait for, or an ERR|HUP-only edge for a pending connect. */
+static int inject_events(rio_loop *loop, struct rio__pev *evs, int n)
+{
+	struct reactor *r = R(loop);
+	for (size_t fd = 0; fd < r->nfds && n < MAX_EVENTS; fd++) {
+		struct fdent *e = &r->fds[fd];
+		unsigned ev = 0;
+		if (!e->registered || (rio__opq_empty(&e->rq) &&
+				       rio__opq_empty(&e->wq)))
+			continue;
+		if (!rio__opq_empty(&e->wq) &&
+		    e->wq.head->priv.kind == RIO__OP_CONNECT &&
+		    rio__fault(loop, RIO__F_ERRHUP))
+			ev = RIO__EV_ERR | RIO__EV_HUP;
+		else if (rio__fault(loop, RIO__F_SPURIOUS))
+			ev = rio__opq_empty(&e->rq) ? RIO__EV_OUT : RIO__EV_IN;
+		if (ev)
+			evs[n++] = (struct rio__pev){(int)fd, e->gen, ev};
+	}
+	return n;
+}
+#else
+static int inject_events(rio_loop *loop, struct rio__pev *evs, int n)
+{
+	return n;
+}
+#endif
+
 static void run_done(rio_loop *loop)
 {
 	rio__opq q;
@@ -566,6 +627,9 @@ int rio__reactor_poll(rio_loop *loop, int block)
 	loop->ctr.enters++;
 	if (n < 0 && n != -EINTR)
 		return n;
+	if (n < 0)
+		n = 0;
+	n = inject_events(loop, evs, n);
 	for (int i = 0; i < n; i++)
 		handle_event(loop, &evs[i]);
 	run_hot(loop);

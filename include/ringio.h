@@ -162,6 +162,7 @@ typedef struct rio_counters {
 	uint64_t spurious_wakeups; /* fallback: readiness that was not */
 	uint64_t enters;           /* io_uring_enter / epoll_wait calls */
 	uint64_t wakeups;          /* cross-thread wakeups received */
+	uint64_t faults_injected;  /* test builds: RINGIO_FAULTS injections */
 } rio_counters;
 
 /* Copy the loop's counters into *out. */

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include "ringio.h"
 #include "queue.h"
+#include "fault.h"
 
 #define RIO__HIDDEN __attribute__((visibility("hidden")))
 
@@ -47,6 +48,7 @@ enum rio__state {
 #define RIO__B_INTERNAL 0x08u  /* the loop's own op: not counted as active */
 #define RIO__B_DEADLINE 0x10u  /* submitted with a linked deadline */
 #define RIO__B_FDCOUNTED 0x20u /* counted in the backend's per-fd table */
+#define RIO__B_FAULTEND 0x40u  /* a fault is ending it with priv.n0 (errno) */
 #define RIO__B_CQES_SHIFT 8    /* backend: completions still outstanding */
 #define RIO__B_CQES_MASK (0xffu << RIO__B_CQES_SHIFT)
 
@@ -97,6 +99,7 @@ struct rio_loop {
 	atomic_ulong posts_total;   /* counted apart: any thread posts */
 	atomic_int stop;
 	rio_counters ctr;
+	struct rio__faults faults; /* test builds: the fault plan */
 };
 
 struct rio_bufpool {

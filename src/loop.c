@@ -137,7 +137,9 @@ int rio_loop_create(rio_loop **out, const rio_loop_opts *opts)
 	if (!loop)
 		return -ENOMEM;
 	atomic_init(&loop->posted, NULL);
-	int r = select_backend(loop, opts);
+	int r = rio__faults_init(&loop->faults);
+	if (r == 0)
+		r = select_backend(loop, opts);
 	if (r < 0) {
 		free(loop);
 		return r;

@@ -18,7 +18,8 @@
 
 #include "internal.h"
 
-enum { TAG_MAIN = 0, TAG_LT = 1, TAG_AUX = 2, TAG_MASK = 7 };
+/* TAG_FAULT: an internal cancel the fault hooks issue; its CQE is dropped */
+enum { TAG_MAIN = 0, TAG_LT = 1, TAG_AUX = 2, TAG_FAULT = 3, TAG_MASK = 7 };
 
 /* Per-fd bookkeeping so that a close completes only after every op still
  * pending on its fd: with DEFER_TASKRUN the cancelled ops' CQEs are posted
@@ -95,7 +96,16 @@ static unsigned sqes_needed(const rio_op *op)
 		(op->priv.bits & RIO__B_DEADLINE)) ? 2 : 1;
 }
 
-static void prep_main(struct uring *u, rio_op *op, struct io_uring_sqe *sqe)
+static size_t send_len(rio_loop *loop, const rio_op *op)
+{
+	size_t len = op->priv.u0;
+	if (len > 1 && rio__fault(loop, RIO__F_SHORT_WRITE))
+		len = 1 + rio__fault_rand(loop) % (len - 1);
+	return len;
+}
+
+static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
+		      struct io_uring_sqe *sqe)
 {
 	int fd = op->priv.fd;
 	void *p = op->priv.p0;
@@ -115,7 +125,8 @@ static void prep_main(struct uring *u, rio_op *op, struct io_uring_sqe *sqe)
 		io_uring_prep_recv(sqe, fd, p, op->priv.u0, (int)op->priv.n0);
 		break;
 	case RIO__OP_SEND:
-		io_uring_prep_send(sqe, fd, p, op->priv.u0, (int)op->priv.n0);
+		io_uring_prep_send(sqe, fd, p, send_len(loop, op),
+				   (int)op->priv.n0);
 		break;
 	case RIO__OP_RECVMSG:
 		io_uring_prep_recvmsg(sqe, fd, p, op->priv.n0);
@@ -148,7 +159,7 @@ static void prep_main(struct uring *u, rio_op *op, struct io_uring_sqe *sqe)
 }
 
 /* Fill SQEs for op, or return -EAGAIN if the SQ has no room for them. */
-static int prep(struct uring *u, rio_op *op)
+static int prep(rio_loop *loop, struct uring *u, rio_op *op)
 {
 	unsigned need = sqes_needed(op);
 	if (io_uring_sq_space_left(&u->ring) < need)
@@ -162,7 +173,7 @@ static int prep(struct uring *u, rio_op *op)
 		set_ud(sqe, op, TAG_AUX);
 		sqe = io_uring_get_sqe(&u->ring);
 	}
-	prep_main(u, op, sqe);
+	prep_main(loop, u, op, sqe);
 	if (op->priv.bits & RIO__B_DEADLINE) {
 		sqe->flags |= IOSQE_IO_LINK;
 		sqe = io_uring_get_sqe(&u->ring);
@@ -180,12 +191,12 @@ static void enqueue(rio_loop *loop, rio_op *op)
 {
 	struct uring *u = U(loop);
 	if (rio__opq_empty(&u->sqwait)) {
-		if (prep(u, op) == 0)
+		if (prep(loop, u, op) == 0)
 			return;
 		loop->ctr.sq_full++;
 		io_uring_submit(&u->ring);
 		loop->ctr.enters++;
-		if (prep(u, op) == 0)
+		if (prep(loop, u, op) == 0)
 			return;
 	} else {
 		loop->ctr.sq_full++;
@@ -199,7 +210,7 @@ static void flush_sqwait(rio_loop *loop)
 	struct uring *u = U(loop);
 	for (int tries = 0; !rio__opq_empty(&u->sqwait) && tries < 2;) {
 		rio_op *op = u->sqwait.head;
-		if (prep(u, op) == 0) {
+		if (prep(loop, u, op) == 0) {
 			rio__opq_remove(&u->sqwait, op);
 			op->priv.state = RIO__ST_KERNEL;
 			continue;
@@ -380,6 +391,10 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 	}
 	int cancelled = op->priv.bits & RIO__B_CANCELLED;
 	int is_recv = op->priv.kind == RIO__OP_RECV_MULTI;
+	if ((op->priv.bits & RIO__B_FAULTEND) && res == -ECANCELED && !cancelled) {
+		res = -(int)op->priv.n0;
+		op->priv.bits &= ~RIO__B_FAULTEND;
+	}
 	if (res == -ENOBUFS && is_recv && !cancelled) {
 		park(loop, op);
 		return;
@@ -399,10 +414,61 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 	cqe_done(loop, op);
 }
 
+#ifdef RINGIO_FAULT_HOOKS
+/* End a live multishot op as if the kernel had ended it with `err`: cancel
+ * it for real, and let its final -ECANCELED read as `err`. */
+static void fault_end(rio_loop *loop, rio_op *op, int err)
+{
+	if (op->priv.bits & (RIO__B_FAULTEND | RIO__B_CANCELLED))
+		return;
+	/* an SQE once taken must be filled: the kernel would run it */
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&U(loop)->ring);
+	if (!sqe)
+		return;
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+	set_ud(sqe, op, TAG_FAULT);
+	op->priv.bits |= RIO__B_FAULTEND;
+	op->priv.n0 = (uint32_t)-err;
+}
+
+/* Rewrite a CQE the way a misbehaving kernel or network could. Returns 0
+ * when the CQE is consumed (nothing to deliver). */
+static int fault_cqe(rio_loop *loop, rio_op *op, int *res, unsigned cf)
+{
+	int multi = op->priv.bits & RIO__B_MULTISHOT;
+	if (op->priv.kind == RIO__OP_ACCEPT && *res >= 0) {
+		int err = rio__fault(loop, RIO__F_ACCEPT_ABORT) ? -ECONNABORTED
+			: rio__fault(loop, RIO__F_ACCEPT_EPROTO) ? -EPROTO : 0;
+		if (!err)
+			return 1;
+		close(*res); /* the client sees its connection reset */
+		if (!multi || !(cf & IORING_CQE_F_MORE)) {
+			*res = err;
+			return 1;
+		}
+		fault_end(loop, op, err);
+		return 0;
+	}
+	if (op->priv.kind == RIO__OP_RECV_MULTI && (cf & IORING_CQE_F_MORE) &&
+	    rio__fault(loop, RIO__F_ENOBUFS))
+		fault_end(loop, op, -ENOBUFS); /* this CQE's data still counts */
+	return 1;
+}
+#else
+static int fault_cqe(rio_loop *loop, rio_op *op, int *res, unsigned cf)
+{
+	return 1;
+}
+#endif
+
 static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 {
 	rio_op *op = (rio_op *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
+	if ((ud & TAG_MASK) == TAG_MAIN && !fault_cqe(loop, op, &res, cf))
+		return;
 	switch (ud & TAG_MASK) {
+	case TAG_FAULT:
+		return;
 	case TAG_LT:
 		if (res == -ETIME)
 			op->priv.bits |= RIO__B_TIMEDOUT;
@@ -626,6 +692,13 @@ static int uring_init(rio_loop *loop, const rio_loop_opts *opts, char *why,
 {
 	if (opts->cq_entries && opts->cq_entries < opts->sq_entries)
 		return -EINVAL;
+	if (loop->faults.setup_err) {
+		int e = -loop->faults.setup_err;
+		explain_setup_error(loop, e, why, why_len);
+		size_t n = strlen(why);
+		snprintf(why + n, why_len - n, " (fault injected)");
+		return e;
+	}
 	struct uring *u = calloc(1, sizeof *u);
 	if (!u)
 		return -ENOMEM;
