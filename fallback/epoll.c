@@ -31,6 +31,15 @@ static int ep_add(int pfd, int fd, uint32_t gen)
 	return epoll_ctl(pfd, EPOLL_CTL_MOD, fd, &ev) == 0 ? 0 : -errno;
 }
 
+static int ep_rearm(int pfd, int fd, uint32_t gen)
+{
+	struct epoll_event ev = {
+		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+		.data.u64 = ((uint64_t)gen << 32) | (uint32_t)fd,
+	};
+	return epoll_ctl(pfd, EPOLL_CTL_MOD, fd, &ev) == 0 ? 0 : -errno;
+}
+
 static int ep_del(int pfd, int fd)
 {
 	struct epoll_event ev = {0};
@@ -61,6 +70,7 @@ static const struct rio__poller epoll_poller = {
 	.name = "epoll",
 	.open = ep_open,
 	.add = ep_add,
+	.rearm = ep_rearm,
 	.del = ep_del,
 	.wait = ep_wait,
 };

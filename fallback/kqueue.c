@@ -76,6 +76,7 @@ static const struct rio__poller kqueue_poller = {
 	.name = "kqueue",
 	.open = kq_open,
 	.add = kq_add,
+	.rearm = kq_add, /* EV_ADD on a watched fd just updates it */
 	.del = kq_del,
 	.wait = kq_wait,
 };

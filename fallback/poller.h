@@ -26,6 +26,9 @@ struct rio__poller {
 	int (*open)(void);
 	/* Watch fd (read and write, edge-triggered); events carry `gen`. */
 	int (*add)(int pfd, int fd, uint32_t gen);
+	/* Re-check fd's registration (key `gen`): -ENOENT if the poller no
+	 * longer watches this file (it was closed and the number reused). */
+	int (*rearm)(int pfd, int fd, uint32_t gen);
 	/* Stop watching fd. */
 	int (*del)(int pfd, int fd);
 	/* Wait up to timeout_ms (-1: forever) for at most `max` events. */

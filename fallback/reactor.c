@@ -93,6 +93,14 @@ static rio__opq *queue_of(struct fdent *e, const rio_op *op)
 	return is_read_side(op) ? &e->rq : &e->wq;
 }
 
+/* now + ns, saturating: a deadline centuries away must not wrap into the
+ * past. */
+static uint64_t due_in(uint64_t ns)
+{
+	uint64_t now = rio__now_ns();
+	return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
+}
+
 static void defer(rio_loop *loop, rio_op *op, int res)
 {
 	rio__timer_del(&R(loop)->timers, op);
@@ -119,7 +127,8 @@ static void mark_hot(struct reactor *r, int fd)
 }
 
 /* First use of an fd in this generation: make it non-blocking (a blocking
- * fd must never stall the loop) and register it with the poller. */
+ * fd must never stall the loop) and register it with the poller. Returns
+ * 1 when it registered just now. */
 static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 {
 	if (e->registered)
@@ -138,7 +147,24 @@ static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 		return res;
 	e->registered = 1;
 	e->ready = RIO__EV_IN | RIO__EV_OUT; /* unknown: try the syscall */
-	return 0;
+	return 1;
+}
+
+/* An fd going from idle to waiting: is the file under this number still
+ * the one registered? The caller may have closed an idle fd itself and
+ * got the number back for a new file, which the poller does not watch and
+ * which may be blocking. One epoll_ctl per idle->waiting transition; a
+ * connection that keeps an op parked (multishot recv) pays it once. */
+static int revalidate(struct reactor *r, int fd, struct fdent *e)
+{
+	if (e->nopoll || !rio__opq_empty(&e->rq) || !rio__opq_empty(&e->wq))
+		return 0;
+	int res = r->p->rearm(r->pfd, fd, e->gen);
+	if (res != -ENOENT)
+		return res;
+	e->registered = 0;
+	res = ensure_registered(r, fd, e);
+	return res < 0 ? res : 0;
 }
 
 /* ---- the syscalls ---- */
@@ -415,7 +441,12 @@ static void submit_close(rio_loop *loop, rio_op *op)
 
 static void submit_connect(rio_loop *loop, rio_op *op, struct fdent *e)
 {
-	int res = connect(op->priv.fd, op->priv.p0, (socklen_t)op->priv.u0);
+	int res = revalidate(R(loop), op->priv.fd, e);
+	if (res < 0) {
+		defer(loop, op, res);
+		return;
+	}
+	res = connect(op->priv.fd, op->priv.p0, (socklen_t)op->priv.u0);
 	if (res == 0 || (errno != EINPROGRESS && errno != EINTR)) {
 		defer(loop, op, res == 0 ? 0 : -errno);
 		return;
@@ -425,27 +456,43 @@ static void submit_connect(rio_loop *loop, rio_op *op, struct fdent *e)
 	e->ready &= (uint8_t)~RIO__EV_OUT;
 }
 
-/* Try first; park on EAGAIN. Only if the queue is empty (FIFO) and the
- * direction was last seen ready: otherwise the syscall would say EAGAIN. */
+/* Try first, if the queue is empty (FIFO); park on EAGAIN. Tried even when
+ * the direction was last seen not ready: that syscall is also what finds an
+ * fd closed behind the loop's back (EBADF), which no event would report. */
 static void submit_io(rio_loop *loop, rio_op *op, struct fdent *e)
 {
+	struct reactor *r = R(loop);
 	rio__opq *q = queue_of(e, op);
 	unsigned dir = is_read_side(op) ? RIO__EV_IN : RIO__EV_OUT;
 	int multishot = op->priv.bits & RIO__B_MULTISHOT;
-	if (rio__opq_empty(q) && (e->ready & dir) && !multishot) {
-		int res;
+	int fd = op->priv.fd;
+	/* accept4 has no MSG_DONTWAIT: know the fd is ours (non-blocking)
+	 * before calling it. recv/send are safe to try first. */
+	int checked = op->priv.kind == RIO__OP_ACCEPT;
+	int res = checked ? revalidate(r, fd, e) : 0;
+	if (res < 0) {
+		defer(loop, op, res);
+		return;
+	}
+	if (rio__opq_empty(q) && !multishot) {
 		unsigned flags;
 		enum attempt a = attempt(loop, op, &res, &flags);
 		if (a == DONE) {
 			defer(loop, op, res);
+			if (res == -EBADF)
+				flush_fd(loop, fd, -EBADF);
 			return;
 		}
 		e->ready &= (uint8_t)~dir;
 	}
+	if (!checked && (res = revalidate(r, fd, e)) < 0) {
+		defer(loop, op, res);
+		return;
+	}
 	rio__opq_push(q, op);
 	/* multishot ops deliver from the poll loop, never from submit */
 	if (multishot && (e->ready & dir))
-		mark_hot(R(loop), op->priv.fd);
+		mark_hot(r, fd);
 }
 
 void rio__reactor_submit(rio_loop *loop, rio_op *op)
@@ -454,7 +501,7 @@ void rio__reactor_submit(rio_loop *loop, rio_op *op)
 	op->priv.ts[1] = 0;
 	switch (op->priv.kind) {
 	case RIO__OP_TIMEOUT:
-		if (rio__timer_add(&r->timers, op, rio__now_ns() + op->priv.u0))
+		if (rio__timer_add(&r->timers, op, due_in(op->priv.u0)))
 			defer(loop, op, -ENOMEM);
 		return;
 	case RIO__OP_CANCEL:
@@ -473,7 +520,7 @@ void rio__reactor_submit(rio_loop *loop, rio_op *op)
 		return;
 	}
 	if (op->deadline_ns && !(op->priv.bits & RIO__B_MULTISHOT) &&
-	    rio__timer_add(&r->timers, op, rio__now_ns() + op->deadline_ns)) {
+	    rio__timer_add(&r->timers, op, due_in(op->deadline_ns))) {
 		defer(loop, op, -ENOMEM);
 		return;
 	}

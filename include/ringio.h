@@ -123,7 +123,8 @@ RIO_API void rio_loop_wake(rio_loop *loop);
 
 /*
  * Hand work to the loop from any thread: `cb` runs on the loop's thread on a
- * later turn with res 0 (or -ECANCELED if the loop is destroyed first).
+ * later turn with res 0. A loop with posts pending refuses to be destroyed
+ * (-EBUSY).
  * `op` must not be in flight. A posted op counts as in flight from the time
  * it is posted. Returns 0, or -EINVAL / -EBUSY for misuse.
  */
@@ -213,7 +214,8 @@ RIO_API void rio_op_init(rio_op *op);
  * is submitted; 0 removes it. The deadline stays on the op for later
  * submissions until changed. When it passes, the op completes with
  * -ETIMEDOUT. Multishot ops and timeouts take no deadline (-EINVAL at
- * submit).
+ * submit). Close and cancel accept one and ignore it: neither waits on a
+ * peer, so both complete promptly.
  */
 RIO_API void rio_op_set_deadline(rio_op *op, uint64_t timeout_ns);
 

@@ -346,6 +346,7 @@ int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd, rio_bufpool *pool,
 	if (r)
 		return r;
 	op->priv.p0 = pool;
+	op->priv.p1 = NULL; /* io_uring: the cancel op aimed at it */
 	op->priv.bits |= RIO__B_MULTISHOT;
 	pool->users++;
 	return submit(loop, op);
@@ -353,8 +354,6 @@ int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd, rio_bufpool *pool,
 
 int rio_close(rio_loop *loop, rio_op *op, int fd, rio_cb *cb)
 {
-	if (op && op->deadline_ns)
-		return -EINVAL;
 	int r = take(loop, op, cb, RIO__OP_CLOSE, fd);
 	if (r)
 		return r;
@@ -374,7 +373,7 @@ int rio_timeout(rio_loop *loop, rio_op *op, uint64_t timeout_ns, rio_cb *cb)
 
 int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target, rio_cb *cb)
 {
-	if (!target || target == op || (op && op->deadline_ns))
+	if (!target || target == op)
 		return -EINVAL;
 	int r = take(loop, op, cb, RIO__OP_CANCEL, -1);
 	if (r)

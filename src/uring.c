@@ -26,6 +26,7 @@ enum { TAG_MAIN = 0, TAG_LT = 1, TAG_AUX = 2, TAG_FAULT = 3, TAG_MASK = 7 };
  * from task work and may arrive after the close's own CQE. */
 struct fdslot {
 	uint32_t inflight;
+	uint32_t closing; /* closes submitted and not yet complete */
 	rio_op *closer;
 };
 
@@ -261,7 +262,8 @@ static void close_parked(rio_loop *loop, int fd)
 static void uring_submit(rio_loop *loop, rio_op *op)
 {
 	struct uring *u = U(loop);
-	if (op->deadline_ns && !(op->priv.bits & RIO__B_MULTISHOT))
+	if (op->deadline_ns && !(op->priv.bits & RIO__B_MULTISHOT) &&
+	    op->priv.kind != RIO__OP_CLOSE && op->priv.kind != RIO__OP_CANCEL)
 		op->priv.bits |= RIO__B_DEADLINE;
 	if (op->priv.kind == RIO__OP_CANCEL) {
 		rio_op *target = op->priv.p0;
@@ -271,8 +273,13 @@ static void uring_submit(rio_loop *loop, rio_op *op)
 			return;
 		}
 		target->priv.bits |= RIO__B_CANCELLED;
+		if (target->priv.kind == RIO__OP_RECV_MULTI)
+			target->priv.p1 = op; /* see multishot_cqe */
 	} else if (op->priv.kind == RIO__OP_CLOSE) {
 		close_parked(loop, op->priv.fd);
+		struct fdslot *s = fd_slot(u, op->priv.fd, 1);
+		if (s)
+			s->closing++;
 	}
 	if (needs_fd_slot(op)) {
 		struct fdslot *s = fd_slot(u, op->priv.fd, 1);
@@ -286,6 +293,15 @@ static void uring_submit(rio_loop *loop, rio_op *op)
 
 /* ---- completions ---- */
 
+/* Deliver a close; the fd counts as closing until then. */
+static void complete_close(rio_loop *loop, struct fdslot *s, rio_op *op,
+			   int res)
+{
+	if (s && s->closing)
+		s->closing--;
+	rio__complete(loop, op, res, 0);
+}
+
 static void finish_close(rio_loop *loop, rio_op *op, int res)
 {
 	struct fdslot *s = fd_slot(U(loop), op->priv.fd, 0);
@@ -294,7 +310,7 @@ static void finish_close(rio_loop *loop, rio_op *op, int res)
 		s->closer = op; /* completes when the fd's last op does */
 		return;
 	}
-	rio__complete(loop, op, res, 0);
+	complete_close(loop, s, op, res);
 }
 
 static void finish(rio_loop *loop, rio_op *op, int res)
@@ -323,7 +339,7 @@ static void finish(rio_loop *loop, rio_op *op, int res)
 	if (--s->inflight == 0 && s->closer) {
 		rio_op *c = s->closer;
 		s->closer = NULL;
-		rio__complete(loop, c, c->res, 0);
+		complete_close(loop, s, c, c->res);
 	}
 }
 
@@ -391,13 +407,28 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 	}
 	int cancelled = op->priv.bits & RIO__B_CANCELLED;
 	int is_recv = op->priv.kind == RIO__OP_RECV_MULTI;
+	struct fdslot *slot = fd_slot(U(loop), op->priv.fd, 0);
+	/* A close in flight on the fd ends the op, even one whose kernel
+	 * request ended on its own (-ENOBUFS) before the cancel-fd saw it. */
+	if (slot && slot->closing)
+		cancelled = 1;
 	if ((op->priv.bits & RIO__B_FAULTEND) && res == -ECANCELED && !cancelled) {
 		res = -(int)op->priv.n0;
 		op->priv.bits &= ~RIO__B_FAULTEND;
 	}
-	if (res == -ENOBUFS && is_recv && !cancelled) {
-		park(loop, op);
-		return;
+	if (res == -ENOBUFS && is_recv) {
+		if (!cancelled) {
+			park(loop, op);
+			return;
+		}
+		/* The pool ran dry as it was cancelled: the kernel ended the
+		 * request first, so the cancel will find nothing (-ENOENT),
+		 * yet it is the cancel that ends the stream for the caller. */
+		res = -ECANCELED;
+		if (op->priv.p1) {
+			((rio_op *)op->priv.p1)->priv.u1 = 1;
+			op->priv.p1 = NULL;
+		}
 	}
 	int result = is_recv ? res > 0 : res >= 0;
 	if (result && !cancelled) {
@@ -482,6 +513,9 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 			multishot_cqe(loop, op, res, cf);
 			return;
 		}
+		if (op->priv.kind == RIO__OP_CANCEL && res == -ENOENT &&
+		    op->priv.u1)
+			res = 0;
 		op->res = res;
 		cqe_done(loop, op);
 	}

@@ -1,0 +1,201 @@
+/* Data ops on a connected pair: send, recv, sendmsg, recvmsg, end of stream. */
+#include "common.h"
+
+#include <sys/uio.h>
+#include <unistd.h>
+
+struct io {
+	rio_op op;
+	int calls;
+	int res;
+	int in_submit;
+	int ran_in_submit;
+};
+
+static void io_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct io *io = T_CONTAINER_OF(op, struct io, op);
+
+	(void)loop;
+	io->calls++;
+	io->res = res;
+	if (io->in_submit)
+		io->ran_in_submit = 1;
+}
+
+Test(io, send_then_recv_carries_the_bytes, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	struct io s = { .calls = 0 }, r = { .calls = 0 };
+	char out[3000], in[4096];
+	size_t got = 0;
+	int a, b;
+
+	t_pair(&a, &b);
+	t_pat_fill(out, sizeof(out), 0);
+	cr_assert_eq(rio_recv(loop, &r.op, b, in, sizeof(in), 0, io_cb), 0);
+	s.in_submit = 1;
+	cr_assert_eq(rio_send(loop, &s.op, a, out, sizeof(out), 0, io_cb), 0);
+	s.in_submit = 0;
+	T_RUN_UNTIL(loop, s.calls > 0 && r.calls > 0, 3000);
+	cr_assert_eq(s.ran_in_submit, 0, "callback ran inside rio_send");
+	cr_assert_eq(s.res, (int)sizeof(out), "send res %d (%s)", s.res,
+		     rio_strerror(s.res));
+	cr_assert_gt(r.res, 0, "recv res %d (%s)", r.res, rio_strerror(r.res));
+	got = (size_t)r.res;
+	/* TCP may split it; collect the rest with more recvs. */
+	for (int i = 0; i < 100 && got < sizeof(out); i++) {
+		int before = r.calls;
+
+		cr_assert_eq(rio_recv(loop, &r.op, b, in + got, sizeof(in) - got,
+				      0, io_cb),
+			     0);
+		T_RUN_UNTIL(loop, r.calls > before, 3000);
+		cr_assert_gt(r.res, 0, "recv res %d", r.res);
+		got += (size_t)r.res;
+	}
+	cr_assert_eq(got, sizeof(out));
+	cr_assert_eq(t_pat_check(in, got, 0), got, "received bytes differ");
+	cr_assert_eq(s.calls, 1);
+	close(a);
+	close(b);
+	t_loop_done(loop);
+}
+
+Test(io, recv_with_data_already_queued_never_runs_inside_submit,
+     .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	struct io r = { .calls = 0 };
+	char buf[64];
+	int a, b;
+
+	t_pair(&a, &b);
+	cr_assert_eq(write(a, "hello", 5), 5);
+	usleep(2000);
+	r.in_submit = 1;
+	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, io_cb), 0);
+	r.in_submit = 0;
+	cr_assert_eq(r.calls, 0, "callback ran inside rio_recv");
+	T_RUN_UNTIL(loop, r.calls > 0, 3000);
+	cr_assert_eq(r.res, 5);
+	cr_assert_eq(memcmp(buf, "hello", 5), 0);
+	close(a);
+	close(b);
+	t_loop_done(loop);
+}
+
+Test(io, sendmsg_and_recvmsg_scatter_gather, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	struct io s = { .calls = 0 }, r = { .calls = 0 };
+	static char src[6000], dst[6000];
+	struct iovec siov[3] = {
+		{ src, 7 }, { src + 7, 2993 }, { src + 3000, 3000 },
+	};
+	struct iovec riov[3];
+	struct msghdr smsg = { .msg_iov = siov, .msg_iovlen = 3 };
+	struct msghdr rmsg;
+	size_t got = 0;
+	int a, b;
+
+	t_pair(&a, &b);
+	t_pat_fill(src, sizeof(src), 12345);
+	memset(dst, 0, sizeof(dst));
+	cr_assert_eq(rio_sendmsg(loop, &s.op, a, &smsg, 0, io_cb), 0);
+	/* Receive into two uneven iovecs until everything arrived. */
+	for (int i = 0; i < 100 && got < sizeof(dst); i++) {
+		int before = r.calls;
+		size_t first = got < 1000 ? 1000 - got : 0;
+
+		riov[0] = (struct iovec){ dst + got, first };
+		riov[1] = (struct iovec){ dst + got + first,
+					  sizeof(dst) - got - first };
+		rmsg = (struct msghdr){ .msg_iov = first ? riov : riov + 1,
+					.msg_iovlen = first ? 2 : 1 };
+		cr_assert_eq(rio_recvmsg(loop, &r.op, b, &rmsg, 0, io_cb), 0);
+		T_RUN_UNTIL(loop, r.calls > before, 3000);
+		cr_assert_gt(r.res, 0, "recvmsg res %d (%s)", r.res,
+			     rio_strerror(r.res));
+		got += (size_t)r.res;
+	}
+	cr_assert_eq(s.calls, 1);
+	cr_assert_eq(s.res, (int)sizeof(src), "sendmsg res %d (%s)", s.res,
+		     rio_strerror(s.res));
+	cr_assert_eq(got, sizeof(dst));
+	cr_assert_eq(t_pat_check(dst, sizeof(dst), 12345), sizeof(dst),
+		     "bytes differ after scatter/gather");
+	close(a);
+	close(b);
+	t_loop_done(loop);
+}
+
+Test(io, recv_returns_zero_after_peer_shutdown, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	struct io r = { .calls = 0 };
+	char buf[64];
+	int a, b;
+
+	t_pair(&a, &b);
+	/* Pending first, then the FIN arrives. */
+	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, io_cb), 0);
+	t_loop_sleep(loop, 5);
+	cr_assert_eq(r.calls, 0, "recv completed with no data and no FIN");
+	cr_assert_eq(shutdown(a, SHUT_WR), 0);
+	T_RUN_UNTIL(loop, r.calls > 0, 3000);
+	cr_assert_eq(r.res, 0, "EOF must be res 0, got %d (%s)", r.res,
+		     rio_strerror(r.res));
+	/* End of stream is sticky: a new recv completes with 0 at once. */
+	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, io_cb), 0);
+	T_RUN_UNTIL(loop, r.calls > 1, 3000);
+	cr_assert_eq(r.res, 0);
+	cr_assert_eq(r.calls, 2);
+	close(a);
+	close(b);
+	t_loop_done(loop);
+}
+
+struct dribble {
+	rio_op op;
+	int fd;
+	int sent;
+	int bad;
+};
+
+static void dribble_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct dribble *d = T_CONTAINER_OF(op, struct dribble, op);
+	char chunk[1000];
+
+	t_pat_fill(chunk, sizeof(chunk), (uint64_t)d->sent * 1000);
+	if (res != 0 || write(d->fd, chunk, sizeof(chunk)) != 1000)
+		d->bad++;
+	if (++d->sent < 4 && rio_timeout(loop, op, 3 * T_MS, dribble_cb) != 0)
+		d->bad++;
+}
+
+Test(io, recv_waitall_collects_every_piece, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	struct io r = { .calls = 0 };
+	struct dribble d = { .sent = 0 };
+	char buf[4000];
+	int a, b;
+
+	t_pair(&a, &b);
+	d.fd = a;
+	/* 4 x 1000 bytes, 3 ms apart; MSG_WAITALL must wait for all 4000. */
+	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), MSG_WAITALL,
+			      io_cb),
+		     0);
+	cr_assert_eq(rio_timeout(loop, &d.op, 3 * T_MS, dribble_cb), 0);
+	T_RUN_UNTIL(loop, r.calls > 0 && d.sent == 4, 3000);
+	cr_assert_eq(d.bad, 0);
+	cr_assert_eq(r.res, (int)sizeof(buf), "MSG_WAITALL recv gave %d", r.res);
+	cr_assert_eq(t_pat_check(buf, sizeof(buf), 0), sizeof(buf));
+	cr_assert_eq(r.calls, 1);
+	close(a);
+	close(b);
+	t_loop_done(loop);
+}
