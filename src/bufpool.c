@@ -3,8 +3,10 @@
  * buffers are lent to the caller, and argument checks. The backend keeps
  * its own view of the free buffers (io_uring: a registered buffer ring).
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -23,13 +25,21 @@ int rio_bufpool_create(rio_loop *loop, unsigned count, size_t size,
 	pool->count = count;
 	pool->bgid = loop->next_bgid++;
 	pool->lent = calloc((count + 7) / 8, 1);
-	pool->mem = aligned_alloc(4096, ((count * size) + 4095) & ~(size_t)4095);
+	/* Populated up front: a buffer ring cycles through every buffer, and
+	 * first-touch page faults on the receive path cost ~3x throughput
+	 * until the whole pool has been touched once. */
+	pool->mem_len = ((size_t)count * size + 4095) & ~(size_t)4095;
+	pool->mem = mmap(NULL, pool->mem_len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (pool->mem == MAP_FAILED)
+		pool->mem = NULL;
 	int r = pool->lent && pool->mem ? 0 : -ENOMEM;
 	if (r == 0)
 		r = loop->be->pool_init(pool);
 	if (r < 0) {
 		free(pool->lent);
-		free(pool->mem);
+		if (pool->mem)
+			munmap(pool->mem, pool->mem_len);
 		free(pool);
 		return r;
 	}
@@ -47,7 +57,7 @@ int rio_bufpool_destroy(rio_bufpool *pool)
 	pool->loop->be->pool_fini(pool);
 	pool->loop->npools--;
 	free(pool->lent);
-	free(pool->mem);
+	munmap(pool->mem, pool->mem_len);
 	free(pool);
 	return 0;
 }

@@ -105,6 +105,7 @@ struct rio_loop {
 struct rio_bufpool {
 	rio_loop *loop;
 	unsigned char *mem;
+	size_t mem_len;
 	size_t size;
 	unsigned count;
 	uint16_t bgid;
