@@ -44,12 +44,45 @@ static int kq_del(int pfd, int fd)
 	return kevent(pfd, ch, 2, NULL, 0, NULL) < 0 ? -errno : 0;
 }
 
+#ifdef __linux__
+/* libkqueue cannot see close(): a knote outlives its file, and EV_ADD for
+ * a new file under the same number only updates the stale knote, which
+ * then watches nothing (EV_ENABLE finds it too, so reuse cannot be
+ * detected). Drop the knote and report the fd as new: the reactor then
+ * registers it the whole way, O_NONBLOCK included. */
+static int kq_rearm(int pfd, int fd, uint32_t gen)
+{
+	(void)gen;
+	kq_del(pfd, fd);
+	return -ENOENT;
+}
+#else
+/* Native kqueue drops an fd's knotes when the file is closed: if they are
+ * gone (ENOENT), the number belongs to a new file. */
+static int kq_rearm(int pfd, int fd, uint32_t gen)
+{
+	struct kevent ch[2];
+	EV_SET(&ch[0], fd, EVFILT_READ, EV_ENABLE, 0, 0, pack(fd, gen));
+	EV_SET(&ch[1], fd, EVFILT_WRITE, EV_ENABLE, 0, 0, pack(fd, gen));
+	return kevent(pfd, ch, 2, NULL, 0, NULL) < 0 ? -errno : 0;
+}
+#endif
+
 static int kq_wait(int pfd, struct rio__pev *out, int max, int timeout_ms)
 {
 	struct kevent evs[256];
 	struct timespec ts, *tsp = NULL;
 	if (max > 256)
 		max = 256;
+#ifdef __linux__
+	/* libkqueue asks epoll for up to `max` fds and turns each into one
+	 * event per filter; whatever does not fit in `max` events it drops,
+	 * and with EV_CLEAR those edges never come again. So only a full
+	 * batch can have lost events: keep a slot to say so. */
+	int lossy = max > 1;
+	if (lossy)
+		max--;
+#endif
 	if (timeout_ms >= 0) {
 		ts.tv_sec = timeout_ms / 1000;
 		ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
@@ -68,7 +101,19 @@ static int kq_wait(int pfd, struct rio__pev *out, int max, int timeout_ms)
 		out[i].fd = (int)(uint32_t)key;
 		out[i].gen = (uint32_t)(key >> 32);
 		out[i].events = e;
+		/* EV_EOF on a socket: fflags is its error. libkqueue got it
+		 * from SO_ERROR, which cleared it for the syscalls. */
+		out[i].err = (evs[i].flags & EV_EOF) ? (int)evs[i].fflags : 0;
 	}
+#ifdef __linux__
+	if (lossy && n == max) {
+		out[n].fd = RIO__PEV_LOST;
+		out[n].gen = 0;
+		out[n].events = RIO__EV_IN | RIO__EV_OUT;
+		out[n].err = 0;
+		n++;
+	}
+#endif
 	return n;
 }
 
@@ -76,7 +121,7 @@ static const struct rio__poller kqueue_poller = {
 	.name = "kqueue",
 	.open = kq_open,
 	.add = kq_add,
-	.rearm = kq_add, /* EV_ADD on a watched fd just updates it */
+	.rearm = kq_rearm,
 	.del = kq_del,
 	.wait = kq_wait,
 };

@@ -14,10 +14,17 @@
 #define RIO__EV_ERR 0x4u
 #define RIO__EV_HUP 0x8u
 
+/* An event whose fd is RIO__PEV_LOST says the poller may have dropped
+ * events: the reactor must treat every fd as ready both ways. */
+#define RIO__PEV_LOST (-1)
+
 struct rio__pev {
 	int fd;
 	uint32_t gen;
 	unsigned events; /* RIO__EV_* */
+	/* A socket error the poller consumed to report the event (libkqueue
+	 * reads SO_ERROR, which clears it), else 0: the reactor delivers it. */
+	int err;
 };
 
 struct rio__poller {

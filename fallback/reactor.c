@@ -32,6 +32,8 @@ struct fdent {
 	uint8_t ready;    /* RIO__EV_IN/OUT last seen ready */
 	uint8_t hot;      /* on the hot list: work left over from a turn */
 	uint8_t nopoll;   /* the poller refused it (a regular file): always ready */
+	uint8_t stream;   /* SOCK_STREAM: a short read means drained */
+	int soerr;        /* a socket error the poller consumed (rio__pev.err) */
 };
 
 struct reactor {
@@ -145,6 +147,10 @@ static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 	}
 	if (res < 0)
 		return res;
+	int type = 0;
+	socklen_t tl = sizeof type;
+	e->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
+		    type == SOCK_STREAM;
 	e->registered = 1;
 	e->ready = RIO__EV_IN | RIO__EV_OUT; /* unknown: try the syscall */
 	return 1;
@@ -361,8 +367,61 @@ static void flush_fd(rio_loop *loop, int fd, int res)
 	}
 	if (e->registered && !e->nopoll)
 		r->p->del(r->pfd, fd);
-	e->registered = e->ready = e->nopoll = 0;
+	e->registered = e->ready = e->nopoll = e->stream = 0;
+	e->soerr = 0;
 	e->gen++;
+}
+
+/* The poller consumed a socket error to report an event (libkqueue reads
+ * SO_ERROR): the syscalls then see only its aftermath, a connect that is
+ * not connected, a recv at end of stream, a send with EPIPE. The first op
+ * that sees the aftermath gets the error instead. An error a syscall
+ * delivers itself (native kqueue leaves SO_ERROR alone) retires it. */
+static enum attempt take_soerr(struct fdent *e, const rio_op *op,
+			       enum attempt a, int *res)
+{
+	if (!e->soerr || a == NOBUF || a == MORE)
+		return a;
+	int take = 0;
+	switch (op->priv.kind) {
+	case RIO__OP_CONNECT:
+		take = a == AGAIN;
+		break;
+	case RIO__OP_RECV: case RIO__OP_RECVMSG: case RIO__OP_RECV_MULTI:
+		take = a == DONE && *res == 0;
+		break;
+	case RIO__OP_SEND: case RIO__OP_SENDMSG:
+		take = a == DONE && *res == -EPIPE;
+		break;
+	default:
+		break;
+	}
+	if (take) {
+		*res = -e->soerr;
+		a = DONE;
+	}
+	if (a == DONE && *res < 0)
+		e->soerr = 0;
+	return a;
+}
+
+/* A stream socket that returned less than asked has nothing more queued:
+ * take the read side as not ready without the read that would say EAGAIN
+ * (data arriving after it raises a fresh edge). Not for datagrams, where a
+ * short read says nothing about the next one. */
+static void note_short_read(struct fdent *e, const rio_op *op, int res)
+{
+	uint64_t asked;
+	if (!e->stream || res <= 0)
+		return;
+	if (op->priv.kind == RIO__OP_RECV_MULTI)
+		asked = ((rio_bufpool *)op->priv.p0)->size;
+	else if (op->priv.kind == RIO__OP_RECV && !(op->priv.n0 & MSG_WAITALL))
+		asked = op->priv.u0;
+	else
+		return;
+	if ((uint64_t)res < asked)
+		e->ready &= (uint8_t)~RIO__EV_IN;
 }
 
 /* Run a direction's queue after readiness, up to a budget; what is left
@@ -389,7 +448,7 @@ static void run_queue(rio_loop *loop, int fd, unsigned dir, int from_event)
 		}
 		int res = 0;
 		unsigned flags;
-		switch (attempt(loop, op, &res, &flags)) {
+		switch (take_soerr(e, op, attempt(loop, op, &res, &flags), &res)) {
 		case AGAIN:
 			if (from_event && !progress)
 				loop->ctr.spurious_wakeups++;
@@ -399,9 +458,11 @@ static void run_queue(rio_loop *loop, int fd, unsigned dir, int from_event)
 			park_for_buffers(loop, q, op);
 			continue;
 		case MORE:
+			note_short_read(e, op, res);
 			complete(loop, op, res, flags);
 			break;
 		case DONE:
+			note_short_read(e, op, res);
 			rio__opq_remove(q, op);
 			complete(loop, op, res, 0);
 			if (res == -EBADF && r->fds[fd].gen == gen)
@@ -476,8 +537,10 @@ static void submit_io(rio_loop *loop, rio_op *op, struct fdent *e)
 	}
 	if (rio__opq_empty(q) && !multishot) {
 		unsigned flags;
-		enum attempt a = attempt(loop, op, &res, &flags);
+		enum attempt a = take_soerr(e, op, attempt(loop, op, &res, &flags),
+					    &res);
 		if (a == DONE) {
+			note_short_read(e, op, res);
 			defer(loop, op, res);
 			if (res == -EBADF)
 				flush_fd(loop, fd, -EBADF);
@@ -599,18 +662,45 @@ static void drain_wake(rio_loop *loop)
 	loop->ctr.wakeups++;
 }
 
+/* The poller may have dropped events (RIO__PEV_LOST): readiness is only a
+ * hint, so take every fd as ready both ways and let the syscalls say. */
+static void resync(rio_loop *loop)
+{
+	struct reactor *r = R(loop);
+	char buf[64];
+	ssize_t got = 0, k;
+	while ((k = read(r->wake_r, buf, sizeof buf)) > 0)
+		got += k; /* its edge may be lost too: the wakeup is this turn */
+	if (got)
+		loop->ctr.wakeups++;
+	for (size_t fd = 0; fd < r->nfds; fd++) {
+		struct fdent *e = &r->fds[fd];
+		if (!e->registered)
+			continue;
+		e->ready |= RIO__EV_IN | RIO__EV_OUT;
+		if (!rio__opq_empty(&e->rq) || !rio__opq_empty(&e->wq))
+			mark_hot(r, (int)fd);
+	}
+}
+
 static void handle_event(rio_loop *loop, const struct rio__pev *ev)
 {
 	struct reactor *r = R(loop);
+	if (ev->fd == RIO__PEV_LOST) {
+		resync(loop);
+		return;
+	}
 	if (ev->gen == WAKE_GEN) {
 		drain_wake(loop);
 		return;
 	}
-	if ((size_t)ev->fd >= r->nfds)
+	if (ev->fd < 0 || (size_t)ev->fd >= r->nfds)
 		return;
 	struct fdent *e = &r->fds[ev->fd];
 	if (ev->gen != e->gen || !e->registered)
 		return; /* an event of a closed file: stale */
+	if (ev->err)
+		e->soerr = ev->err;
 	unsigned any = RIO__EV_ERR | RIO__EV_HUP;
 	if (ev->events & (RIO__EV_IN | any)) {
 		e->ready |= RIO__EV_IN;
@@ -642,7 +732,8 @@ static int inject_events(rio_loop *loop, struct rio__pev *evs, int n)
 		else if (rio__fault(loop, RIO__F_SPURIOUS))
 			ev = rio__opq_empty(&e->rq) ? RIO__EV_OUT : RIO__EV_IN;
 		if (ev)
-			evs[n++] = (struct rio__pev){(int)fd, e->gen, ev};
+			evs[n++] = (struct rio__pev){
+				.fd = (int)fd, .gen = e->gen, .events = ev};
 	}
 	return n;
 }

@@ -93,7 +93,7 @@ if(READELF AND EXISTS "${libdir}/libringio.so")
   endif()
 endif()
 
-set(ENV{PKG_CONFIG_PATH} "${pcdir}")
+set(ENV{PKG_CONFIG_PATH} "${pcdir}:$ENV{PKG_CONFIG_PATH}")
 unset(ENV{RINGIO_BACKEND})
 
 # The .pc must describe this prefix, wherever --prefix put it.
@@ -123,7 +123,7 @@ function(check_links label bin want_shared)
 endfunction()
 
 set(main "${CONSUMER_DIR}/main.c")
-set(ld_env "LD_LIBRARY_PATH=${libdir}")
+set(ld_env "LD_LIBRARY_PATH=${libdir}:$ENV{LD_LIBRARY_PATH}")
 
 # ---- a) pkg-config, shared ----
 run("a) pkg-config --cflags --libs" flags pkg-config --cflags --libs ringio)

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dir=build sanitize=OFF
+dir=build-test sanitize=OFF
 case "${1:-}" in
   --sanitize) dir=build-asan sanitize=ON ;;
   "") ;;
