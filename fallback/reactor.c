@@ -44,7 +44,6 @@ struct reactor {
 	size_t nfds;
 	int *hot;
 	size_t nhot, hot_cap;
-	rio__opq done;    /* results found at submit time: run next poll */
 	rio__opq parked;  /* multishot recvs waiting for pool buffers */
 	rio__timers timers;
 	int rearm_parked;
@@ -103,12 +102,12 @@ static uint64_t due_in(uint64_t ns)
 	return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
 }
 
+/* A result found without readiness (at submit, by a cancel or close):
+ * the core delivers it after this poll, never from inside submit. */
 static void defer(rio_loop *loop, rio_op *op, int res)
 {
 	rio__timer_del(&R(loop)->timers, op);
-	op->res = res;
-	op->priv.state = RIO__ST_PENDING;
-	rio__opq_push(&R(loop)->done, op);
+	rio__defer(loop, op, res);
 }
 
 static void mark_hot(struct reactor *r, int fd)
@@ -577,12 +576,13 @@ void rio__reactor_submit(rio_loop *loop, rio_op *op)
 		break;
 	}
 	struct fdent *e = fd_ent(r, op->priv.fd);
-	int res = e ? ensure_registered(r, op->priv.fd, e) : -EBADF;
+	int res = op->priv.fd < 0 ? -EBADF
+		: !e ? -ENOMEM : ensure_registered(r, op->priv.fd, e);
 	if (res < 0) {
-		defer(loop, op, op->priv.fd < 0 ? -EBADF : res);
+		defer(loop, op, res);
 		return;
 	}
-	if (op->deadline_ns && !(op->priv.bits & RIO__B_MULTISHOT) &&
+	if ((op->priv.bits & RIO__B_DEADLINE) &&
 	    rio__timer_add(&r->timers, op, due_in(op->deadline_ns))) {
 		defer(loop, op, -ENOMEM);
 		return;
@@ -744,21 +744,12 @@ static int inject_events(rio_loop *loop, struct rio__pev *evs, int n)
 }
 #endif
 
-static void run_done(rio_loop *loop)
-{
-	rio__opq q;
-	rio__opq_take(&q, &R(loop)->done);
-	rio_op *op;
-	while ((op = rio__opq_pop(&q)))
-		rio__complete(loop, op, op->res, 0);
-}
-
 int rio__reactor_poll(rio_loop *loop, int block)
 {
 	struct reactor *r = R(loop);
 	rearm_parked(loop);
 	int timeout = 0;
-	if (block && rio__opq_empty(&r->done) && r->nhot == 0)
+	if (block && r->nhot == 0)
 		timeout = rio__timer_wait_ms(&r->timers, rio__now_ns());
 	struct rio__pev evs[MAX_EVENTS];
 	int n = r->p->wait(r->pfd, evs, MAX_EVENTS, timeout);
@@ -772,7 +763,6 @@ int rio__reactor_poll(rio_loop *loop, int block)
 		handle_event(loop, &evs[i]);
 	run_hot(loop);
 	expire_timers(loop);
-	run_done(loop);
 	return 0;
 }
 

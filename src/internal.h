@@ -46,7 +46,7 @@ enum rio__state {
 #define RIO__B_CANCELLED 0x02u /* a cancel or close asked it to stop */
 #define RIO__B_TIMEDOUT 0x04u  /* its deadline fired */
 #define RIO__B_INTERNAL 0x08u  /* the loop's own op: not counted as active */
-#define RIO__B_DEADLINE 0x10u  /* submitted with a linked deadline */
+#define RIO__B_DEADLINE 0x10u  /* its deadline applies (set by the core) */
 #define RIO__B_FDCOUNTED 0x20u /* counted in the backend's per-fd table */
 #define RIO__B_FAULTEND 0x40u  /* a fault is ending it with priv.n0 (errno) */
 #define RIO__B_CQES_SHIFT 8    /* backend: completions still outstanding */

@@ -253,8 +253,15 @@ static int take(rio_loop *loop, rio_op *op, rio_cb *cb, enum rio__kind kind,
 	return 0;
 }
 
+/* Which ops honour a deadline is decided here, once, for every backend:
+ * not multishot ops (validated away), not timeouts (they are one), and not
+ * close and cancel, which never wait on a peer. */
 static int submit(rio_loop *loop, rio_op *op)
 {
+	unsigned k = op->priv.kind;
+	if (op->deadline_ns && !(op->priv.bits & RIO__B_MULTISHOT) &&
+	    k != RIO__OP_TIMEOUT && k != RIO__OP_CLOSE && k != RIO__OP_CANCEL)
+		op->priv.bits |= RIO__B_DEADLINE;
 	op->priv.state = RIO__ST_KERNEL;
 	loop->be->submit(loop, op);
 	return 0;

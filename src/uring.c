@@ -262,9 +262,6 @@ static void close_parked(rio_loop *loop, int fd)
 static void uring_submit(rio_loop *loop, rio_op *op)
 {
 	struct uring *u = U(loop);
-	if (op->deadline_ns && !(op->priv.bits & RIO__B_MULTISHOT) &&
-	    op->priv.kind != RIO__OP_CLOSE && op->priv.kind != RIO__OP_CANCEL)
-		op->priv.bits |= RIO__B_DEADLINE;
 	if (op->priv.kind == RIO__OP_CANCEL) {
 		rio_op *target = op->priv.p0;
 		if (target->priv.state == RIO__ST_SQWAIT ||
