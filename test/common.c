@@ -471,3 +471,32 @@ uint64_t t_fnv(uint64_t h, const void *buf, size_t len)
 	}
 	return h;
 }
+
+/* ---- callback recorder ---- */
+
+int t_seq;
+int t_done;
+
+void t_rec_cb(rio_loop *loop, rio_op *op, int res)
+{
+	t_rec *r = T_CONTAINER_OF(op, t_rec, op);
+
+	(void)loop;
+	r->calls++;
+	r->res = res;
+	r->flags = op->flags;
+	r->seq = ++t_seq;
+}
+
+void t_rec_count_cb(rio_loop *loop, rio_op *op, int res)
+{
+	t_rec_cb(loop, op, res);
+	t_done++;
+}
+
+void t_rec_all_once(const t_rec *r, int n, const char *what)
+{
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(r[i].calls, 1, "%s %d completed %d times", what, i,
+			     r[i].calls);
+}

@@ -85,6 +85,29 @@ void t_drain(rio_loop *loop, unsigned limit_ms);
 /* Run the loop for `ms` milliseconds (a helper timer), dispatching. */
 void t_loop_sleep(rio_loop *loop, unsigned ms);
 
+/* ---- callback recorder ---- */
+
+/* Embed `op`, submit with t_rec_cb: it counts calls and keeps the last
+ * result, flags, and the completion's place in t_seq order. */
+typedef struct t_rec {
+	rio_op op;
+	int calls;
+	int res;
+	unsigned flags;
+	int seq;
+} t_rec;
+
+/* Completions recorded so far, in order (a test may reset it). */
+extern int t_seq;
+/* Completions through t_rec_count_cb (a test resets it per phase). */
+extern int t_done;
+
+void t_rec_cb(rio_loop *loop, rio_op *op, int res);
+/* t_rec_cb, and t_done++. */
+void t_rec_count_cb(rio_loop *loop, rio_op *op, int res);
+/* Assert each of r[0..n) completed exactly once. */
+void t_rec_all_once(const t_rec *r, int n, const char *what);
+
 /* ---- sockets (plain syscalls, 127.0.0.1 / ::1 only) ---- */
 
 /* Blocking listener on the loopback of `family`, port 0; *port gets it.

@@ -162,29 +162,12 @@ Test(bufpool, four_buffers_carry_a_megabyte_intact, .timeout = 60)
 	t_loop_done(loop);
 }
 
-struct io {
-	rio_op op;
-	int calls;
-	int res;
-	unsigned flags;
-};
-
-static void io_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct io *io = T_CONTAINER_OF(op, struct io, op);
-
-	(void)loop;
-	io->calls++;
-	io->res = res;
-	io->flags = op->flags;
-}
-
 Test(bufpool, misuse_and_lifetime, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
 	rio_bufpool *pool = t_bufpool(loop, NBUF, BUFSZ);
 	rio_bufpool *bad = NULL;
-	struct io r = { .calls = 0 }, c = { .calls = 0 };
+	t_rec r = { .calls = 0 }, c = { .calls = 0 };
 	int a, b;
 
 	cr_assert_eq(rio_bufpool_create(loop, 3, BUFSZ, &bad), -EINVAL,
@@ -200,11 +183,11 @@ Test(bufpool, misuse_and_lifetime, .timeout = 20)
 		cr_assert_not_null(rio_bufpool_buf(pool, i));
 
 	t_pair(&a, &b);
-	cr_assert_eq(rio_recv_multishot(loop, &r.op, b, pool, io_cb), 0);
+	cr_assert_eq(rio_recv_multishot(loop, &r.op, b, pool, t_rec_cb), 0);
 	cr_assert_eq(rio_bufpool_destroy(pool), -EBUSY,
 		     "destroyed a pool an op is using");
 	/* Cancel ends the stream: one final completion, no data, no MORE. */
-	cr_assert_eq(rio_cancel(loop, &c.op, &r.op, io_cb), 0);
+	cr_assert_eq(rio_cancel(loop, &c.op, &r.op, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, r.calls > 0 && c.calls > 0, 3000);
 	cr_assert_eq(r.calls, 1);
 	cr_assert_eq(r.res, -ECANCELED);

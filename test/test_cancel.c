@@ -4,35 +4,18 @@
 #include <pthread.h>
 #include <unistd.h>
 
-struct io {
-	rio_op op;
-	int calls;
-	int res;
-	unsigned flags;
-};
-
-static void io_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct io *io = T_CONTAINER_OF(op, struct io, op);
-
-	(void)loop;
-	io->calls++;
-	io->res = res;
-	io->flags = op->flags;
-}
-
 Test(cancel, pending_recv_is_cancelled, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io r = { .calls = 0 }, c = { .calls = 0 };
+	t_rec r = { .calls = 0 }, c = { .calls = 0 };
 	char buf[64];
 	int a, b;
 
 	t_pair(&a, &b);
-	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, io_cb), 0);
+	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, t_rec_cb), 0);
 	t_loop_sleep(loop, 5);
 	cr_assert_eq(r.calls, 0);
-	cr_assert_eq(rio_cancel(loop, &c.op, &r.op, io_cb), 0);
+	cr_assert_eq(rio_cancel(loop, &c.op, &r.op, t_rec_cb), 0);
 	cr_assert_eq(c.calls + r.calls, 0, "callback ran inside rio_cancel");
 	T_RUN_UNTIL(loop, r.calls > 0 && c.calls > 0, 3000);
 	cr_assert_eq(r.res, -ECANCELED, "target: %d (%s)", r.res,
@@ -40,7 +23,7 @@ Test(cancel, pending_recv_is_cancelled, .timeout = 20)
 	cr_assert_eq(c.res, 0, "cancel: %d (%s)", c.res, rio_strerror(c.res));
 	/* The socket is untouched: data sent now is still there to read. */
 	cr_assert_eq(write(a, "after", 5), 5);
-	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, io_cb), 0);
+	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, r.calls > 1, 3000);
 	cr_assert_eq(r.res, 5);
 	t_loop_sleep(loop, 10);
@@ -54,11 +37,11 @@ Test(cancel, pending_recv_is_cancelled, .timeout = 20)
 Test(cancel, pending_timeout_is_cancelled, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io t = { .calls = 0 }, c = { .calls = 0 };
+	t_rec t = { .calls = 0 }, c = { .calls = 0 };
 	uint64_t start = t_now_ns();
 
-	cr_assert_eq(rio_timeout(loop, &t.op, 10000 * T_MS, io_cb), 0);
-	cr_assert_eq(rio_cancel(loop, &c.op, &t.op, io_cb), 0);
+	cr_assert_eq(rio_timeout(loop, &t.op, 10000 * T_MS, t_rec_cb), 0);
+	cr_assert_eq(rio_cancel(loop, &c.op, &t.op, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, t.calls > 0 && c.calls > 0, 3000);
 	cr_assert_eq(t.res, -ECANCELED);
 	cr_assert_eq(c.res, 0);
@@ -69,20 +52,20 @@ Test(cancel, pending_timeout_is_cancelled, .timeout = 20)
 Test(cancel, target_not_in_flight_is_enoent, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io never = { .calls = 0 }, done = { .calls = 0 };
-	struct io c1 = { .calls = 0 }, c2 = { .calls = 0 };
+	t_rec never = { .calls = 0 }, done = { .calls = 0 };
+	t_rec c1 = { .calls = 0 }, c2 = { .calls = 0 };
 
 	/* Never submitted. */
-	cr_assert_eq(rio_cancel(loop, &c1.op, &never.op, io_cb), 0);
+	cr_assert_eq(rio_cancel(loop, &c1.op, &never.op, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, c1.calls > 0, 3000);
 	cr_assert_eq(c1.res, -ENOENT, "got %d (%s)", c1.res,
 		     rio_strerror(c1.res));
 	cr_assert_eq(never.calls, 0, "a never-submitted op got a callback");
 
 	/* Submitted and already completed. */
-	cr_assert_eq(rio_timeout(loop, &done.op, 0, io_cb), 0);
+	cr_assert_eq(rio_timeout(loop, &done.op, 0, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, done.calls > 0, 3000);
-	cr_assert_eq(rio_cancel(loop, &c2.op, &done.op, io_cb), 0);
+	cr_assert_eq(rio_cancel(loop, &c2.op, &done.op, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, c2.calls > 0, 3000);
 	cr_assert_eq(c2.res, -ENOENT, "got %d (%s)", c2.res,
 		     rio_strerror(c2.res));
@@ -113,7 +96,7 @@ Test(cancel, recv_and_cancel_in_one_turn_complete_exactly_once,
 {
 	enum { ITERS = 300 };
 	rio_loop *loop = t_loop();
-	struct io r, c;
+	t_rec r, c;
 	char buf[64];
 	int a, b;
 	int got_data = 0, got_cancelled = 0, nodata_cancelled = 0;
@@ -132,8 +115,8 @@ Test(cancel, recv_and_cancel_in_one_turn_complete_exactly_once,
 		}
 		if (mode == 2)
 			cr_assert_eq(pthread_create(&th, NULL, writer_main, &w), 0);
-		cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, io_cb), 0);
-		cr_assert_eq(rio_cancel(loop, &c.op, &r.op, io_cb), 0);
+		cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, t_rec_cb), 0);
+		cr_assert_eq(rio_cancel(loop, &c.op, &r.op, t_rec_cb), 0);
 		T_RUN_UNTIL(loop, r.calls > 0 && c.calls > 0, 3000);
 		if (mode == 2) {
 			pthread_join(th, NULL);
@@ -180,21 +163,21 @@ Test(cancel, recv_and_cancel_in_one_turn_complete_exactly_once,
 Test(cancel, multishot_accept_cancel_ends_the_stream, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io acc = { .calls = 0 }, c = { .calls = 0 }, c2 = { .calls = 0 };
+	t_rec acc = { .calls = 0 }, c = { .calls = 0 }, c2 = { .calls = 0 };
 	int lfd = t_listen(AF_INET, 8, NULL);
 
 	cr_assert_eq(rio_accept(loop, &acc.op, lfd, NULL, NULL, RIO_MULTISHOT,
-				io_cb),
+				t_rec_cb),
 		     0);
 	t_loop_sleep(loop, 5);
-	cr_assert_eq(rio_cancel(loop, &c.op, &acc.op, io_cb), 0);
+	cr_assert_eq(rio_cancel(loop, &c.op, &acc.op, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, acc.calls > 0 && c.calls > 0, 3000);
 	cr_assert_eq(acc.calls, 1);
 	cr_assert_eq(acc.res, -ECANCELED);
 	cr_assert_eq(acc.flags & RIO_OP_F_MORE, 0u, "final completion has MORE");
 	cr_assert_eq(c.res, 0);
 	/* Cancelling it again finds nothing. */
-	cr_assert_eq(rio_cancel(loop, &c2.op, &acc.op, io_cb), 0);
+	cr_assert_eq(rio_cancel(loop, &c2.op, &acc.op, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, c2.calls > 0, 3000);
 	cr_assert_eq(c2.res, -ENOENT);
 	cr_assert_eq(acc.calls, 1);

@@ -4,21 +4,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-struct io {
-	rio_op op;
-	int calls;
-	int res;
-};
-
-static void io_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct io *io = T_CONTAINER_OF(op, struct io, op);
-
-	(void)loop;
-	io->calls++;
-	io->res = res;
-}
-
 /* SIGPIPE at its default disposition: a send that raised it would kill the
  * forked test process, and Criterion would report the test as crashed. */
 static void sigpipe_default(void)
@@ -36,12 +21,12 @@ static void sigpipe_default(void)
 Test(errors, recv_pending_when_peer_resets_gets_econnreset, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io r = { .calls = 0 };
+	t_rec r = { .calls = 0 };
 	char buf[128];
 	int a, b;
 
 	t_pair(&a, &b);
-	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, io_cb), 0);
+	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, t_rec_cb), 0);
 	t_loop_sleep(loop, 5);
 	cr_assert_eq(r.calls, 0, "recv completed before anything happened");
 	t_rst_close(a);
@@ -58,7 +43,7 @@ Test(errors, send_after_local_shutdown_is_epipe_without_sigpipe,
      .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io s = { .calls = 0 };
+	t_rec s = { .calls = 0 };
 	char buf[256] = { 0 };
 	int a, b;
 
@@ -66,7 +51,7 @@ Test(errors, send_after_local_shutdown_is_epipe_without_sigpipe,
 	t_pair(&a, &b);
 	cr_assert_eq(shutdown(a, SHUT_WR), 0);
 	/* send(2) here raises SIGPIPE unless MSG_NOSIGNAL: ringio adds it. */
-	cr_assert_eq(rio_send(loop, &s.op, a, buf, sizeof(buf), 0, io_cb), 0);
+	cr_assert_eq(rio_send(loop, &s.op, a, buf, sizeof(buf), 0, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, s.calls > 0, 3000);
 	cr_assert_eq(s.res, -EPIPE, "got %d (%s)", s.res, rio_strerror(s.res));
 	cr_assert_eq(s.calls, 1);
@@ -79,8 +64,8 @@ Test(errors, send_after_peer_reset_ends_in_epipe_without_sigpipe,
      .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io s = { .calls = 0 };
-	struct io m = { .calls = 0 };
+	t_rec s = { .calls = 0 };
+	t_rec m = { .calls = 0 };
 	char buf[1024] = { 0 };
 	struct iovec iov = { buf, sizeof(buf) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
@@ -93,7 +78,7 @@ Test(errors, send_after_peer_reset_ends_in_epipe_without_sigpipe,
 	/* The first send reports the pending reset (ECONNRESET) or already
 	 * EPIPE; every send after that is EPIPE. Never a signal. */
 	for (int i = 0; i < 8 && !saw_epipe; i++) {
-		cr_assert_eq(rio_send(loop, &s.op, a, buf, sizeof(buf), 0, io_cb),
+		cr_assert_eq(rio_send(loop, &s.op, a, buf, sizeof(buf), 0, t_rec_cb),
 			     0);
 		T_RUN_UNTIL(loop, s.calls > i, 3000);
 		if (i == 0)
@@ -106,7 +91,7 @@ Test(errors, send_after_peer_reset_ends_in_epipe_without_sigpipe,
 	}
 	cr_assert(saw_epipe, "never got -EPIPE (first result %d)", first);
 	/* sendmsg takes the same path. */
-	cr_assert_eq(rio_sendmsg(loop, &m.op, a, &msg, 0, io_cb), 0);
+	cr_assert_eq(rio_sendmsg(loop, &m.op, a, &msg, 0, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, m.calls > 0, 3000);
 	cr_assert_eq(m.res, -EPIPE, "sendmsg got %d (%s)", m.res,
 		     rio_strerror(m.res));
@@ -117,14 +102,14 @@ Test(errors, send_after_peer_reset_ends_in_epipe_without_sigpipe,
 Test(errors, recv_on_a_closed_fd_number_is_ebadf_via_callback, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io r = { .calls = 0 };
+	t_rec r = { .calls = 0 };
 	char buf[16];
 	int a, b, stale;
 
 	t_pair(&a, &b);
 	stale = b;
 	close(b); /* nothing opens an fd before the submit below */
-	cr_assert_eq(rio_recv(loop, &r.op, stale, buf, sizeof(buf), 0, io_cb), 0,
+	cr_assert_eq(rio_recv(loop, &r.op, stale, buf, sizeof(buf), 0, t_rec_cb), 0,
 		     "a bad fd is the kernel's error, not API misuse");
 	cr_assert_eq(r.calls, 0, "callback ran inside submit");
 	T_RUN_UNTIL(loop, r.calls > 0, 3000);
@@ -136,13 +121,13 @@ Test(errors, recv_on_a_closed_fd_number_is_ebadf_via_callback, .timeout = 20)
 Test(errors, recv_on_a_pipe_is_enotsock, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io r = { .calls = 0 };
+	t_rec r = { .calls = 0 };
 	char buf[16];
 	int p[2];
 
 	cr_assert_eq(pipe(p), 0);
 	cr_assert_eq(write(p[1], "x", 1), 1);
-	cr_assert_eq(rio_recv(loop, &r.op, p[0], buf, sizeof(buf), 0, io_cb), 0);
+	cr_assert_eq(rio_recv(loop, &r.op, p[0], buf, sizeof(buf), 0, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, r.calls > 0, 3000);
 	cr_assert_eq(r.res, -ENOTSOCK, "got %d (%s)", r.res,
 		     rio_strerror(r.res));

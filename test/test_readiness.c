@@ -9,22 +9,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-struct rec {
-	rio_op op;
-	int calls, res;
-	int order; /* completion order, from a shared counter */
-};
-
-static int seq;
-
-static void rec_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct rec *r = T_CONTAINER_OF(op, struct rec, op);
-	r->calls++;
-	r->res = res;
-	r->order = ++seq;
-}
-
 static int is_fallback(rio_loop *loop)
 {
 	return t_backend(loop) != RIO_BACKEND_URING;
@@ -41,7 +25,7 @@ static void refused_connects(void)
 	uint16_t port = t_closed_port();
 	struct sockaddr_storage ss;
 	socklen_t sl = t_loopback(AF_INET, port, &ss);
-	static struct rec r[BATCH];
+	static t_rec r[BATCH];
 	int fds[BATCH], refused = 0, false_ok = 0, other = 0;
 	for (int done = 0; done < CONNECTS; done += BATCH) {
 		memset(r, 0, sizeof r);
@@ -50,7 +34,7 @@ static void refused_connects(void)
 			cr_assert_geq(fds[i], 0);
 			cr_assert_eq(rio_connect(loop, &r[i].op, fds[i],
 						 (struct sockaddr *)&ss, sl,
-						 rec_cb), 0);
+						 t_rec_cb), 0);
 		}
 		T_RUN_UNTIL(loop, ({
 			int all = 1;
@@ -102,12 +86,12 @@ Test(readiness, connect_deadline_to_silent_peer, .timeout = 20)
 	int lfd = t_full_listener(&port, &filler);
 	struct sockaddr_storage ss;
 	socklen_t sl = t_loopback(AF_INET, port, &ss);
-	struct rec c = {0};
+	t_rec c = {0};
 	int fd = rio_socket_tcp(AF_INET);
 	rio_op_set_deadline(&c.op, 200 * T_MS);
 	uint64_t t0 = t_now_ns();
 	cr_assert_eq(rio_connect(loop, &c.op, fd, (struct sockaddr *)&ss, sl,
-				 rec_cb), 0);
+				 t_rec_cb), 0);
 	T_RUN_UNTIL(loop, c.calls > 0, 5000);
 	cr_assert_eq(c.res, -ETIMEDOUT, "got %d (%s)", c.res,
 		     rio_strerror(c.res));
@@ -127,18 +111,18 @@ Test(readiness, write_edge_goes_to_connect_before_send, .timeout = 20)
 	int lfd = t_listen(AF_INET, 16, &port);
 	struct sockaddr_storage ss;
 	socklen_t sl = t_loopback(AF_INET, port, &ss);
-	struct rec c = {0}, s = {0};
+	t_rec c = {0}, s = {0};
 	static const char msg[] = "after the connect";
 	int fd = rio_socket_tcp(AF_INET);
-	seq = 0;
+	t_seq = 0;
 	cr_assert_eq(rio_connect(loop, &c.op, fd, (struct sockaddr *)&ss, sl,
-				 rec_cb), 0);
-	cr_assert_eq(rio_send(loop, &s.op, fd, msg, sizeof msg, 0, rec_cb), 0);
+				 t_rec_cb), 0);
+	cr_assert_eq(rio_send(loop, &s.op, fd, msg, sizeof msg, 0, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, c.calls && s.calls, 5000);
 	cr_assert_eq(c.res, 0, "connect: %s", rio_strerror(c.res));
 	cr_assert_eq(s.res, (int)sizeof msg, "send: %d", s.res);
 	if (is_fallback(loop))
-		cr_assert_lt(c.order, s.order, "send completed before connect");
+		cr_assert_lt(c.seq, s.seq, "send completed before connect");
 	int peer = accept(lfd, NULL, NULL);
 	char buf[sizeof msg] = {0};
 	cr_assert_eq(recv(peer, buf, sizeof msg, MSG_WAITALL), (ssize_t)sizeof msg);
@@ -162,8 +146,8 @@ Test(readiness, spurious_wakeups_repark, .timeout = 20)
 	int a, b;
 	t_pair(&a, &b);
 	char buf[32];
-	struct rec r = {0};
-	cr_assert_eq(rio_recv(loop, &r.op, a, buf, sizeof buf, 0, rec_cb), 0);
+	t_rec r = {0};
+	cr_assert_eq(rio_recv(loop, &r.op, a, buf, sizeof buf, 0, t_rec_cb), 0);
 	t_loop_sleep(loop, 100);
 	cr_assert_eq(r.calls, 0, "recv completed (%d) with no data sent", r.res);
 	cr_assert_eq(send(b, "ping", 4, 0), 4);
@@ -190,12 +174,12 @@ Test(readiness, fd_number_reuse_sees_no_stale_op, .timeout = 20)
 	int a, b;
 	t_pair(&a, &b);
 	char old_buf[16], new_buf[16];
-	struct rec old_r = {0}, cl = {0}, new_r = {0};
+	t_rec old_r = {0}, cl = {0}, new_r = {0};
 	cr_assert_eq(rio_recv(loop, &old_r.op, a, old_buf, sizeof old_buf, 0,
-			      rec_cb), 0);
+			      t_rec_cb), 0);
 	t_loop_sleep(loop, 20); /* let it park */
 	int num = a;
-	cr_assert_eq(rio_close(loop, &cl.op, a, rec_cb), 0);
+	cr_assert_eq(rio_close(loop, &cl.op, a, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, cl.calls > 0, 5000);
 	cr_assert_eq(old_r.calls, 1);
 	cr_assert_eq(old_r.res, -ECANCELED);
@@ -207,7 +191,7 @@ Test(readiness, fd_number_reuse_sees_no_stale_op, .timeout = 20)
 	cr_assert_neq(reused, -1, "fd %d was not reused (%d, %d)", num, c, d);
 	int peer = reused == c ? d : c;
 	cr_assert_eq(rio_recv(loop, &new_r.op, reused, new_buf, sizeof new_buf,
-			      0, rec_cb), 0);
+			      0, t_rec_cb), 0);
 	cr_assert_eq(send(peer, "new", 3, 0), 3);
 	/* the old file's peer writes too: none of it may reach the new fd */
 	(void)!send(b, "old", 3, MSG_NOSIGNAL);
@@ -232,13 +216,13 @@ Test(readiness, ebadf_behind_the_loops_back, .timeout = 20)
 	t_pair(&a, &b);
 	t_pair(&c, &d);
 	char buf[16], buf2[16];
-	struct rec parked = {0}, late = {0}, healthy = {0};
-	cr_assert_eq(rio_recv(loop, &parked.op, a, buf, sizeof buf, 0, rec_cb), 0);
+	t_rec parked = {0}, late = {0}, healthy = {0};
+	cr_assert_eq(rio_recv(loop, &parked.op, a, buf, sizeof buf, 0, t_rec_cb), 0);
 	t_loop_sleep(loop, 20);
 	cr_assert_eq(close(a), 0); /* behind the loop's back */
-	cr_assert_eq(rio_send(loop, &late.op, a, "x", 1, 0, rec_cb), 0);
+	cr_assert_eq(rio_send(loop, &late.op, a, "x", 1, 0, t_rec_cb), 0);
 	cr_assert_eq(rio_recv(loop, &healthy.op, c, buf2, sizeof buf2, 0,
-			      rec_cb), 0);
+			      t_rec_cb), 0);
 	cr_assert_eq(send(d, "alive", 5, 0), 5);
 	T_RUN_UNTIL(loop, late.calls && healthy.calls, 5000);
 	cr_assert_eq(late.res, -EBADF, "got %d", late.res);
@@ -272,9 +256,9 @@ Test(readiness, blocking_fd_never_stalls_the_loop, .timeout = 20)
 	t_pair(&a, &b);
 	cr_assert_eq(t_set_blocking(a), 0);
 	char buf[16];
-	struct rec r = {0}, t = {0};
-	cr_assert_eq(rio_recv(loop, &r.op, a, buf, sizeof buf, 0, rec_cb), 0);
-	cr_assert_eq(rio_timeout(loop, &t.op, 30 * T_MS, rec_cb), 0);
+	t_rec r = {0}, t = {0};
+	cr_assert_eq(rio_recv(loop, &r.op, a, buf, sizeof buf, 0, t_rec_cb), 0);
+	cr_assert_eq(rio_timeout(loop, &t.op, 30 * T_MS, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, t.calls > 0, 3000);
 	cr_assert_eq(t.res, 0);
 	cr_assert_eq(r.calls, 0);
@@ -296,8 +280,8 @@ Test(readiness, one_wait_per_turn, .timeout = 20)
 	int a, b;
 	t_pair(&a, &b);
 	char buf[16];
-	struct rec r = {0};
-	cr_assert_eq(rio_recv(loop, &r.op, a, buf, sizeof buf, 0, rec_cb), 0);
+	t_rec r = {0};
+	cr_assert_eq(rio_recv(loop, &r.op, a, buf, sizeof buf, 0, t_rec_cb), 0);
 	rio_counters k0, k1;
 	rio_loop_counters(loop, &k0);
 	for (int i = 0; i < 10; i++)

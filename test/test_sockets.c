@@ -137,25 +137,10 @@ Test(sockets, socket_and_option_helpers, .timeout = 10)
 	cr_assert_eq(rio_local_port(p[0]), -EBADF);
 }
 
-struct io {
-	rio_op op;
-	int calls;
-	int res;
-};
-
-static void io_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct io *io = T_CONTAINER_OF(op, struct io, op);
-
-	(void)loop;
-	io->calls++;
-	io->res = res;
-}
-
 Test(sockets, ipv6_listener_and_connect_through_the_loop, .timeout = 20)
 {
-	struct io acc = { .calls = 0 }, con = { .calls = 0 };
-	struct io snd = { .calls = 0 }, rcv = { .calls = 0 };
+	t_rec acc = { .calls = 0 }, con = { .calls = 0 };
+	t_rec snd = { .calls = 0 }, rcv = { .calls = 0 };
 	struct sockaddr_storage ss, peer;
 	socklen_t len, plen = sizeof(peer);
 	rio_loop *loop;
@@ -179,10 +164,10 @@ Test(sockets, ipv6_listener_and_connect_through_the_loop, .timeout = 20)
 	cr_assert_geq(cfd, 0);
 
 	cr_assert_eq(rio_accept(loop, &acc.op, lfd, (struct sockaddr *)&peer,
-				&plen, 0, io_cb),
+				&plen, 0, t_rec_cb),
 		     0);
 	cr_assert_eq(rio_connect(loop, &con.op, cfd, (struct sockaddr *)&ss, len,
-				 io_cb),
+				 t_rec_cb),
 		     0);
 	T_RUN_UNTIL(loop, acc.calls && con.calls, 3000);
 	cr_assert_eq(con.res, 0, "connect [::1]: %s", rio_strerror(con.res));
@@ -190,8 +175,8 @@ Test(sockets, ipv6_listener_and_connect_through_the_loop, .timeout = 20)
 	cr_assert_eq(peer.ss_family, AF_INET6);
 	cr_assert_eq(plen, sizeof(struct sockaddr_in6));
 
-	cr_assert_eq(rio_send(loop, &snd.op, cfd, "six", 3, 0, io_cb), 0);
-	cr_assert_eq(rio_recv(loop, &rcv.op, acc.res, buf, sizeof(buf), 0, io_cb),
+	cr_assert_eq(rio_send(loop, &snd.op, cfd, "six", 3, 0, t_rec_cb), 0);
+	cr_assert_eq(rio_recv(loop, &rcv.op, acc.res, buf, sizeof(buf), 0, t_rec_cb),
 		     0);
 	T_RUN_UNTIL(loop, snd.calls && rcv.calls, 3000);
 	cr_assert_eq(snd.res, 3);

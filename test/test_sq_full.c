@@ -7,46 +7,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-struct cop {
-	rio_op op;
-	int calls;
-	int res;
-	int seq;
-};
-
-static int g_seq;
-
-static void cop_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct cop *c = T_CONTAINER_OF(op, struct cop, op);
-
-	(void)loop;
-	c->calls++;
-	c->res = res;
-	c->seq = ++g_seq;
-}
-
-static int g_done;
-
-static void counting_cb(rio_loop *loop, rio_op *op, int res)
-{
-	cop_cb(loop, op, res);
-	g_done++;
-}
-
-static void check_all_once(const struct cop *c, int n, const char *what)
-{
-	for (int i = 0; i < n; i++)
-		cr_assert_eq(c[i].calls, 1, "%s %d completed %d times", what, i,
-			     c[i].calls);
-}
-
 /* ---- sq_entries 4: 1,000 mixed ops from one callback ---- */
 
 struct mixed {
 	rio_op kick;
-	struct cop tmo[500];
-	struct cop snd[250], rcv[250];
+	t_rec tmo[500];
+	t_rec snd[250], rcv[250];
 	char rbuf[250][8];
 	int a[250], b[250];
 	int refused;
@@ -59,14 +25,14 @@ static void submit_mixed_cb(rio_loop *loop, rio_op *op, int res)
 	(void)res;
 	for (int i = 0; i < 250; i++) {
 		m->refused += rio_recv(loop, &m->rcv[i].op, m->b[i], m->rbuf[i],
-				       8, MSG_WAITALL, counting_cb) != 0;
+				       8, MSG_WAITALL, t_rec_count_cb) != 0;
 		m->refused += rio_timeout(loop, &m->tmo[2 * i].op,
 					  (uint64_t)(i % 5) * T_MS,
-					  counting_cb) != 0;
+					  t_rec_count_cb) != 0;
 		m->refused += rio_send(loop, &m->snd[i].op, m->a[i], "8bytes!!",
-				       8, 0, counting_cb) != 0;
+				       8, 0, t_rec_count_cb) != 0;
 		m->refused += rio_timeout(loop, &m->tmo[2 * i + 1].op, 0,
-					  counting_cb) != 0;
+					  t_rec_count_cb) != 0;
 	}
 }
 
@@ -78,15 +44,15 @@ Test(tiny_ring, sq4_thousand_ops_from_one_callback, .timeout = 60)
 	cr_assert_not_null(m);
 	for (int i = 0; i < 250; i++)
 		t_pair(&m->a[i], &m->b[i]);
-	g_done = 0;
+	t_done = 0;
 	cr_assert_eq(rio_post(loop, &m->kick, submit_mixed_cb), 0);
-	T_RUN_UNTIL(loop, g_done >= 1000, 20000);
+	T_RUN_UNTIL(loop, t_done >= 1000, 20000);
 	t_loop_sleep(loop, 10);
 	cr_assert_eq(m->refused, 0, "%d submits refused", m->refused);
-	cr_assert_eq(g_done, 1000);
-	check_all_once(m->tmo, 500, "timeout");
-	check_all_once(m->snd, 250, "send");
-	check_all_once(m->rcv, 250, "recv");
+	cr_assert_eq(t_done, 1000);
+	t_rec_all_once(m->tmo, 500, "timeout");
+	t_rec_all_once(m->snd, 250, "send");
+	t_rec_all_once(m->rcv, 250, "recv");
 	for (int i = 0; i < 250; i++) {
 		cr_assert_eq(m->snd[i].res, 8, "send %d: %d", i, m->snd[i].res);
 		cr_assert_eq(m->rcv[i].res, 8, "recv %d: %d", i, m->rcv[i].res);
@@ -105,7 +71,7 @@ enum { NFD = 64 };
 
 struct pairs_batch {
 	rio_op kick;
-	struct cop dl[NFD], rc[NFD], cancel[NFD], tmo[NFD], close_[NFD];
+	t_rec dl[NFD], rc[NFD], cancel[NFD], tmo[NFD], close_[NFD];
 	char buf[NFD][2][8];
 	int a[NFD], b[NFD];
 	int refused;
@@ -119,14 +85,14 @@ static void submit_pairs_cb(rio_loop *loop, rio_op *op, int res)
 	for (int i = 0; i < NFD; i++) {
 		/* An odd one-SQE op first, so two-SQE ops straddle the end of
 		 * the SQ at every alignment. */
-		p->refused += rio_timeout(loop, &p->tmo[i].op, 0, counting_cb) != 0;
+		p->refused += rio_timeout(loop, &p->tmo[i].op, 0, t_rec_count_cb) != 0;
 		rio_op_set_deadline(&p->dl[i].op, 2 * T_MS);
 		p->refused += rio_recv(loop, &p->dl[i].op, p->a[i], p->buf[i][0],
-				       8, 0, counting_cb) != 0;
+				       8, 0, t_rec_count_cb) != 0;
 		p->refused += rio_recv(loop, &p->rc[i].op, p->b[i], p->buf[i][1],
-				       8, 0, counting_cb) != 0;
+				       8, 0, t_rec_count_cb) != 0;
 		p->refused += rio_cancel(loop, &p->cancel[i].op, &p->rc[i].op,
-					 counting_cb) != 0;
+					 t_rec_count_cb) != 0;
 	}
 }
 
@@ -136,11 +102,11 @@ static void submit_closes_cb(rio_loop *loop, rio_op *op, int res)
 
 	(void)res;
 	for (int i = 0; i < NFD; i++) {
-		p->refused += rio_timeout(loop, &p->tmo[i].op, 0, counting_cb) != 0;
+		p->refused += rio_timeout(loop, &p->tmo[i].op, 0, t_rec_count_cb) != 0;
 		p->refused += rio_recv(loop, &p->rc[i].op, p->a[i], p->buf[i][0],
-				       8, 0, counting_cb) != 0;
+				       8, 0, t_rec_count_cb) != 0;
 		p->refused += rio_close(loop, &p->close_[i].op, p->a[i],
-					counting_cb) != 0;
+					t_rec_count_cb) != 0;
 	}
 }
 
@@ -152,12 +118,12 @@ Test(tiny_ring, sq4_deadlines_and_cancels_of_waiting_ops, .timeout = 60)
 	cr_assert_not_null(p);
 	for (int i = 0; i < NFD; i++)
 		t_pair(&p->a[i], &p->b[i]);
-	g_done = 0;
+	t_done = 0;
 	cr_assert_eq(rio_post(loop, &p->kick, submit_pairs_cb), 0);
-	T_RUN_UNTIL(loop, g_done >= 4 * NFD, 10000);
+	T_RUN_UNTIL(loop, t_done >= 4 * NFD, 10000);
 	t_loop_sleep(loop, 20);
 	cr_assert_eq(p->refused, 0);
-	cr_assert_eq(g_done, 4 * NFD, "%d completions for %d ops", g_done,
+	cr_assert_eq(t_done, 4 * NFD, "%d completions for %d ops", t_done,
 		     4 * NFD);
 	for (int i = 0; i < NFD; i++) {
 		cr_assert_eq(p->dl[i].calls, 1);
@@ -185,12 +151,12 @@ Test(tiny_ring, sq4_closes_cancel_their_fds_ops_in_order, .timeout = 60)
 	cr_assert_not_null(p);
 	for (int i = 0; i < NFD; i++)
 		t_pair(&p->a[i], &p->b[i]);
-	g_done = 0;
+	t_done = 0;
 	cr_assert_eq(rio_post(loop, &p->kick, submit_closes_cb), 0);
-	T_RUN_UNTIL(loop, g_done >= 3 * NFD, 10000);
+	T_RUN_UNTIL(loop, t_done >= 3 * NFD, 10000);
 	t_loop_sleep(loop, 10);
 	cr_assert_eq(p->refused, 0);
-	cr_assert_eq(g_done, 3 * NFD);
+	cr_assert_eq(t_done, 3 * NFD);
 	for (int i = 0; i < NFD; i++) {
 		cr_assert_eq(p->rc[i].res, -ECANCELED, "recv %d: %d (%s)", i,
 			     p->rc[i].res, rio_strerror(p->rc[i].res));

@@ -4,23 +4,8 @@
 
 #include <unistd.h>
 
-struct io {
-	rio_op op;
-	int calls;
-	int res;
-};
-
-static void io_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct io *io = T_CONTAINER_OF(op, struct io, op);
-
-	(void)loop;
-	io->calls++;
-	io->res = res;
-}
-
 /* After a refused submit: nothing in flight, and no callback turns up. */
-static void assert_untaken(rio_loop *loop, struct io *io)
+static void assert_untaken(rio_loop *loop, t_rec *io)
 {
 	cr_assert(!rio_op_in_flight(&io->op), "a refused op is in flight");
 	t_drain(loop, 2000);
@@ -32,7 +17,7 @@ static void assert_untaken(rio_loop *loop, struct io *io)
 Test(submit, null_callback_or_op_is_einval, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io r = { .calls = 0 };
+	t_rec r = { .calls = 0 };
 	char buf[8];
 	int a, b;
 
@@ -42,9 +27,9 @@ Test(submit, null_callback_or_op_is_einval, .timeout = 20)
 	cr_assert_eq(rio_timeout(loop, &r.op, 0, NULL), -EINVAL);
 	cr_assert_eq(rio_close(loop, &r.op, a, NULL), -EINVAL);
 	cr_assert_eq(rio_accept(loop, &r.op, a, NULL, NULL, 0, NULL), -EINVAL);
-	cr_assert_eq(rio_timeout(loop, NULL, 0, io_cb), -EINVAL);
-	cr_assert_eq(rio_recv(loop, NULL, b, buf, sizeof(buf), 0, io_cb), -EINVAL);
-	cr_assert_eq(rio_cancel(loop, NULL, &r.op, io_cb), -EINVAL);
+	cr_assert_eq(rio_timeout(loop, NULL, 0, t_rec_cb), -EINVAL);
+	cr_assert_eq(rio_recv(loop, NULL, b, buf, sizeof(buf), 0, t_rec_cb), -EINVAL);
+	cr_assert_eq(rio_cancel(loop, NULL, &r.op, t_rec_cb), -EINVAL);
 	cr_assert_eq(rio_cancel(loop, &r.op, &r.op, NULL), -EINVAL);
 	assert_untaken(loop, &r);
 	/* `a` was not closed by the refused rio_close. */
@@ -57,16 +42,16 @@ Test(submit, null_callback_or_op_is_einval, .timeout = 20)
 Test(submit, op_already_in_flight_is_ebusy, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io r = { .calls = 0 }, c = { .calls = 0 };
+	t_rec r = { .calls = 0 }, c = { .calls = 0 };
 	char buf[8];
 	int a, b;
 
 	t_pair(&a, &b);
-	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, io_cb), 0);
-	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, io_cb), -EBUSY);
-	cr_assert_eq(rio_send(loop, &r.op, a, "x", 1, 0, io_cb), -EBUSY);
-	cr_assert_eq(rio_timeout(loop, &r.op, 0, io_cb), -EBUSY);
-	cr_assert_eq(rio_post(loop, &r.op, io_cb), -EBUSY);
+	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, t_rec_cb), 0);
+	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof(buf), 0, t_rec_cb), -EBUSY);
+	cr_assert_eq(rio_send(loop, &r.op, a, "x", 1, 0, t_rec_cb), -EBUSY);
+	cr_assert_eq(rio_timeout(loop, &r.op, 0, t_rec_cb), -EBUSY);
+	cr_assert_eq(rio_post(loop, &r.op, t_rec_cb), -EBUSY);
 	cr_assert(rio_op_in_flight(&r.op), "the first submission is untouched");
 	/* The first one still completes, exactly once, with its data. */
 	cr_assert_eq(write(a, "hi", 2), 2);
@@ -75,9 +60,9 @@ Test(submit, op_already_in_flight_is_ebusy, .timeout = 20)
 	cr_assert_eq(r.calls, 1);
 	cr_assert_eq(r.res, 2, "the in-flight recv got %d", r.res);
 	/* A cancel op that is itself in flight cannot be reused either. */
-	cr_assert_eq(rio_timeout(loop, &r.op, 10000 * T_MS, io_cb), 0);
-	cr_assert_eq(rio_cancel(loop, &c.op, &r.op, io_cb), 0);
-	cr_assert_eq(rio_cancel(loop, &c.op, &r.op, io_cb), -EBUSY);
+	cr_assert_eq(rio_timeout(loop, &r.op, 10000 * T_MS, t_rec_cb), 0);
+	cr_assert_eq(rio_cancel(loop, &c.op, &r.op, t_rec_cb), 0);
+	cr_assert_eq(rio_cancel(loop, &c.op, &r.op, t_rec_cb), -EBUSY);
 	T_RUN_UNTIL(loop, r.calls > 1 && c.calls > 0, 3000);
 	cr_assert_eq(c.calls, 1);
 	cr_assert_eq(r.res, -ECANCELED);
@@ -89,16 +74,16 @@ Test(submit, op_already_in_flight_is_ebusy, .timeout = 20)
 Test(submit, multishot_accept_with_an_address_is_einval, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io acc = { .calls = 0 };
+	t_rec acc = { .calls = 0 };
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 	int lfd = t_listen(AF_INET, 8, NULL);
 
 	cr_assert_eq(rio_accept(loop, &acc.op, lfd, (struct sockaddr *)&ss, &len,
-				RIO_MULTISHOT, io_cb),
+				RIO_MULTISHOT, t_rec_cb),
 		     -EINVAL);
 	cr_assert_eq(rio_accept(loop, &acc.op, lfd, NULL, &len, RIO_MULTISHOT,
-				io_cb),
+				t_rec_cb),
 		     -EINVAL);
 	assert_untaken(loop, &acc);
 	close(lfd);
@@ -108,17 +93,17 @@ Test(submit, multishot_accept_with_an_address_is_einval, .timeout = 20)
 Test(submit, deadline_on_a_multishot_op_or_timer_is_einval, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
-	struct io acc = { .calls = 0 }, t = { .calls = 0 }, r = { .calls = 0 };
+	t_rec acc = { .calls = 0 }, t = { .calls = 0 }, r = { .calls = 0 };
 	rio_bufpool *pool = NULL;
 	int lfd = t_listen(AF_INET, 8, NULL);
 	int a, b, rc;
 
 	rio_op_set_deadline(&acc.op, 50 * T_MS);
 	cr_assert_eq(rio_accept(loop, &acc.op, lfd, NULL, NULL, RIO_MULTISHOT,
-				io_cb),
+				t_rec_cb),
 		     -EINVAL);
 	rio_op_set_deadline(&t.op, 50 * T_MS);
-	cr_assert_eq(rio_timeout(loop, &t.op, 1 * T_MS, io_cb), -EINVAL);
+	cr_assert_eq(rio_timeout(loop, &t.op, 1 * T_MS, t_rec_cb), -EINVAL);
 	assert_untaken(loop, &acc);
 	assert_untaken(loop, &t);
 
@@ -126,7 +111,7 @@ Test(submit, deadline_on_a_multishot_op_or_timer_is_einval, .timeout = 20)
 	rc = rio_bufpool_create(loop, 4, 4096, &pool);
 	if (rc == 0) {
 		rio_op_set_deadline(&r.op, 50 * T_MS);
-		cr_assert_eq(rio_recv_multishot(loop, &r.op, b, pool, io_cb),
+		cr_assert_eq(rio_recv_multishot(loop, &r.op, b, pool, t_rec_cb),
 			     -EINVAL);
 		assert_untaken(loop, &r);
 		cr_assert_eq(rio_bufpool_destroy(pool), 0);
@@ -137,7 +122,7 @@ Test(submit, deadline_on_a_multishot_op_or_timer_is_einval, .timeout = 20)
 	}
 	/* A one-shot accept does take a deadline. */
 	rio_op_set_deadline(&acc.op, 20 * T_MS);
-	cr_assert_eq(rio_accept(loop, &acc.op, lfd, NULL, NULL, 0, io_cb), 0);
+	cr_assert_eq(rio_accept(loop, &acc.op, lfd, NULL, NULL, 0, t_rec_cb), 0);
 	T_RUN_UNTIL(loop, acc.calls > 0, 3000);
 	cr_assert_eq(acc.res, -ETIMEDOUT);
 	close(a);

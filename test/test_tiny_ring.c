@@ -6,45 +6,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-struct cop {
-	rio_op op;
-	int calls;
-	int res;
-	int seq;
-};
-
-static int g_seq;
-
-static void cop_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct cop *c = T_CONTAINER_OF(op, struct cop, op);
-
-	(void)loop;
-	c->calls++;
-	c->res = res;
-	c->seq = ++g_seq;
-}
-
-static int g_done;
-
-static void counting_cb(rio_loop *loop, rio_op *op, int res)
-{
-	cop_cb(loop, op, res);
-	g_done++;
-}
-
-static void check_all_once(const struct cop *c, int n, const char *what)
-{
-	for (int i = 0; i < n; i++)
-		cr_assert_eq(c[i].calls, 1, "%s %d completed %d times", what, i,
-			     c[i].calls);
-}
-
 /* ---- one callback submits a whole batch ---- */
 
 struct batch {
 	rio_op kick;
-	struct cop *ops;
+	t_rec *ops;
 	int n;
 	int refused;
 };
@@ -55,7 +21,7 @@ static void submit_timeouts_cb(rio_loop *loop, rio_op *op, int res)
 
 	(void)res;
 	for (int i = 0; i < b->n; i++)
-		if (rio_timeout(loop, &b->ops[i].op, 0, counting_cb) != 0)
+		if (rio_timeout(loop, &b->ops[i].op, 0, t_rec_count_cb) != 0)
 			b->refused++;
 }
 
@@ -68,13 +34,13 @@ Test(tiny_ring, sq8_cq8_two_thousand_zero_timeouts, .timeout = 60)
 
 	b.ops = calloc(N, sizeof(*b.ops));
 	cr_assert_not_null(b.ops);
-	g_done = 0;
+	t_done = 0;
 	cr_assert_eq(rio_post(loop, &b.kick, submit_timeouts_cb), 0);
-	T_RUN_UNTIL(loop, g_done >= N, 20000);
+	T_RUN_UNTIL(loop, t_done >= N, 20000);
 	t_loop_sleep(loop, 10);
 	cr_assert_eq(b.refused, 0, "a submit failed for lack of room");
-	cr_assert_eq(g_done, N);
-	check_all_once(b.ops, N, "timeout");
+	cr_assert_eq(t_done, N);
+	t_rec_all_once(b.ops, N, "timeout");
 	for (int i = 0; i < N; i++)
 		cr_assert_eq(b.ops[i].res, 0);
 	rio_loop_counters(loop, &cnt);
@@ -92,7 +58,7 @@ Test(tiny_ring, sq8_cq8_two_thousand_zero_timeouts, .timeout = 60)
 
 struct poster {
 	rio_loop *loop;
-	struct cop *ops;
+	t_rec *ops;
 	int n;
 	int refused;
 };
@@ -102,7 +68,7 @@ static void *poster_main(void *arg)
 	struct poster *p = arg;
 
 	for (int i = 0; i < p->n; i++)
-		if (rio_post(p->loop, &p->ops[i].op, counting_cb) != 0)
+		if (rio_post(p->loop, &p->ops[i].op, t_rec_count_cb) != 0)
 			p->refused++;
 	return NULL;
 }
@@ -116,14 +82,14 @@ Test(tiny_ring, sq8_cq8_two_thousand_posts_from_a_thread, .timeout = 60)
 
 	p.ops = calloc(N, sizeof(*p.ops));
 	cr_assert_not_null(p.ops);
-	g_done = 0;
+	t_done = 0;
 	cr_assert_eq(pthread_create(&th, NULL, poster_main, &p), 0);
 	pthread_join(th, NULL); /* all 2000 queued before the loop runs */
 	cr_assert_eq(p.refused, 0);
-	T_RUN_UNTIL(loop, g_done >= N, 20000);
+	T_RUN_UNTIL(loop, t_done >= N, 20000);
 	t_loop_sleep(loop, 10);
-	cr_assert_eq(g_done, N);
-	check_all_once(p.ops, N, "post");
+	cr_assert_eq(t_done, N);
+	t_rec_all_once(p.ops, N, "post");
 	for (int i = 0; i < N; i++)
 		cr_assert_eq(p.ops[i].res, 0);
 	free(p.ops);
@@ -136,7 +102,7 @@ enum { PAIRS = 100, PER_PAIR = 20, MSG = 16 };
 
 struct send_batch {
 	rio_op kick;
-	struct cop *ops;
+	t_rec *ops;
 	int *fds;
 	char msg[MSG];
 	int refused;
@@ -149,7 +115,7 @@ static void submit_sends_cb(rio_loop *loop, rio_op *op, int res)
 	(void)res;
 	for (int i = 0; i < PAIRS * PER_PAIR; i++)
 		if (rio_send(loop, &b->ops[i].op, b->fds[i / PER_PAIR], b->msg,
-			     MSG, 0, counting_cb) != 0)
+			     MSG, 0, t_rec_count_cb) != 0)
 			b->refused++;
 }
 
@@ -166,12 +132,12 @@ Test(tiny_ring, sq8_cq8_two_thousand_sends_in_one_turn, .timeout = 60)
 	cr_assert_not_null(b.ops);
 	for (int i = 0; i < PAIRS; i++)
 		t_pair(&fds[i], &peer[i]);
-	g_done = 0;
+	t_done = 0;
 	cr_assert_eq(rio_post(loop, &b.kick, submit_sends_cb), 0);
-	T_RUN_UNTIL(loop, g_done >= PAIRS * PER_PAIR, 20000);
+	T_RUN_UNTIL(loop, t_done >= PAIRS * PER_PAIR, 20000);
 	t_loop_sleep(loop, 10);
 	cr_assert_eq(b.refused, 0);
-	check_all_once(b.ops, PAIRS * PER_PAIR, "send");
+	t_rec_all_once(b.ops, PAIRS * PER_PAIR, "send");
 	for (int i = 0; i < PAIRS * PER_PAIR; i++)
 		cr_assert_eq(b.ops[i].res, MSG, "send %d: %d", i, b.ops[i].res);
 	/* Every byte reached its peer. */
