@@ -335,6 +335,115 @@ RIO_API void *rio_bufpool_buf(const rio_bufpool *pool, uint16_t id);
 RIO_API size_t rio_bufpool_size(const rio_bufpool *pool);
 
 /* ------------------------------------------------------------------ */
+/* Listener: the accept policy                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A listener accepts on a listening socket for as long as that socket
+ * exists (multishot accept on io_uring) and applies one policy to accept's
+ * errors, the same on every backend:
+ *
+ *   client's fault  ECONNABORTED EPROTO ECONNRESET EPERM EINTR
+ *                   -> counted, accept again at once
+ *   network         ENETDOWN ENETUNREACH EHOSTDOWN EHOSTUNREACH ENONET
+ *                   ENOPROTOOPT EOPNOTSUPP ETIMEDOUT (Linux passes a new
+ *                   connection's pending error through accept)
+ *                   -> counted, accept again at once
+ *   load            EMFILE ENFILE ENOBUFS ENOMEM (and any error not named
+ *                   here) -> accepting pauses; it resumes after a backoff
+ *                   timer (backoff_ms_min, doubling per consecutive load
+ *                   error up to backoff_ms_max) or as soon as the owner
+ *                   releases a connection (rio_listener_release); never a
+ *                   busy loop
+ *   fatal           EBADF ENOTSOCK EINVAL EFAULT, or the accept cancelled
+ *                   by someone else (-ECANCELED: the socket was closed
+ *                   through the loop) -> the listener stops and reports
+ *                   the error to on_stop; the loop and every other op go on
+ *
+ * Nothing the listener does blocks, and it does no per-connection work: the
+ * owner runs each connection's first read or handshake as its own ops,
+ * with its own deadline (rio_op_set_deadline), so a slow or silent client
+ * holds up nobody.
+ *
+ * The listener counts as in flight on its loop (rio_loop_run keeps running)
+ * from rio_listener_start until on_stop has run. It never closes `fd`.
+ */
+typedef struct rio_listener rio_listener;
+
+/* A new connection: `fd` is non-blocking and close-on-exec, and the owner's.
+ * Call rio_listener_release() when it is closed. */
+typedef void rio_listener_accept_cb(rio_listener *l, int fd, void *data);
+
+/* The listener has stopped: `err` is 0 after rio_listener_stop(), or the
+ * fatal -errno that stopped it. Runs exactly once, never from inside
+ * rio_listener_start or rio_listener_stop. The listener may be destroyed
+ * from here on (also from inside this callback). */
+typedef void rio_listener_stop_cb(rio_listener *l, int err, void *data);
+
+typedef struct rio_listener_opts {
+	rio_listener_accept_cb *on_accept; /* required */
+	rio_listener_stop_cb *on_stop;     /* may be NULL */
+	void *data;                        /* passed to both callbacks */
+	uint32_t max_conns;      /* pause at this many unreleased connections;
+				    0 = no limit */
+	uint32_t backoff_ms_min; /* first pause after a load error; 0 = 10 */
+	uint32_t backoff_ms_max; /* longest pause; 0 = 1000 */
+} rio_listener_opts;
+
+typedef struct rio_accept_counters {
+	uint64_t accepted;       /* connections handed to on_accept */
+	uint64_t client_errors;  /* client's-fault errors, accepted again */
+	uint64_t network_errors; /* network errors, accepted again */
+	uint64_t load_errors;    /* load errors (each started a pause) */
+	uint64_t early_resumes;  /* pauses ended early by a release */
+	uint64_t limit_pauses;   /* pauses at max_conns */
+	uint64_t shed;           /* accepted while stopping or over the limit
+				    (a race with the kernel): closed at once */
+	uint64_t fatal_errors;   /* 0 or 1 */
+	uint32_t live;           /* connections not yet released */
+	int last_error;          /* the latest accept error, 0 if none */
+} rio_accept_counters;
+
+/*
+ * Start accepting on listening socket `fd` on `loop`. On success stores the
+ * listener in *out and returns 0. Errors: -EINVAL (NULL loop, out, opts or
+ * on_accept; fd < 0; backoff_ms_min > backoff_ms_max once defaults are
+ * applied), -ENOMEM. An error of the socket itself (not listening, closed)
+ * arrives through on_stop.
+ */
+RIO_API int rio_listener_start(rio_loop *loop, int fd,
+			       const rio_listener_opts *opts,
+			       rio_listener **out);
+
+/*
+ * Stop accepting: the pending accept and any backoff timer are cancelled,
+ * and on_stop(l, 0) runs on a later turn. Connections already handed out
+ * are the owner's and untouched. Returns 0, or -EALREADY when the listener
+ * is already stopping or stopped.
+ */
+RIO_API int rio_listener_stop(rio_listener *l);
+
+/*
+ * The owner closed a connection this listener handed out. If accepting is
+ * paused for load or at max_conns, it resumes now. Returns 0, or -EINVAL
+ * when no connection is outstanding.
+ */
+RIO_API int rio_listener_release(rio_listener *l);
+
+/* Copy the listener's counters into *out. */
+RIO_API void rio_listener_counters(const rio_listener *l,
+				   rio_accept_counters *out);
+
+/* The listening fd the listener was started on. */
+RIO_API int rio_listener_fd(const rio_listener *l);
+
+/*
+ * Free a stopped listener (after on_stop ran, or from inside on_stop).
+ * Returns -EBUSY, freeing nothing, while it still runs; stop it first.
+ */
+RIO_API int rio_listener_destroy(rio_listener *l);
+
+/* ------------------------------------------------------------------ */
 /* Socket helpers                                                      */
 /* ------------------------------------------------------------------ */
 

@@ -5,6 +5,14 @@
  * queues the buffers it has not yet echoed; past Q_HIGH of them (a client
  * that sends but does not read) its receive is cancelled, and re-armed when
  * the queue drains to Q_LOW, so one slow reader cannot hold the whole pool.
+ *
+ * Accepting goes through rio_listener (the accept policy: client errors
+ * retried, load errors backed off, fatal errors reported). Connections sit
+ * on a list in order of last activity; a sweep timer closes the ones idle
+ * past --idle-timeout (a first read included), so a silent client costs a
+ * list entry, never a blocked accept. SIGINT/SIGTERM shut down gracefully:
+ * stop accepting, close idle connections, let the others finish echoing
+ * for up to --drain-timeout, close the rest, print the counters, exit 0.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ringio.h>
@@ -28,20 +37,30 @@ struct cfg {
 	rio_backend_kind backend;
 	unsigned buf_count;
 	size_t buf_size;
+	uint64_t idle_ms;  /* 0: no idle deadline */
+	uint64_t drain_ms; /* graceful shutdown: how long in-flight echoes get */
+	unsigned max_conns; /* per thread; 0: no limit */
 };
+
+struct conn;
+struct clist { struct conn *head, *tail; };
 
 struct worker {
 	const struct cfg *cfg;
 	rio_loop *loop;
 	rio_bufpool *pool;
 	int lfd;
-	rio_op accept_op;
-	rio_op retry_op; /* backoff timer after a load error on accept */
+	rio_listener *l;
+	struct clist conns; /* live connections, least recently active first */
+	rio_op sweep_op;    /* the idle sweep timer */
+	rio_op drain_op;    /* the drain deadline */
+	rio_op cancel_sweep_op, cancel_drain_op;
+	int draining;
 	uint16_t *next;  /* per buffer id: the next queued buffer, or NONE */
 	uint32_t *len;   /* per buffer id: bytes received into it */
-	uint64_t conns, accept_errors;
+	uint64_t idle_closed, resets;
 	pthread_t tid;
-	int err;
+	int err;         /* a fatal listener error, or the loop's */
 };
 
 #define NONE 0xffffu
@@ -56,6 +75,8 @@ struct conn {
 	uint16_t head, tail; /* queue of received buffers to echo */
 	uint16_t qlen;
 	uint32_t off;        /* bytes of `head` already sent */
+	uint64_t active_ms;  /* last receive (or the accept) */
+	struct conn *lprev, *lnext; /* on w->conns while not closing */
 	rio_op recv_op, send_op, close_op, pause_op;
 };
 
@@ -68,6 +89,41 @@ static void on_signal(int sig)
 	for (int i = 0; i < nloops; i++)
 		if (loops[i])
 			rio_loop_stop(loops[i]);
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void list_del(struct clist *q, struct conn *c)
+{
+	*(c->lprev ? &c->lprev->lnext : &q->head) = c->lnext;
+	*(c->lnext ? &c->lnext->lprev : &q->tail) = c->lprev;
+	c->lprev = c->lnext = NULL;
+}
+
+static void list_add_tail(struct clist *q, struct conn *c)
+{
+	c->lnext = NULL;
+	c->lprev = q->tail;
+	*(q->tail ? &q->tail->lnext : &q->head) = c;
+	q->tail = c;
+}
+
+static void nop_cb(rio_loop *loop, rio_op *op, int res)
+{
+}
+
+/* The drain is over when no connection is left open: end its timer. */
+static void drain_check(struct worker *w)
+{
+	if (w->draining && !w->conns.head &&
+	    rio_op_in_flight(&w->drain_op) &&
+	    !rio_op_in_flight(&w->cancel_drain_op))
+		rio_cancel(w->loop, &w->cancel_drain_op, &w->drain_op, nop_cb);
 }
 
 static void release_queue(struct conn *c)
@@ -94,6 +150,7 @@ static void close_cb(rio_loop *loop, rio_op *op, int res)
 	struct conn *c = container_of(op, struct conn, close_op);
 	release_queue(c);
 	c->closed = 1;
+	rio_listener_release(c->w->l);
 	conn_free(c);
 }
 
@@ -107,7 +164,9 @@ static void conn_close(struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = 1;
+	list_del(&c->w->conns, c);
 	rio_close(c->w->loop, &c->close_op, c->fd, close_cb);
+	drain_check(c->w);
 }
 
 static void send_cb(rio_loop *loop, rio_op *op, int res);
@@ -150,7 +209,7 @@ static void send_cb(rio_loop *loop, rio_op *op, int res)
 	}
 	if (c->head != NONE)
 		send_head(c);
-	else if (c->recv_done)
+	else if (c->recv_done || w->draining)
 		conn_close(c);
 }
 
@@ -163,6 +222,9 @@ static void recv_cb(rio_loop *loop, rio_op *op, int res)
 		if (c->closing) {
 			rio_bufpool_put(w->pool, id);
 		} else {
+			c->active_ms = now_ms();
+			list_del(&w->conns, c);
+			list_add_tail(&w->conns, c);
 			w->len[id] = (uint32_t)res;
 			w->next[id] = NONE;
 			int idle = c->head == NONE;
@@ -192,55 +254,93 @@ static void recv_cb(rio_loop *loop, rio_op *op, int res)
 		return;
 	}
 	c->recv_done = 1;
+	if (res == -ECONNRESET)
+		w->resets++;
 	if (res < 0 || c->head == NONE)
 		conn_close(c);
 }
 
-static void accept_cb(rio_loop *loop, rio_op *op, int res);
-
-static void retry_cb(rio_loop *loop, rio_op *op, int res)
+static void on_accept(rio_listener *l, int fd, void *data)
 {
-	struct worker *w = container_of(op, struct worker, retry_op);
-	rio_accept(loop, &w->accept_op, w->lfd, NULL, NULL, RIO_MULTISHOT,
-		   accept_cb);
+	struct worker *w = data;
+	struct conn *c = calloc(1, sizeof *c);
+	if (!c) {
+		close(fd);
+		rio_listener_release(l);
+		return;
+	}
+	c->w = w;
+	c->fd = fd;
+	c->head = c->tail = NONE;
+	c->active_ms = now_ms();
+	list_add_tail(&w->conns, c);
+	rio_set_nodelay(fd, 1);
+	rio_recv_multishot(w->loop, &c->recv_op, fd, w->pool, recv_cb);
 }
 
-static void accept_failed(struct worker *w, int res)
+static void on_listener_stop(rio_listener *l, int err, void *data)
 {
-	w->accept_errors++;
-	switch (-res) {
-	case EMFILE: case ENFILE: case ENOBUFS: case ENOMEM:
-		/* out of resources: back off instead of spinning */
-		rio_timeout(w->loop, &w->retry_op, 50 * 1000000ull, retry_cb);
-		return;
-	case ECANCELED: case EBADF: case EINVAL: case ENOTSOCK:
-		fprintf(stderr, "ringio-echo: accept: %s\n", rio_strerror(res));
-		w->err = res;
-		return;
-	default: /* the client's fault: accept again at once */
-		retry_cb(w->loop, &w->retry_op, 0);
+	struct worker *w = data;
+	if (err) {
+		fprintf(stderr, "ringio-echo: listener stopped: %s\n",
+			rio_strerror(err));
+		w->err = err;
 	}
 }
 
-static void accept_cb(rio_loop *loop, rio_op *op, int res)
+static void sweep_cb(rio_loop *loop, rio_op *op, int res);
+
+static void arm_sweep(struct worker *w)
 {
-	struct worker *w = container_of(op, struct worker, accept_op);
-	if (res >= 0) {
-		struct conn *c = calloc(1, sizeof *c);
-		if (!c) {
-			close(res);
-		} else {
-			w->conns++;
-			c->w = w;
-			c->fd = res;
-			c->head = c->tail = NONE;
-			rio_set_nodelay(res, 1);
-			rio_recv_multishot(loop, &c->recv_op, res, w->pool,
-					   recv_cb);
-		}
+	uint64_t ms = w->cfg->idle_ms / 4;
+	rio_timeout(w->loop, &w->sweep_op, (ms < 10 ? 10 : ms) * 1000000ull,
+		    sweep_cb);
+}
+
+/* Close the connections idle past the deadline (oldest first). */
+static void sweep_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct worker *w = container_of(op, struct worker, sweep_op);
+	uint64_t now = now_ms();
+	if (res < 0 || w->draining)
+		return;
+	while (w->conns.head && now - w->conns.head->active_ms >= w->cfg->idle_ms) {
+		w->idle_closed++;
+		conn_close(w->conns.head);
 	}
-	if (!(op->flags & RIO_OP_F_MORE))
-		accept_failed(w, res < 0 ? res : -EINVAL);
+	arm_sweep(w);
+}
+
+static void close_all(struct worker *w)
+{
+	while (w->conns.head)
+		conn_close(w->conns.head);
+}
+
+static void drain_cb(rio_loop *loop, rio_op *op, int res)
+{
+	if (res == 0)
+		close_all(container_of(op, struct worker, drain_op));
+}
+
+/* Graceful shutdown: stop accepting, close what is idle now, give the
+ * rest drain_ms to finish their echoes, then close them too. */
+static void drain(struct worker *w)
+{
+	w->draining = 1;
+	rio_listener_stop(w->l); /* -EALREADY if it stopped on its own */
+	if (rio_op_in_flight(&w->sweep_op))
+		rio_cancel(w->loop, &w->cancel_sweep_op, &w->sweep_op, nop_cb);
+	struct conn *c = w->conns.head;
+	while (c) {
+		struct conn *next = c->lnext;
+		if (c->head == NONE)
+			conn_close(c);
+		c = next;
+	}
+	if (w->conns.head)
+		rio_timeout(w->loop, &w->drain_op, w->cfg->drain_ms * 1000000ull,
+			    drain_cb);
 }
 
 static int worker_init(struct worker *w)
@@ -268,16 +368,32 @@ static int worker_init(struct worker *w)
 			cfg->port, rio_strerror(w->lfd));
 		return w->lfd;
 	}
-	return rio_accept(w->loop, &w->accept_op, w->lfd, NULL, NULL,
-			  RIO_MULTISHOT, accept_cb);
+	rio_listener_opts lo = {.on_accept = on_accept,
+				.on_stop = on_listener_stop,
+				.data = w,
+				.max_conns = cfg->max_conns};
+	r = rio_listener_start(w->loop, w->lfd, &lo, &w->l);
+	if (r == 0 && cfg->idle_ms)
+		arm_sweep(w);
+	return r;
 }
 
 static void *worker_run(void *arg)
 {
 	struct worker *w = arg;
 	int r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
-	if (r < 0)
+	if (r >= 0) { /* stopped by a signal: drain */
+		drain(w);
+		r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
+		if (r > 0) { /* a second signal: no more waiting */
+			close_all(w);
+			r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
+		}
+	}
+	if (r < 0) {
+		fprintf(stderr, "ringio-echo: loop: %s\n", rio_strerror(r));
 		w->err = r;
+	}
 	return NULL;
 }
 
@@ -286,7 +402,9 @@ static void usage(FILE *f)
 	fprintf(f, "usage: ringio-echo --port P [--addr A] [--threads N] "
 		   "[--backend auto|uring|epoll|kqueue]\n"
 		   "                   [--buf-count N (power of 2)] "
-		   "[--buf-size BYTES]\n");
+		   "[--buf-size BYTES]\n"
+		   "                   [--idle-timeout MS] [--max-conns N] "
+		   "[--drain-timeout MS]\n");
 }
 
 static int parse_int(const char *s, long lo, long hi, long *out)
@@ -309,12 +427,16 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		{"backend", required_argument, 0, 'b'},
 		{"buf-count", required_argument, 0, 'n'},
 		{"buf-size", required_argument, 0, 's'},
+		{"idle-timeout", required_argument, 0, 'i'},
+		{"max-conns", required_argument, 0, 'm'},
+		{"drain-timeout", required_argument, 0, 'd'},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
 	int c;
 	long v;
-	while ((c = getopt_long(argc, argv, "p:a:t:b:n:s:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:a:t:b:n:s:i:m:d:h", opts,
+				NULL)) != -1) {
 		const char *bad = NULL;
 		switch (c) {
 		case 'p':
@@ -341,6 +463,18 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		case 's':
 			if (parse_int(optarg, 64, 1 << 24, &v)) bad = "--buf-size";
 			else cfg->buf_size = (size_t)v;
+			break;
+		case 'i':
+			if (parse_int(optarg, 0, 86400000, &v)) bad = "--idle-timeout";
+			else cfg->idle_ms = (uint64_t)v;
+			break;
+		case 'm':
+			if (parse_int(optarg, 0, 1 << 24, &v)) bad = "--max-conns";
+			else cfg->max_conns = (unsigned)v;
+			break;
+		case 'd':
+			if (parse_int(optarg, 0, 86400000, &v)) bad = "--drain-timeout";
+			else cfg->drain_ms = (uint64_t)v;
 			break;
 		case 'h':
 			usage(stdout);
@@ -372,15 +506,22 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 				"IPv4/IPv6 address\n", cfg->addr);
 		return -EINVAL;
 	}
+	/* --max-conns is for the process: each thread takes its share */
+	if (cfg->max_conns)
+		cfg->max_conns = (cfg->max_conns + (unsigned)cfg->threads - 1) /
+				 (unsigned)cfg->threads;
 	return 0;
 }
 
+/* One line of counters, summed over the threads, on stdout. */
 static void report(struct worker *ws, int n)
 {
 	rio_counters t = {0};
-	uint64_t conns = 0, aerr = 0;
+	rio_accept_counters a = {0};
+	uint64_t idle = 0, resets = 0;
 	for (int i = 0; i < n; i++) {
 		rio_counters c;
+		rio_accept_counters la;
 		if (!ws[i].loop)
 			continue;
 		rio_loop_counters(ws[i].loop, &c);
@@ -389,17 +530,53 @@ static void report(struct worker *ws, int n)
 		t.cq_overflows += c.cq_overflows;
 		t.enobufs_rearms += c.enobufs_rearms;
 		t.multishot_rearms += c.multishot_rearms;
+		t.spurious_wakeups += c.spurious_wakeups;
 		t.enters += c.enters;
-		conns += ws[i].conns;
-		aerr += ws[i].accept_errors;
+		t.faults_injected += c.faults_injected;
+		idle += ws[i].idle_closed;
+		resets += ws[i].resets;
+		if (!ws[i].l)
+			continue;
+		rio_listener_counters(ws[i].l, &la);
+		a.accepted += la.accepted;
+		a.client_errors += la.client_errors;
+		a.network_errors += la.network_errors;
+		a.load_errors += la.load_errors;
+		a.early_resumes += la.early_resumes;
+		a.limit_pauses += la.limit_pauses;
+		a.shed += la.shed;
+		a.fatal_errors += la.fatal_errors;
 	}
-	fprintf(stderr,
-		"ringio-echo: connections=%" PRIu64 " accept_errors=%" PRIu64
-		" ops=%" PRIu64 " completions=%" PRIu64 " enters=%" PRIu64
-		" cq_overflows=%" PRIu64 " enobufs_rearms=%" PRIu64
-		" multishot_rearms=%" PRIu64 "\n",
-		conns, aerr, t.ops_submitted, t.completions, t.enters,
-		t.cq_overflows, t.enobufs_rearms, t.multishot_rearms);
+	printf("ringio-echo: accepted=%" PRIu64 " client_errors=%" PRIu64
+	       " network_errors=%" PRIu64 " load_errors=%" PRIu64
+	       " early_resumes=%" PRIu64 " limit_pauses=%" PRIu64
+	       " shed=%" PRIu64 " fatal_errors=%" PRIu64
+	       " idle_closed=%" PRIu64 " resets=%" PRIu64 "\n",
+	       a.accepted, a.client_errors, a.network_errors, a.load_errors,
+	       a.early_resumes, a.limit_pauses, a.shed, a.fatal_errors, idle,
+	       resets);
+	printf("ringio-echo: ops=%" PRIu64 " completions=%" PRIu64
+	       " enters=%" PRIu64 " cq_overflows=%" PRIu64
+	       " enobufs_rearms=%" PRIu64 " multishot_rearms=%" PRIu64
+	       " spurious_wakeups=%" PRIu64 " faults_injected=%" PRIu64 "\n",
+	       t.ops_submitted, t.completions, t.enters, t.cq_overflows,
+	       t.enobufs_rearms, t.multishot_rearms, t.spurious_wakeups,
+	       t.faults_injected);
+	fflush(stdout);
+}
+
+static void worker_fini(struct worker *w)
+{
+	if (w->l && rio_listener_destroy(w->l) == 0)
+		w->l = NULL;
+	if (w->pool)
+		rio_bufpool_destroy(w->pool);
+	if (w->loop && rio_loop_destroy(w->loop) < 0)
+		fprintf(stderr, "ringio-echo: loop still busy at exit\n");
+	if (w->lfd >= 0)
+		close(w->lfd);
+	free(w->next);
+	free(w->len);
 }
 
 int main(int argc, char **argv)
@@ -407,7 +584,8 @@ int main(int argc, char **argv)
 	/* 64 KiB buffers: a 64 KiB message in one recv and one send (16 KiB
 	 * buffers cost ~1.35x the CPU per round trip at that size). */
 	struct cfg cfg = {.addr = "127.0.0.1", .port = -1, .threads = 1,
-			  .buf_count = 1024, .buf_size = 65536};
+			  .buf_count = 1024, .buf_size = 65536,
+			  .drain_ms = 5000};
 	if (parse_args(argc, argv, &cfg) < 0)
 		return 2;
 	struct worker *ws = calloc((size_t)cfg.threads, sizeof *ws);
@@ -416,6 +594,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	for (int i = 0; i < cfg.threads; i++) {
 		ws[i].cfg = &cfg;
+		ws[i].lfd = -1;
 		if (worker_init(&ws[i]) < 0)
 			return 1;
 		loops[i] = ws[i].loop;
@@ -434,14 +613,15 @@ int main(int argc, char **argv)
 	for (int i = 1; i < cfg.threads; i++)
 		pthread_create(&ws[i].tid, NULL, worker_run, &ws[i]);
 	worker_run(&ws[0]);
-	for (int i = 1; i < cfg.threads; i++) {
-		rio_loop_stop(ws[i].loop);
+	for (int i = 1; i < cfg.threads; i++)
 		pthread_join(ws[i].tid, NULL);
-	}
 	report(ws, cfg.threads);
 	int rc = 0;
-	for (int i = 0; i < cfg.threads; i++)
-		if (ws[i].err && ws[i].err != -ECANCELED)
+	for (int i = 0; i < cfg.threads; i++) {
+		if (ws[i].err)
 			rc = 1;
+		worker_fini(&ws[i]);
+	}
+	free(ws);
 	return rc;
 }

@@ -1,0 +1,281 @@
+/*
+ * The listener: multishot accept plus the accept policy of DESIGN.md. It is
+ * built only on the public op API, so it behaves the same on every backend.
+ *
+ * One function, kick(), reconciles what should be in flight with what is:
+ * the accept runs while the listener runs, is not paused for load and is
+ * under max_conns; otherwise it is cancelled. Every callback updates state
+ * and calls kick(), so no path re-arms or cancels on its own.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+enum lstate { L_RUNNING, L_STOPPING, L_STOPPED };
+
+struct rio_listener {
+	rio_loop *loop;
+	int fd;
+	enum lstate state;
+	int paused_load;   /* a load error: wait for the timer or a release */
+	int accept_cancelled; /* we cancelled the accept now in flight */
+	uint32_t pause_ms; /* the current pause's length */
+	int err;           /* what on_stop will report */
+	uint32_t backoff_ms;
+	rio_listener_opts o;
+	rio_accept_counters c;
+	rio_op accept_op, timer_op, cancel_accept_op, cancel_timer_op,
+		stop_op;
+};
+
+#define L_OF(op, m) ((rio_listener *)((char *)(op) - offsetof(rio_listener, m)))
+
+enum eclass { E_CLIENT, E_NETWORK, E_LOAD, E_FATAL };
+
+static enum eclass classify(int err)
+{
+	switch (err) {
+	case ECONNABORTED: case EPROTO: case ECONNRESET: case EPERM:
+	case EINTR:
+		return E_CLIENT;
+	case ENETDOWN: case ENETUNREACH: case EHOSTDOWN: case EHOSTUNREACH:
+	case ENONET: case ENOPROTOOPT: case EOPNOTSUPP: case ETIMEDOUT:
+		return E_NETWORK;
+	case EBADF: case ENOTSOCK: case EINVAL: case EFAULT: case ECANCELED:
+		return E_FATAL;
+	default: /* EMFILE ENFILE ENOBUFS ENOMEM, and the unknown: back off */
+		return E_LOAD;
+	}
+}
+
+static void accept_cb(rio_loop *loop, rio_op *op, int res);
+static void timer_cb(rio_loop *loop, rio_op *op, int res);
+static void cancel_cb(rio_loop *loop, rio_op *op, int res);
+
+static int want_accept(const rio_listener *l)
+{
+	return l->state == L_RUNNING && !l->paused_load &&
+	       !(l->o.max_conns && l->c.live >= l->o.max_conns);
+}
+
+static void cancel(rio_listener *l, rio_op *target, rio_op *cop)
+{
+	if (rio_op_in_flight(target) && !rio_op_in_flight(cop))
+		rio_cancel(l->loop, cop, target, cancel_cb);
+}
+
+/* Submits of the listener's own, well-formed ops cannot fail. */
+static void must(int r)
+{
+	assert(r == 0);
+	(void)r;
+}
+
+static int busy(const rio_listener *l)
+{
+	return rio_op_in_flight(&l->accept_op) ||
+	       rio_op_in_flight(&l->timer_op) ||
+	       rio_op_in_flight(&l->cancel_accept_op) ||
+	       rio_op_in_flight(&l->cancel_timer_op) ||
+	       rio_op_in_flight(&l->stop_op);
+}
+
+/* Multishot, except close to max_conns: a multishot accept may hand over
+ * several connections before a cancel lands, one-shot accepts never pass
+ * the limit. */
+enum { ONESHOT_HEADROOM = 64 };
+
+static unsigned accept_flags(const rio_listener *l)
+{
+	if (l->o.max_conns && l->o.max_conns - l->c.live <= ONESHOT_HEADROOM)
+		return 0;
+	return RIO_MULTISHOT;
+}
+
+/* Make the ops in flight match the state. May run on_stop, after which `l`
+ * may be gone: callers return right after kick(). */
+static void kick(rio_listener *l)
+{
+	if (want_accept(l)) {
+		if (!rio_op_in_flight(&l->accept_op)) {
+			l->accept_cancelled = 0;
+			must(rio_accept(l->loop, &l->accept_op, l->fd, NULL,
+					NULL, accept_flags(l), accept_cb));
+		}
+	} else if (rio_op_in_flight(&l->accept_op)) {
+		l->accept_cancelled = 1;
+		cancel(l, &l->accept_op, &l->cancel_accept_op);
+	}
+	if (l->paused_load && l->state == L_RUNNING) {
+		/* a timer still being cancelled is re-armed when it ends */
+		if (!rio_op_in_flight(&l->timer_op))
+			must(rio_timeout(l->loop, &l->timer_op,
+					 (uint64_t)l->pause_ms * 1000000ull,
+					 timer_cb));
+	} else {
+		cancel(l, &l->timer_op, &l->cancel_timer_op);
+	}
+	if (l->state == L_STOPPING && !busy(l)) {
+		l->state = L_STOPPED;
+		if (l->o.on_stop)
+			l->o.on_stop(l, l->err, l->o.data);
+	}
+}
+
+static void stop_with(rio_listener *l, int err)
+{
+	if (err) {
+		l->c.fatal_errors++;
+		l->err = err;
+	}
+	l->state = L_STOPPING;
+}
+
+static void accept_failed(rio_listener *l, int err)
+{
+	l->c.last_error = err;
+	switch (classify(-err)) {
+	case E_CLIENT:
+		l->c.client_errors++;
+		break;
+	case E_NETWORK:
+		l->c.network_errors++;
+		break;
+	case E_LOAD:
+		l->c.load_errors++;
+		l->paused_load = 1;
+		l->pause_ms = l->backoff_ms;
+		l->backoff_ms = l->backoff_ms * 2 > l->o.backoff_ms_max
+					? l->o.backoff_ms_max
+					: l->backoff_ms * 2;
+		break;
+	case E_FATAL:
+		stop_with(l, err);
+		break;
+	}
+}
+
+static void accept_cb(rio_loop *loop, rio_op *op, int res)
+{
+	rio_listener *l = L_OF(op, accept_op);
+	if (res >= 0) {
+		if (!want_accept(l)) {
+			/* the kernel accepted it before our cancel landed */
+			close(res);
+			l->c.shed++;
+		} else {
+			l->c.accepted++;
+			l->c.live++;
+			if (l->c.live == l->o.max_conns)
+				l->c.limit_pauses++;
+			l->backoff_ms = l->o.backoff_ms_min;
+			l->o.on_accept(l, res, l->o.data);
+		}
+	}
+	if (op->flags & RIO_OP_F_MORE) {
+		if (!want_accept(l))
+			kick(l); /* over the limit, or stopped from on_accept */
+		return;
+	}
+	/* Final. A -ECANCELED we asked for is no error. */
+	if (res < 0 && !(res == -ECANCELED && l->accept_cancelled))
+		accept_failed(l, res);
+	kick(l);
+}
+
+static void timer_cb(rio_loop *loop, rio_op *op, int res)
+{
+	rio_listener *l = L_OF(op, timer_op);
+	if (res == 0)
+		l->paused_load = 0;
+	kick(l);
+}
+
+static void cancel_cb(rio_loop *loop, rio_op *op, int res)
+{
+	kick(op == &L_OF(op, cancel_accept_op)->cancel_accept_op
+		     ? L_OF(op, cancel_accept_op)
+		     : L_OF(op, cancel_timer_op));
+}
+
+static void stop_cb(rio_loop *loop, rio_op *op, int res)
+{
+	kick(L_OF(op, stop_op));
+}
+
+int rio_listener_start(rio_loop *loop, int fd, const rio_listener_opts *opts,
+		       rio_listener **out)
+{
+	if (!loop || !opts || !opts->on_accept || !out || fd < 0)
+		return -EINVAL;
+	rio_listener_opts o = *opts;
+	if (!o.backoff_ms_min)
+		o.backoff_ms_min = 10;
+	if (!o.backoff_ms_max)
+		o.backoff_ms_max = o.backoff_ms_min > 1000 ? o.backoff_ms_min
+							    : 1000;
+	if (o.backoff_ms_min > o.backoff_ms_max)
+		return -EINVAL;
+	rio_listener *l = calloc(1, sizeof *l);
+	if (!l)
+		return -ENOMEM;
+	l->loop = loop;
+	l->fd = fd;
+	l->o = o;
+	l->backoff_ms = o.backoff_ms_min;
+	kick(l);
+	*out = l;
+	return 0;
+}
+
+int rio_listener_stop(rio_listener *l)
+{
+	if (!l)
+		return -EINVAL;
+	if (l->state != L_RUNNING)
+		return -EALREADY;
+	stop_with(l, 0);
+	/* on_stop must run on a later turn: with nothing else in flight to
+	 * carry it there, a post does (kick waits for it). */
+	if (!busy(l))
+		must(rio_post(l->loop, &l->stop_op, stop_cb));
+	kick(l);
+	return 0;
+}
+
+int rio_listener_release(rio_listener *l)
+{
+	if (!l || l->c.live == 0)
+		return -EINVAL;
+	l->c.live--;
+	if (l->paused_load && l->state == L_RUNNING) {
+		l->paused_load = 0;
+		l->c.early_resumes++;
+	}
+	if (l->state == L_RUNNING)
+		kick(l);
+	return 0;
+}
+
+void rio_listener_counters(const rio_listener *l, rio_accept_counters *out)
+{
+	*out = l->c;
+}
+
+int rio_listener_fd(const rio_listener *l)
+{
+	return l->fd;
+}
+
+int rio_listener_destroy(rio_listener *l)
+{
+	if (!l)
+		return -EINVAL;
+	if (l->state != L_STOPPED || busy(l))
+		return -EBUSY;
+	free(l);
+	return 0;
+}
