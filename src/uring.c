@@ -464,7 +464,11 @@ static void fault_end(rio_loop *loop, rio_op *op, int err)
 static int fault_cqe(rio_loop *loop, rio_op *op, int *res, unsigned cf)
 {
 	int multi = op->priv.bits & RIO__B_MULTISHOT;
-	if (op->priv.kind == RIO__OP_ACCEPT && *res >= 0) {
+	/* Once a fault is ending the op, what the kernel already accepted
+	 * is delivered as is: a real accept error ends the stream once, and
+	 * faulting these too would drop connections nobody is told of. */
+	if (op->priv.kind == RIO__OP_ACCEPT && *res >= 0 &&
+	    !(op->priv.bits & RIO__B_FAULTEND)) {
 		int err = rio__fault(loop, RIO__F_ACCEPT_ABORT) ? -ECONNABORTED
 			: rio__fault(loop, RIO__F_ACCEPT_EPROTO) ? -EPROTO : 0;
 		if (!err)

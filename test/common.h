@@ -117,6 +117,8 @@ int t_listen(int family, int backlog, uint16_t *port);
 socklen_t t_loopback(int family, uint16_t port, struct sockaddr_storage *ss);
 /* A blocking client connected to loopback:port. Returns the fd. */
 int t_connect(int family, uint16_t port);
+/* The same, returning -errno when connect fails (no assertion). */
+int t_try_connect(int family, uint16_t port);
 /* A connected IPv4 loopback TCP pair, both O_NONBLOCK and TCP_NODELAY. */
 void t_pair(int *a, int *b);
 /* A port on 127.0.0.1 that nothing listens on (bound, then closed). */
