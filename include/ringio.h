@@ -344,7 +344,10 @@ RIO_API size_t rio_bufpool_size(const rio_bufpool *pool);
  * errors, the same on every backend:
  *
  *   client's fault  ECONNABORTED EPROTO ECONNRESET EPERM EINTR
- *                   -> counted, accept again at once
+ *                   -> counted, accept again at once (after 256 of these
+ *                   and network errors in a row with no accept between,
+ *                   a pause as for load: an error that does not use up
+ *                   its connection must not spin)
  *   network         ENETDOWN ENETUNREACH EHOSTDOWN EHOSTUNREACH ENONET
  *                   ENOPROTOOPT EOPNOTSUPP ETIMEDOUT (Linux passes a new
  *                   connection's pending error through accept)
@@ -395,6 +398,8 @@ typedef struct rio_accept_counters {
 	uint64_t client_errors;  /* client's-fault errors, accepted again */
 	uint64_t network_errors; /* network errors, accepted again */
 	uint64_t load_errors;    /* load errors (each started a pause) */
+	uint64_t error_pauses;   /* pauses after 256 client/network errors
+				    in a row with no accept between */
 	uint64_t early_resumes;  /* pauses ended early by a release */
 	uint64_t limit_pauses;   /* pauses at max_conns */
 	uint64_t shed;           /* accepted while stopping or over the limit

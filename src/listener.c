@@ -23,6 +23,7 @@ struct rio_listener {
 	int paused_load;   /* a load error: wait for the timer or a release */
 	int accept_cancelled; /* we cancelled the accept now in flight */
 	uint32_t pause_ms; /* the current pause's length */
+	uint32_t error_run; /* client/network errors since the last accept */
 	int err;           /* what on_stop will report */
 	uint32_t backoff_ms;
 	rio_listener_opts o;
@@ -134,27 +135,42 @@ static void stop_with(rio_listener *l, int err)
 	l->state = L_STOPPING;
 }
 
+/* Client and network errors re-arm at once: each one uses up a connection.
+ * One that does not (an LSM refusing every accept with EPERM leaves the
+ * connection queued) would spin, so a long run of them with no accept in
+ * between pauses like a load error. */
+enum { ERROR_RUN_MAX = 256 };
+
+static void pause_load(rio_listener *l)
+{
+	l->paused_load = 1;
+	l->pause_ms = l->backoff_ms;
+	l->backoff_ms = l->backoff_ms * 2 > l->o.backoff_ms_max
+				? l->o.backoff_ms_max
+				: l->backoff_ms * 2;
+}
+
 static void accept_failed(rio_listener *l, int err)
 {
+	enum eclass k = classify(-err);
 	l->c.last_error = err;
-	switch (classify(-err)) {
-	case E_CLIENT:
-		l->c.client_errors++;
-		break;
-	case E_NETWORK:
-		l->c.network_errors++;
-		break;
-	case E_LOAD:
+	if (k == E_CLIENT || k == E_NETWORK) {
+		if (k == E_CLIENT)
+			l->c.client_errors++;
+		else
+			l->c.network_errors++;
+		if (++l->error_run >= ERROR_RUN_MAX) {
+			l->error_run = 0;
+			l->c.error_pauses++;
+			pause_load(l);
+		}
+		return;
+	}
+	if (k == E_LOAD) {
 		l->c.load_errors++;
-		l->paused_load = 1;
-		l->pause_ms = l->backoff_ms;
-		l->backoff_ms = l->backoff_ms * 2 > l->o.backoff_ms_max
-					? l->o.backoff_ms_max
-					: l->backoff_ms * 2;
-		break;
-	case E_FATAL:
+		pause_load(l);
+	} else {
 		stop_with(l, err);
-		break;
 	}
 }
 
@@ -172,6 +188,7 @@ static void accept_cb(rio_loop *loop, rio_op *op, int res)
 			if (l->c.live == l->o.max_conns)
 				l->c.limit_pauses++;
 			l->backoff_ms = l->o.backoff_ms_min;
+			l->error_run = 0;
 			l->o.on_accept(l, res, l->o.data);
 		}
 	}

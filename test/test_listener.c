@@ -120,3 +120,40 @@ Test(listener, max_conns_pauses_until_release, .timeout = 30)
 	cr_assert_eq(s.stop_err, 0);
 	t_loop_done(loop);
 }
+
+/* A long run of client errors with no accept between pauses like a load
+ * error (an error that leaves its connection queued must not spin), and
+ * accepting goes on afterwards. Every accept is made to fail here; near
+ * max_conns accepts are one-shot, so each one fails on its own (a
+ * multishot accept would hand over the rest of its batch). */
+Test(listener, error_run_pauses_then_goes_on, .timeout = 30)
+{
+#ifndef RINGIO_FAULT_HOOKS
+	cr_skip_test("built without RINGIO_FAULT_HOOKS");
+#endif
+	enum { N = 300 };
+	static int fds[N];
+	rio_listener_opts lo = { .max_conns = 64 };
+	rio_accept_counters c;
+	rio_loop *loop;
+	tsrv s;
+
+	if (!t_raise_nofile(2 * N + 100))
+		cr_skip_test("RLIMIT_NOFILE hard limit below %d", 2 * N + 100);
+	cr_assert_eq(setenv("RINGIO_FAULTS", "seed=1,accept_abort=1000", 1), 0);
+	loop = t_loop();
+	unsetenv("RINGIO_FAULTS");
+	tsrv_start(&s, loop, &lo, 0);
+	for (int i = 0; i < N; i++)
+		fds[i] = t_connect(AF_INET, s.port);
+	T_RUN_UNTIL(loop, (rio_listener_counters(s.l, &c),
+			   c.client_errors == N), 10000);
+	cr_assert_eq(c.error_pauses, 1, "error pauses: %llu",
+		     (unsigned long long)c.error_pauses);
+	cr_assert_eq(c.accepted, 0);
+	cr_assert_eq(s.stopped, 0);
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+	tsrv_finish(&s);
+	t_loop_done(loop);
+}

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
+/* libasan's; gcc ships no header for it (sanitizer/allocator_interface.h
+ * comes with clang's runtime) */
+size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
 enum { CONNS = 100, WARMUP_MS = 3000, HEAP_SLACK = 64 << 10 };
