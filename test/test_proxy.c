@@ -1,0 +1,441 @@
+/* ringio-proxy, as a user runs it: a child process in front of upstreams
+ * on loopback. Bytes both ways, half-close both ways, failover, all
+ * upstreams down, a reader that stops, 1,000 concurrent connections, and
+ * a real client (redis-benchmark to redis-server) when they are here. */
+#include "tload.h"
+#include "tserver.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef RIO_PROXY_BIN
+#define RIO_PROXY_BIN NULL
+#endif
+
+typedef struct proxy {
+	pid_t pid;
+	int out;  /* its stdout (the counters) */
+	uint16_t port;
+} proxy;
+
+/* Start ringio-proxy on a free port with `ups` upstream ports and extra
+ * flags (NULL-terminated); wait for its start-up line (a probe connection
+ * would be a session of its own). */
+static void proxy_start(proxy *p, const uint16_t *ups, int nups,
+			const char *const *extra)
+{
+	char *argv[32], lbuf[32], ubuf[8][32], line[512];
+	int so[2], se[2], n = 0;
+	size_t have = 0;
+
+	if (!RIO_PROXY_BIN)
+		cr_skip_test("ringio-proxy not built (RINGIO_BUILD_TOOLS=OFF)");
+	p->port = t_closed_port();
+	snprintf(lbuf, sizeof(lbuf), "127.0.0.1:%u", p->port);
+	argv[n++] = "ringio-proxy";
+	argv[n++] = "--listen";
+	argv[n++] = lbuf;
+	for (int i = 0; i < nups; i++) {
+		snprintf(ubuf[i], sizeof(ubuf[i]), "127.0.0.1:%u", ups[i]);
+		argv[n++] = "--upstream";
+		argv[n++] = ubuf[i];
+	}
+	while (extra && *extra)
+		argv[n++] = (char *)*extra++;
+	argv[n] = NULL;
+	cr_assert_eq(pipe(so), 0);
+	cr_assert_eq(pipe(se), 0);
+	p->pid = fork();
+	cr_assert(p->pid >= 0);
+	if (p->pid == 0) {
+		dup2(so[1], 1);
+		dup2(se[1], 2);
+		execv(RIO_PROXY_BIN, argv);
+		_exit(127);
+	}
+	close(so[1]);
+	close(se[1]);
+	p->out = so[0];
+	while (!memchr(line, '\n', have) && have < sizeof(line) - 1) {
+		struct pollfd pf = { .fd = se[0], .events = POLLIN };
+		ssize_t k;
+
+		cr_assert_eq(poll(&pf, 1, 5000), 1, "ringio-proxy did not start");
+		k = read(se[0], line + have, sizeof(line) - 1 - have);
+		cr_assert_gt(k, 0, "ringio-proxy exited at start-up");
+		have += (size_t)k;
+	}
+	line[have] = 0;
+	cr_assert_not_null(strstr(line, "listener(s)"), "ringio-proxy: %s", line);
+	close(se[0]);
+}
+
+/* SIGTERM; it must print its counters and exit 0. Returns the counters. */
+static void proxy_stop(proxy *p, char *out, size_t cap)
+{
+	size_t have = 0;
+	ssize_t n;
+	int st;
+
+	cr_assert_eq(kill(p->pid, SIGTERM), 0, "ringio-proxy died");
+	while (have < cap - 1 &&
+	       (n = read(p->out, out + have, cap - 1 - have)) > 0)
+		have += (size_t)n;
+	out[have] = 0;
+	close(p->out);
+	cr_assert_eq(waitpid(p->pid, &st, 0), p->pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		  "ringio-proxy exit status %d", st);
+	cr_assert_not_null(strstr(out, "accepted="), "no counters: %s", out);
+	cr_log_info("%s", out);
+}
+
+static uint64_t field(const char *out, const char *name)
+{
+	const char *f = strstr(out, name);
+
+	cr_assert_not_null(f, "no %s in %s", name, out);
+	return strtoull(f + strlen(name), NULL, 10);
+}
+
+static void timeouts(int fd, int sec)
+{
+	struct timeval tv = { .tv_sec = sec };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* ---- 64 MiB each way ---- */
+
+#define TOTAL (64u << 20)
+
+struct stream {
+	int fd;
+	uint64_t fnv_out, fnv_in, sent, got;
+	int err;
+	atomic_int done;
+};
+
+static void *writer(void *arg)
+{
+	struct stream *s = arg;
+	char *buf = malloc(65536);
+
+	s->fnv_out = T_FNV_INIT;
+	while (s->sent < TOTAL) {
+		t_pat_fill(buf, 65536, s->sent);
+		s->fnv_out = t_fnv(s->fnv_out, buf, 65536);
+		for (size_t o = 0; o < 65536;) {
+			ssize_t k = send(s->fd, buf + o, 65536 - o, MSG_NOSIGNAL);
+
+			if (k <= 0) {
+				s->err = errno;
+				goto out;
+			}
+			o += (size_t)k;
+		}
+		s->sent += 65536;
+	}
+	shutdown(s->fd, SHUT_WR);
+out:
+	free(buf);
+	return NULL;
+}
+
+static void *reader(void *arg)
+{
+	struct stream *s = arg;
+	char *buf = malloc(65536);
+	ssize_t n;
+
+	s->fnv_in = T_FNV_INIT;
+	while ((n = recv(s->fd, buf, 65536, 0)) > 0) {
+		s->fnv_in = t_fnv(s->fnv_in, buf, (size_t)n);
+		s->got += (uint64_t)n;
+	}
+	if (n < 0)
+		s->err = errno;
+	free(buf);
+	atomic_store(&s->done, 1);
+	return NULL;
+}
+
+Test(proxy, sixty_four_mib_each_way, .timeout = 180)
+{
+	rio_loop *loop = t_loop();
+	struct stream s = { .err = 0 };
+	char out[1024];
+	pthread_t tw, tr;
+	proxy p;
+	tsrv up;
+
+	tsrv_start(&up, loop, NULL, 0);
+	proxy_start(&p, &up.port, 1, NULL);
+	s.fd = t_connect(AF_INET, p.port);
+	timeouts(s.fd, 60);
+	cr_assert_eq(pthread_create(&tw, NULL, writer, &s), 0);
+	cr_assert_eq(pthread_create(&tr, NULL, reader, &s), 0);
+	T_RUN_UNTIL(loop, atomic_load(&s.done), 150000);
+	pthread_join(tw, NULL);
+	pthread_join(tr, NULL);
+	cr_assert_eq(s.err, 0, "%s", strerror(s.err));
+	cr_assert_eq(s.got, TOTAL, "got %llu", (unsigned long long)s.got);
+	cr_assert_eq(s.fnv_in, s.fnv_out, "the stream changed on the way");
+	cr_assert_eq(up.bytes, TOTAL);
+	close(s.fd);
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(field(out, "bytes_up="), TOTAL);
+	cr_assert_eq(field(out, "bytes_down="), TOTAL);
+	tsrv_finish(&up);
+	t_loop_done(loop);
+}
+
+/* The upstream ends its side first: the client sees EOF and can still
+ * send, and the upstream gets all of it and then the client's FIN. */
+Test(proxy, half_close_both_ways, .timeout = 60)
+{
+	uint16_t uport;
+	int lfd = t_listen(AF_INET, 16, &uport), c, u;
+	char buf[64], out[1024];
+	proxy p;
+
+	proxy_start(&p, &uport, 1, NULL);
+	c = t_connect(AF_INET, p.port);
+	timeouts(c, 10);
+	u = accept(lfd, NULL, NULL);
+	cr_assert_geq(u, 0);
+	timeouts(u, 10);
+	cr_assert_eq(send(u, "hello", 5, 0), 5);
+	cr_assert_eq(shutdown(u, SHUT_WR), 0);
+	cr_assert_eq(recv(c, buf, 5, MSG_WAITALL), 5);
+	cr_assert_eq(memcmp(buf, "hello", 5), 0);
+	cr_assert_eq(recv(c, buf, 1, 0), 0, "no FIN to the client");
+	cr_assert_eq(send(c, "after", 5, 0), 5, "the other way closed too");
+	cr_assert_eq(shutdown(c, SHUT_WR), 0);
+	cr_assert_eq(recv(u, buf, 5, MSG_WAITALL), 5);
+	cr_assert_eq(memcmp(buf, "after", 5), 0);
+	cr_assert_eq(recv(u, buf, 1, 0), 0, "no FIN to the upstream");
+	close(c);
+	close(u);
+	close(lfd);
+	proxy_stop(&p, out, sizeof(out));
+}
+
+static void echo_through(rio_loop *loop, uint16_t port, const char *msg)
+{
+	size_t len = strlen(msg), have = 0;
+	char buf[64];
+	int fd = t_connect(AF_INET, port);
+
+	cr_assert_eq(send(fd, msg, len, 0), (ssize_t)len);
+	T_RUN_UNTIL(loop, ({
+		ssize_t n = recv(fd, buf + have, len - have, MSG_DONTWAIT);
+		if (n > 0)
+			have += (size_t)n;
+		have == len;
+	}), 5000);
+	cr_assert_eq(memcmp(buf, msg, len), 0);
+	close(fd);
+}
+
+Test(proxy, refusing_upstream_is_skipped, .timeout = 60)
+{
+	rio_loop *loop = t_loop();
+	uint16_t ups[2];
+	char out[1024];
+	proxy p;
+	tsrv up;
+
+	tsrv_start(&up, loop, NULL, 0);
+	ups[0] = t_closed_port();
+	ups[1] = up.port;
+	proxy_start(&p, ups, 2, NULL);
+	for (int i = 0; i < 4; i++) /* every other one starts on the dead one */
+		echo_through(loop, p.port, "failover");
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_geq(field(out, "upstream_refused="), 2);
+	cr_assert_eq(field(out, "no_upstream="), 0);
+	tsrv_finish(&up);
+	t_loop_done(loop);
+}
+
+Test(proxy, all_upstreams_down_closes_the_client_promptly, .timeout = 60)
+{
+	uint16_t ups[2] = { t_closed_port(), t_closed_port() };
+	static const char *const extra[] = { "--connect-timeout", "500", NULL };
+	char buf[8], out[1024];
+	uint64_t t0;
+	ssize_t n;
+	proxy p;
+	int c;
+
+	proxy_start(&p, ups, 2, extra);
+	c = t_connect(AF_INET, p.port);
+	timeouts(c, 10);
+	t0 = t_now_ns();
+	n = recv(c, buf, sizeof(buf), 0);
+	cr_assert(n == 0 || (n < 0 && errno == ECONNRESET),
+		  "recv gave %zd (%s)", n, strerror(errno));
+	cr_assert_lt(t_now_ns() - t0, 2000 * T_MS, "not closed promptly");
+	close(c);
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_geq(field(out, "no_upstream="), 1);
+}
+
+static long rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+/* A client that sends and never reads: the echo upstream's replies back
+ * up, the proxy stops reading, and its memory stays where it was. */
+Test(proxy, stalled_reader_keeps_memory_bounded, .timeout = 60)
+{
+	rio_loop *loop = t_loop();
+	static char chunk[65536];
+	uint64_t pushed = 0;
+	char out[1024];
+	long rss0, rss1;
+	proxy p;
+	tsrv up;
+	int c, stuck = 0;
+
+	tsrv_start(&up, loop, NULL, 0);
+	proxy_start(&p, &up.port, 1, NULL);
+	echo_through(loop, p.port, "warm");
+	rss0 = rss_kib(p.pid);
+	c = t_connect(AF_INET, p.port);
+	for (int i = 0; i < 4000 && stuck < 50; i++) {
+		ssize_t n = send(c, chunk, sizeof(chunk), MSG_DONTWAIT);
+
+		if (n > 0) {
+			pushed += (uint64_t)n;
+			stuck = 0;
+		} else {
+			stuck++;
+		}
+		t_loop_sleep(loop, n > 0 ? 0 : 10);
+	}
+	rss1 = rss_kib(p.pid);
+	cr_log_info("pushed %llu KiB into a proxy whose client never reads; "
+		    "proxy RSS %ld -> %ld KiB", (unsigned long long)(pushed >> 10),
+		    rss0, rss1);
+	cr_assert_eq(stuck, 50, "the pipeline never filled up");
+	cr_assert_lt(rss1 - rss0, 2048, "proxy memory grew by %ld KiB",
+		     rss1 - rss0);
+	close(c);
+	proxy_stop(&p, out, sizeof(out));
+	tsrv_finish(&up);
+	t_loop_done(loop);
+}
+
+Test(proxy, thousand_concurrent_connections, .timeout = 180)
+{
+	enum { CONNS = 1000, ROUNDS = 3, SIZE = 1024 };
+	int hold[2], rfd;
+	char out[1024];
+	tload_result res;
+	rio_loop *loop;
+	proxy p;
+	tsrv up;
+
+	if (!t_raise_nofile(3 * CONNS + 200)) /* the proxy inherits it */
+		cr_skip_test("RLIMIT_NOFILE hard limit below %d", 3 * CONNS + 200);
+	cr_assert_eq(pipe(hold), 0);
+	loop = t_loop();
+	tsrv_start(&up, loop, NULL, 0);
+	proxy_start(&p, &up.port, 1, NULL);
+	tload_opts o = { .port = p.port, .conns = CONNS, .rounds = ROUNDS,
+			 .size = SIZE, .max_connecting = 256,
+			 .hold_fd = hold[0], .limit_ms = 120000, .seed = 9,
+			 .nofile = CONNS + 100 };
+	pid_t pid = tload_spawn(&o, &rfd);
+
+	close(hold[0]);
+	T_RUN_UNTIL(loop, up.bytes == (uint64_t)CONNS * ROUNDS * SIZE ||
+			  tload_ready(rfd), 120000);
+	cr_assert_eq(up.live, CONNS, "%d proxied connections open at once",
+		     up.live);
+	cr_assert_eq(write(hold[1], "g", 1), 1);
+	tload_finish(loop, pid, rfd, 60000, &res);
+	close(hold[1]);
+	cr_assert_eq(res.ok, CONNS, "ok %d failed %d aborted %d", res.ok,
+		     res.failed, res.aborted);
+	cr_assert_eq(res.mismatches, 0);
+	T_RUN_UNTIL(loop, up.live == 0, 20000);
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(field(out, "upstream_ok="), CONNS);
+	tsrv_finish(&up);
+	t_loop_done(loop);
+}
+
+/* A real client and server: redis-benchmark through the proxy to
+ * redis-server, when both are installed (.ci/run installs them). */
+Test(proxy, redis_benchmark_through_the_proxy, .timeout = 120)
+{
+	const char *srv = "/usr/bin/redis-server", *bench = "/usr/bin/redis-benchmark";
+	char port[8], pport[8], out[1024], cmd[256];
+	uint16_t rport = t_closed_port();
+	proxy p;
+	pid_t rs;
+	FILE *f;
+	int fd = -1, ok = 0;
+
+	if (access(srv, X_OK) || access(bench, X_OK))
+		cr_skip_test("redis-server / redis-benchmark not installed");
+	snprintf(port, sizeof(port), "%u", rport);
+	rs = fork();
+	cr_assert(rs >= 0);
+	if (rs == 0) {
+		int nul = open("/dev/null", O_WRONLY);
+
+		dup2(nul, 1);
+		execl(srv, "redis-server", "--port", port, "--bind", "127.0.0.1",
+		      "--save", "", "--appendonly", "no", (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 500 && fd < 0; i++) {
+		fd = t_try_connect(AF_INET, rport);
+		if (fd < 0)
+			usleep(10000);
+	}
+	cr_assert_geq(fd, 0, "redis-server did not start");
+	close(fd);
+	proxy_start(&p, &rport, 1, NULL);
+	snprintf(pport, sizeof(pport), "%u", p.port);
+	snprintf(cmd, sizeof(cmd), "timeout 60 %s -h 127.0.0.1 -p %s -n 20000 "
+		 "-c 50 -t set,get -q 2>&1", bench, pport);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	while (fgets(out, sizeof(out), f)) {
+		cr_log_info("redis-benchmark: %s", out);
+		if (strstr(out, "requests per second"))
+			ok++;
+	}
+	cr_assert_eq(pclose(f), 0, "redis-benchmark failed");
+	cr_assert_eq(ok, 2, "expected SET and GET results");
+	kill(rs, SIGTERM);
+	waitpid(rs, NULL, 0);
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(field(out, "no_upstream="), 0);
+}

@@ -1,0 +1,620 @@
+/*
+ * ringio-proxy: a TCP proxy on ringio.
+ *
+ *   ringio-proxy --listen ADDR:PORT [--listen ...] --upstream ADDR:PORT
+ *                [--upstream ...] [--threads N] [--backend auto|uring|epoll]
+ *                [--connect-timeout MS] [--idle-timeout MS] [--buf-size B]
+ *
+ * One loop per thread, each with its own SO_REUSEPORT listener on every
+ * --listen address (rio_listener: the accept policy). A client is paired
+ * with the next upstream in round-robin order; an upstream that refuses or
+ * does not answer within --connect-timeout is skipped and the next one
+ * tried, and when all have failed the client is closed at once.
+ *
+ * A session pumps two directions, each one recv into its own buffer and
+ * one send of what arrived, then the next recv. That is the backpressure:
+ * a side that stops reading stalls the send toward it, so nothing more is
+ * read from the other side, and a session never holds more than its two
+ * buffers. A FIN is carried through as shutdown(SHUT_WR) on the other
+ * side; the session ends when both directions have ended, or on the first
+ * error, and then closes both sockets. --idle-timeout ends a session
+ * in which neither direction has moved a byte for that long.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ringio.h>
+
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+enum { MAX_ADDRS = 16, MAX_THREADS = 256 };
+
+struct addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[80];
+};
+
+struct cfg {
+	struct addr listen[MAX_ADDRS], up[MAX_ADDRS];
+	int nlisten, nup, threads;
+	rio_backend_kind backend;
+	uint64_t connect_ms, idle_ms;
+	size_t buf_size;
+};
+
+struct stats {
+	uint64_t accepted, upstream_ok, upstream_refused, upstream_timeouts,
+		upstream_other, no_upstream, idle_closed, bytes_up, bytes_down,
+		sessions_done;
+};
+
+struct worker {
+	const struct cfg *cfg;
+	rio_loop *loop;
+	int lfd[MAX_ADDRS];
+	rio_listener *l[MAX_ADDRS];
+	unsigned rr;   /* round-robin position */
+	int stopping;
+	struct session *sessions; /* all live sessions, for shutdown */
+	struct stats st;
+	pthread_t tid;
+	int err;
+};
+
+struct session;
+
+/* One direction: recv from `from`, send to `to`. */
+struct pipe_dir {
+	struct session *s;
+	int from_fd_is_client;
+	int done;       /* saw end of stream and passed it on */
+	size_t len, off;
+	rio_op op;
+	char *buf;
+};
+
+struct session {
+	struct worker *w;
+	struct session *prev, *next;
+	struct rio_listener *l;
+	int cfd, ufd;
+	unsigned tries;        /* upstreams tried */
+	unsigned up;           /* the one being tried */
+	int closing, closes_left;
+	uint64_t active_ns;
+	struct pipe_dir dir[2]; /* 0: client -> upstream, 1: back */
+	rio_op connect_op, close_c, close_u;
+};
+
+static rio_loop *volatile loops[MAX_THREADS];
+static volatile int nloops;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	for (int i = 0; i < nloops; i++)
+		if (loops[i])
+			rio_loop_stop(loops[i]);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- session teardown ---- */
+
+static void session_free(struct session *s)
+{
+	struct worker *w = s->w;
+	*(s->prev ? &s->prev->next : &w->sessions) = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	rio_listener_release(s->l);
+	w->st.sessions_done++;
+	free(s);
+}
+
+static void closed(struct session *s)
+{
+	if (--s->closes_left == 0)
+		session_free(s);
+}
+
+static void closed_c_cb(rio_loop *loop, rio_op *op, int res)
+{
+	closed(container_of(op, struct session, close_c));
+}
+
+static void closed_u_cb(rio_loop *loop, rio_op *op, int res)
+{
+	closed(container_of(op, struct session, close_u));
+}
+
+/* Close both sockets; their pending ops complete with -ECANCELED first. */
+static void session_close(struct session *s)
+{
+	if (s->closing)
+		return;
+	s->closing = 1;
+	s->closes_left = 1 + (s->ufd >= 0);
+	rio_close(s->w->loop, &s->close_c, s->cfd, closed_c_cb);
+	if (s->ufd >= 0)
+		rio_close(s->w->loop, &s->close_u, s->ufd, closed_u_cb);
+}
+
+/* ---- pumping ---- */
+
+static void dir_cb(rio_loop *loop, rio_op *op, int res);
+
+static int dir_from(const struct pipe_dir *d)
+{
+	return d->from_fd_is_client ? d->s->cfd : d->s->ufd;
+}
+
+static int dir_to(const struct pipe_dir *d)
+{
+	return d->from_fd_is_client ? d->s->ufd : d->s->cfd;
+}
+
+static void dir_recv(struct pipe_dir *d)
+{
+	d->len = 0;
+	rio_recv(d->s->w->loop, &d->op, dir_from(d), d->buf,
+		 d->s->w->cfg->buf_size, 0, dir_cb);
+}
+
+static void dir_send(struct pipe_dir *d)
+{
+	rio_send(d->s->w->loop, &d->op, dir_to(d), d->buf + d->off,
+		 d->len - d->off, 0, dir_cb);
+}
+
+/* A direction reached end of stream: pass the FIN on. */
+static void dir_eof(struct pipe_dir *d)
+{
+	struct session *s = d->s;
+	d->done = 1;
+	if (shutdown(dir_to(d), SHUT_WR) < 0 || s->dir[!(d - s->dir)].done)
+		session_close(s);
+}
+
+static void dir_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct pipe_dir *d = container_of(op, struct pipe_dir, op);
+	struct session *s = d->s;
+	struct worker *w = s->w;
+	if (s->closing)
+		return;
+	if (res == -ETIMEDOUT && d->len == 0 &&
+	    now_ns() - s->active_ns < w->cfg->idle_ms * 1000000ull) {
+		dir_recv(d); /* quiet this way, but the other way moves */
+		return;
+	}
+	if (res < 0) {
+		if (res == -ETIMEDOUT)
+			w->st.idle_closed++;
+		session_close(s);
+		return;
+	}
+	if (d->len == 0) { /* a recv completed */
+		if (res == 0) {
+			dir_eof(d);
+			return;
+		}
+		d->len = (size_t)res;
+		d->off = 0;
+		dir_send(d);
+		return;
+	}
+	s->active_ns = now_ns();
+	d->off += (size_t)res;
+	*(d->from_fd_is_client ? &w->st.bytes_up : &w->st.bytes_down) +=
+		(uint64_t)res;
+	if (d->off < d->len)
+		dir_send(d);
+	else
+		dir_recv(d);
+}
+
+static void session_start_pumps(struct session *s)
+{
+	s->active_ns = now_ns();
+	for (int i = 0; i < 2; i++) {
+		rio_op_set_deadline(&s->dir[i].op, s->w->cfg->idle_ms * 1000000ull);
+		dir_recv(&s->dir[i]);
+	}
+}
+
+/* ---- upstream connect, round robin with failover ---- */
+
+static void try_upstream(struct session *s);
+
+static void failed_closed_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct session *s = container_of(op, struct session, close_u);
+	s->ufd = -1;
+	try_upstream(s);
+}
+
+static void connect_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct session *s = container_of(op, struct session, connect_op);
+	struct worker *w = s->w;
+	if (res == 0) {
+		w->st.upstream_ok++;
+		rio_set_nodelay(s->ufd, 1);
+		if (w->stopping)
+			session_close(s);
+		else
+			session_start_pumps(s);
+		return;
+	}
+	if (res == -ECONNREFUSED)
+		w->st.upstream_refused++;
+	else if (res == -ETIMEDOUT)
+		w->st.upstream_timeouts++;
+	else
+		w->st.upstream_other++;
+	/* through the loop: the fallback forgets its registration */
+	rio_close(loop, &s->close_u, s->ufd, failed_closed_cb);
+}
+
+static void try_upstream(struct session *s)
+{
+	struct worker *w = s->w;
+	const struct cfg *cfg = w->cfg;
+	if (w->stopping || s->tries == (unsigned)cfg->nup) {
+		if (!w->stopping)
+			w->st.no_upstream++;
+		session_close(s);
+		return;
+	}
+	s->tries++;
+	s->up = w->rr++ % (unsigned)cfg->nup;
+	const struct addr *a = &cfg->up[s->up];
+	s->ufd = rio_socket_tcp(a->ss.ss_family);
+	if (s->ufd < 0) {
+		w->st.upstream_other++;
+		session_close(s);
+		return;
+	}
+	rio_op_set_deadline(&s->connect_op, cfg->connect_ms * 1000000ull);
+	rio_connect(w->loop, &s->connect_op, s->ufd,
+		    (const struct sockaddr *)&a->ss, a->len, connect_cb);
+}
+
+static void on_accept(rio_listener *l, int fd, void *data)
+{
+	struct worker *w = data;
+	size_t bs = w->cfg->buf_size;
+	struct session *s = malloc(sizeof *s + 2 * bs);
+	if (!s) {
+		close(fd);
+		rio_listener_release(l);
+		return;
+	}
+	memset(s, 0, sizeof *s);
+	s->w = w;
+	s->l = l;
+	s->cfd = fd;
+	s->ufd = -1;
+	for (int i = 0; i < 2; i++) {
+		s->dir[i].s = s;
+		s->dir[i].from_fd_is_client = i == 0;
+		s->dir[i].buf = (char *)(s + 1) + (size_t)i * bs;
+	}
+	s->next = w->sessions;
+	if (s->next)
+		s->next->prev = s;
+	w->sessions = s;
+	w->st.accepted++;
+	rio_set_nodelay(fd, 1);
+	try_upstream(s);
+}
+
+static void on_listener_stop(rio_listener *l, int err, void *data)
+{
+	struct worker *w = data;
+	if (err) {
+		fprintf(stderr, "ringio-proxy: listener on fd %d stopped: %s\n",
+			rio_listener_fd(l), rio_strerror(err));
+		w->err = err;
+	}
+}
+
+/* ---- threads ---- */
+
+static int worker_init(struct worker *w)
+{
+	const struct cfg *cfg = w->cfg;
+	rio_loop_opts o = {.backend = cfg->backend, .sq_entries = 1024};
+	int r = rio_loop_create(&w->loop, &o);
+	if (r < 0) {
+		fprintf(stderr, "ringio-proxy: loop: %s\n", rio_strerror(r));
+		return r;
+	}
+	for (int i = 0; i < cfg->nlisten; i++) {
+		const struct addr *a = &cfg->listen[i];
+		char host[64];
+		int port;
+		/* text is "host:port" or "[v6]:port", already validated */
+		const char *colon = strrchr(a->text, ':');
+		int hl = (int)(colon - a->text);
+		const char *h = a->text;
+		if (*h == '[') {
+			h++;
+			hl -= 2;
+		}
+		snprintf(host, sizeof host, "%.*s", hl, h);
+		port = atoi(colon + 1);
+		w->lfd[i] = rio_listen_tcp(host, (uint16_t)port, 4096,
+					   RIO_SOCK_REUSEPORT |
+					   (a->ss.ss_family == AF_INET6 ? RIO_SOCK_V6ONLY : 0));
+		if (w->lfd[i] < 0) {
+			fprintf(stderr, "ringio-proxy: listen on %s: %s\n",
+				a->text, rio_strerror(w->lfd[i]));
+			return w->lfd[i];
+		}
+		rio_listener_opts lo = {.on_accept = on_accept,
+					.on_stop = on_listener_stop,
+					.data = w};
+		r = rio_listener_start(w->loop, w->lfd[i], &lo, &w->l[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void worker_stop(struct worker *w)
+{
+	w->stopping = 1;
+	for (int i = 0; i < w->cfg->nlisten; i++)
+		if (w->l[i])
+			rio_listener_stop(w->l[i]);
+	/* a session still connecting closes itself when that ends */
+	for (struct session *s = w->sessions; s; s = s->next)
+		if (!rio_op_in_flight(&s->connect_op) &&
+		    !rio_op_in_flight(&s->close_u))
+			session_close(s);
+}
+
+static void *worker_run(void *arg)
+{
+	struct worker *w = arg;
+	int r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
+	if (r >= 0) {
+		worker_stop(w);
+		r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
+	}
+	if (r < 0) {
+		fprintf(stderr, "ringio-proxy: loop: %s\n", rio_strerror(r));
+		w->err = r;
+	}
+	return NULL;
+}
+
+static void worker_fini(struct worker *w)
+{
+	for (int i = 0; i < w->cfg->nlisten; i++) {
+		if (w->l[i])
+			rio_listener_destroy(w->l[i]);
+		if (w->l[i])
+			close(w->lfd[i]);
+	}
+	if (w->loop)
+		rio_loop_destroy(w->loop);
+}
+
+/* ---- flags ---- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ringio-proxy --listen ADDR:PORT [--listen ...] "
+		"--upstream ADDR:PORT [--upstream ...]\n"
+		"                    [--threads N] [--backend auto|uring|epoll|kqueue]\n"
+		"                    [--connect-timeout MS] [--idle-timeout MS] "
+		"[--buf-size BYTES]\n"
+		"ADDR is numeric IPv4, or IPv6 in brackets: [::1]:8080\n");
+}
+
+static int parse_num(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* "1.2.3.4:80" or "[::1]:80" */
+static int parse_addr(const char *text, struct addr *a)
+{
+	char host[64];
+	const char *colon = strrchr(text, ':');
+	const char *h = text;
+	size_t hl;
+	long port;
+	if (!colon || strlen(text) >= sizeof a->text)
+		return -EINVAL;
+	hl = (size_t)(colon - text);
+	if (*text == '[') {
+		if (hl < 2 || text[hl - 1] != ']')
+			return -EINVAL;
+		h++;
+		hl -= 2;
+	} else if (memchr(text, ':', hl)) {
+		return -EINVAL; /* IPv6 needs brackets */
+	}
+	if (hl == 0 || hl >= sizeof host ||
+	    parse_num(colon + 1, 0, 65535, &port) < 0)
+		return -EINVAL;
+	memcpy(host, h, hl);
+	host[hl] = 0;
+	if (rio_sockaddr(host, (uint16_t)port, &a->ss, &a->len) < 0)
+		return -EINVAL;
+	snprintf(a->text, sizeof a->text, "%s", text);
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct cfg *cfg)
+{
+	static const struct option opts[] = {
+		{"listen", required_argument, 0, 'l'},
+		{"upstream", required_argument, 0, 'u'},
+		{"threads", required_argument, 0, 't'},
+		{"backend", required_argument, 0, 'b'},
+		{"connect-timeout", required_argument, 0, 'c'},
+		{"idle-timeout", required_argument, 0, 'i'},
+		{"buf-size", required_argument, 0, 's'},
+		{"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
+	};
+	int c;
+	long v;
+	while ((c = getopt_long(argc, argv, "l:u:t:b:c:i:s:h", opts, NULL)) != -1) {
+		const char *bad = NULL;
+		switch (c) {
+		case 'l':
+			if (cfg->nlisten == MAX_ADDRS ||
+			    parse_addr(optarg, &cfg->listen[cfg->nlisten]) < 0)
+				bad = "--listen";
+			else
+				cfg->nlisten++;
+			break;
+		case 'u':
+			if (cfg->nup == MAX_ADDRS ||
+			    parse_addr(optarg, &cfg->up[cfg->nup]) < 0)
+				bad = "--upstream";
+			else
+				cfg->nup++;
+			break;
+		case 't':
+			if (parse_num(optarg, 1, MAX_THREADS, &v)) bad = "--threads";
+			else cfg->threads = (int)v;
+			break;
+		case 'b':
+			v = rio_backend_parse(optarg);
+			if (v < 0) bad = "--backend";
+			else cfg->backend = (rio_backend_kind)v;
+			break;
+		case 'c':
+			if (parse_num(optarg, 1, 3600000, &v)) bad = "--connect-timeout";
+			else cfg->connect_ms = (uint64_t)v;
+			break;
+		case 'i':
+			if (parse_num(optarg, 0, 86400000, &v)) bad = "--idle-timeout";
+			else cfg->idle_ms = (uint64_t)v;
+			break;
+		case 's':
+			if (parse_num(optarg, 512, 1 << 24, &v)) bad = "--buf-size";
+			else cfg->buf_size = (size_t)v;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+		if (bad) {
+			fprintf(stderr, "ringio-proxy: invalid value for %s: '%s'\n",
+				bad, optarg);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "ringio-proxy: unexpected argument '%s'\n",
+			argv[optind]);
+		return -EINVAL;
+	}
+	if (!cfg->nlisten || !cfg->nup) {
+		fprintf(stderr, "ringio-proxy: at least one --listen and one "
+				"--upstream are required\n");
+		usage(stderr);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void report(struct worker *ws, int n)
+{
+	struct stats t = {0};
+	for (int i = 0; i < n; i++) {
+		const struct stats *s = &ws[i].st;
+		t.accepted += s->accepted;
+		t.upstream_ok += s->upstream_ok;
+		t.upstream_refused += s->upstream_refused;
+		t.upstream_timeouts += s->upstream_timeouts;
+		t.upstream_other += s->upstream_other;
+		t.no_upstream += s->no_upstream;
+		t.idle_closed += s->idle_closed;
+		t.bytes_up += s->bytes_up;
+		t.bytes_down += s->bytes_down;
+		t.sessions_done += s->sessions_done;
+	}
+	printf("ringio-proxy: accepted=%" PRIu64 " upstream_ok=%" PRIu64
+	       " upstream_refused=%" PRIu64 " upstream_timeouts=%" PRIu64
+	       " upstream_other=%" PRIu64 " no_upstream=%" PRIu64
+	       " idle_closed=%" PRIu64 " bytes_up=%" PRIu64
+	       " bytes_down=%" PRIu64 " sessions_done=%" PRIu64 "\n",
+	       t.accepted, t.upstream_ok, t.upstream_refused,
+	       t.upstream_timeouts, t.upstream_other, t.no_upstream,
+	       t.idle_closed, t.bytes_up, t.bytes_down, t.sessions_done);
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	struct cfg cfg = {.threads = 1, .connect_ms = 3000, .buf_size = 65536};
+	if (parse_args(argc, argv, &cfg) < 0)
+		return 2;
+	struct worker *ws = calloc((size_t)cfg.threads, sizeof *ws);
+	if (!ws)
+		return 1;
+	signal(SIGPIPE, SIG_IGN);
+	for (int i = 0; i < cfg.threads; i++) {
+		ws[i].cfg = &cfg;
+		ws[i].rr = (unsigned)i; /* threads start on different upstreams */
+		if (worker_init(&ws[i]) < 0)
+			return 1;
+		loops[i] = ws[i].loop;
+		nloops = i + 1;
+	}
+	const char *why;
+	rio_loop_backend(ws[0].loop, NULL, &why);
+	fprintf(stderr, "ringio-proxy: %d listener(s), %d upstream(s), %d "
+		"thread(s), %s\n", cfg.nlisten, cfg.nup, cfg.threads, why);
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	for (int i = 1; i < cfg.threads; i++)
+		pthread_create(&ws[i].tid, NULL, worker_run, &ws[i]);
+	worker_run(&ws[0]);
+	for (int i = 1; i < cfg.threads; i++)
+		pthread_join(ws[i].tid, NULL);
+	report(ws, cfg.threads);
+	int rc = 0;
+	for (int i = 0; i < cfg.threads; i++) {
+		if (ws[i].err)
+			rc = 1;
+		worker_fini(&ws[i]);
+	}
+	free(ws);
+	return rc;
+}
