@@ -22,6 +22,7 @@ WARMUP=1
 CONNS="50 500"
 SIZES="64 65536"
 SERVERS="epoll uring ringio ringio-epoll"
+BASELINE=epoll
 SRV_CPU=0
 LG_CPU=1
 BASE_PORT=23400
@@ -36,14 +37,17 @@ usage: bench/run.sh [--build-dir DIR] [--rounds R] [--seconds S] [--warmup S]
                     [--conns "50 500"] [--sizes "64 65536"]
                     [--servers "epoll uring ringio"] [--add-server 'NAME=BIN ARGS']
                     [--server-cpu C] [--loadgen-cpu C] [--port BASE]
-                    [--quiet-wait S] [--raw FILE] [--quick]
+                    [--quiet-wait S] [--raw FILE] [--quick] [--baseline NAME]
 
 Servers (binaries relative to the build dir; a missing one is skipped):
   epoll         bench/rio-epoll-echo             hand-written epoll baseline
   uring         bench/rio-uring-echo             raw liburing floor
+  libuv         bench/rio-uv-echo                libuv's echo (libuv1-dev)
   ringio        tools/ringio-echo --backend uring --threads 1
   ringio-epoll  tools/ringio-echo --backend epoll --threads 1
   ringio-auto   tools/ringio-echo --backend auto --threads 1
+Proxy rows (bench/proxy_pair.sh: the proxy in front of rio-epoll-echo):
+  ringio-proxy, ringio-proxy-epoll, haproxy (Debian's haproxy, nbthread 1)
 --add-server 'NAME=BIN ARGS' defines another (and adds it to the list), e.g.
   --add-server 'uring-16k=bench/rio-uring-echo --buf-size 16384'
 Each server gets --port P --addr 127.0.0.1 appended.
@@ -52,6 +56,7 @@ Each server gets --port P --addr 127.0.0.1 appended.
 --quiet-wait S before each run, wait up to S s for both CPUs to be idle
                (default 10; runs that started on a busy machine are counted)
 --raw FILE     also keep the per-run results there
+--baseline N   the server the x_ columns divide by (default epoll)
 Exit status: 0 all runs clean, 1 a run failed or echoed wrong, 2 bad usage.
 EOF
 }
@@ -82,6 +87,7 @@ parse_args() {
 		--port) need_arg "$@"; BASE_PORT=$2; shift ;;
 		--quiet-wait) need_arg "$@"; QUIET_WAIT=$2; shift ;;
 		--raw) need_arg "$@"; RAW=$2; shift ;;
+		--baseline) need_arg "$@"; BASELINE=$2; shift ;;
 		--quick) ROUNDS=1 SECS=1 WARMUP=0.5 QUIET_WAIT=0 ;;
 		-h | --help) usage; exit 0 ;;
 		*) die_usage "unknown argument '$1'" ;;
@@ -122,6 +128,8 @@ server_cmd() {
 	ringio) echo "tools/ringio-echo --backend uring --threads 1" ;;
 	ringio-epoll) echo "tools/ringio-echo --backend epoll --threads 1" ;;
 	ringio-auto) echo "tools/ringio-echo --backend auto --threads 1" ;;
+	libuv) echo "bench/rio-uv-echo" ;;
+	ringio-proxy | ringio-proxy-epoll | haproxy) echo "@bench/proxy_pair.sh $1" ;;
 	*) [ -n "${EXTRA[$1]:-}" ] && echo "${EXTRA[$1]}" ;;
 	esac
 }
@@ -145,10 +153,29 @@ stop_pid() { # pid: TERM, up to 3 s, then KILL; always reaped
 	return 0
 }
 
+# A server command's binary: "@path" is in the source tree, the rest in
+# the build dir.
+bin_path() {
+	case $1 in
+	@*) echo "$ROOT/${1#@}" ;;
+	*) echo "$BDIR/$1" ;;
+	esac
+}
+
+# Stop the server, and the upstream a proxy row started beside it.
+stop_server() {
+	stop_pid "$SPID"
+	SPID=""
+	if [ -n "$TMP" ] && [ -s "$TMP/backend.pid" ]; then
+		stop_pid "$(cat "$TMP/backend.pid")"
+		rm -f "$TMP/backend.pid"
+	fi
+}
+
 cleanup() {
 	stop_pid "$LPID"
-	stop_pid "$SPID"
-	LPID="" SPID=""
+	stop_server
+	LPID=""
 	[ -n "$TMP" ] && rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -164,7 +191,7 @@ start_server() {
 	local name=$1 try i
 	local -a cmd
 	read -r -a cmd <<<"$(server_cmd "$name")"
-	cmd[0]=$BDIR/${cmd[0]}
+	cmd[0]=$(bin_path "${cmd[0]}")
 	for try in 1 2 3 4 5; do
 		PORT=$((BASE_PORT + NEXT_PORT % 500))
 		NEXT_PORT=$((NEXT_PORT + 1))
@@ -177,8 +204,7 @@ start_server() {
 			port_open "$PORT" && return 0
 			sleep 0.1
 		done
-		stop_pid "$SPID"
-		SPID=""
+		stop_server
 	done
 	echo "run.sh: $name did not come up; its last log:" >&2
 	sed 's/^/    /' "$TMP/server.log" >&2
@@ -235,8 +261,7 @@ run_one() {
 		sed 's/^/    /' "$TMP/server.log" >&2
 		rc=1
 	fi
-	stop_pid "$SPID"
-	SPID=""
+	stop_server
 	[ -s "$TMP/lg.err" ] && sed "s/^/    [$name c=$conns s=$size] /" "$TMP/lg.err" >&2
 	out=$(awk -v k="rtt_per_s p50_us p99_us srv_cpu_us_per_rt core_us_per_rt errors lg_cpu_pct" '
 		BEGIN { n = split(k, key, " ") }
@@ -256,7 +281,7 @@ run_one() {
 # ---- report ------------------------------------------------------------
 
 report() {
-	awk -v order="$ACTIVE" '
+	awk -v order="$ACTIVE" -v base="$BASELINE" '
 	function median(list,   a, n, i, j, t) {
 		n = split(list, a, " ")
 		if (n == 0) return "-"
@@ -295,7 +320,7 @@ report() {
 			for (j = 1; j <= nsrv; j++) {
 				k = cells[i] SUBSEP srvs[j]
 				if (!(k in runs)) continue
-				e = cells[i] SUBSEP "epoll"
+				e = cells[i] SUBSEP base
 				xr = ""; xc = ""
 				for (r = 1; r <= maxr; r++) {
 					if (!((k, r) in R) || !((e, r) in R)) continue
@@ -347,23 +372,28 @@ main() {
 	for s in $SERVERS; do
 		cmd=$(server_cmd "$s")
 		[ -n "$cmd" ] || die_usage "unknown server '$s' (see --help, or --add-server)"
-		if [ -x "$BDIR/${cmd%% *}" ]; then
+		if [ -x "$(bin_path "${cmd%% *}")" ]; then
 			ACTIVE="$ACTIVE $s"
 		else
-			echo "run.sh: skipping $s: $BDIR/${cmd%% *} not built" >&2
+			echo "run.sh: skipping $s: $(bin_path "${cmd%% *}") not built" >&2
+		fi
+		if [ "$s" = haproxy ] && ! command -v haproxy >/dev/null; then
+			echo "run.sh: skipping haproxy: not installed (apt-get install haproxy)" >&2
+			ACTIVE=${ACTIVE% haproxy}
 		fi
 	done
 	[ -n "$ACTIVE" ] || { echo "run.sh: no server to run" >&2; exit 1; }
-	[[ " $ACTIVE " == *" epoll "* ]] || echo "run.sh: no epoll baseline: the x_ columns stay empty" >&2
+	[[ " $ACTIVE " == *" $BASELINE "* ]] || echo "run.sh: no $BASELINE baseline: the x_ columns stay empty" >&2
 
 	TMP=$(mktemp -d /tmp/rio-bench.XXXXXX)
+	export RIO_BENCH_BDIR=$BDIR RIO_BENCH_TMP=$TMP
 	RAWF=$TMP/raw
 	: >"$RAWF"
 	NEXT_PORT=0
 	echo "# $(uname -sr), $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo))"
 	echo "# tree $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), build $BDIR"
 	echo "# server CPU $SRV_CPU, loadgen CPU $LG_CPU; $ROUNDS round(s) of ${SECS} s after ${WARMUP} s warmup"
-	echo "# servers:$ACTIVE"
+	echo "# servers:$ACTIVE (x_ columns: ratio to $BASELINE in the same round)"
 
 	local failed=0 round c z list srv
 	for c in $CONNS; do
