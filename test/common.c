@@ -5,7 +5,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/time.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -374,6 +377,14 @@ size_t t_drain_fd(int fd)
 	return total;
 }
 
+void t_timeouts(int fd, int sec)
+{
+	struct timeval tv = { .tv_sec = sec };
+
+	cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
+}
+
 int t_set_blocking(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);
@@ -438,6 +449,102 @@ rio_bufpool *t_bufpool(rio_loop *loop, unsigned count, size_t size)
 }
 
 /* ---- data ---- */
+
+/* ---- echo checks ---- */
+
+bool t_recv_upto(int fd, void *buf, size_t len, size_t *have)
+{
+	ssize_t n = recv(fd, (char *)buf + *have, len - *have, MSG_DONTWAIT);
+
+	if (n > 0)
+		*have += (size_t)n;
+	return *have == len;
+}
+
+void t_echo_check(rio_loop *loop, int fd, const char *msg)
+{
+	size_t len = strlen(msg), have = 0;
+	char buf[256];
+
+	cr_assert_lt(len, sizeof(buf));
+	cr_assert_eq(send(fd, msg, len, MSG_NOSIGNAL), (ssize_t)len);
+	T_RUN_UNTIL(loop, t_recv_upto(fd, buf, len, &have), 5000);
+	cr_assert_eq(memcmp(buf, msg, len), 0, "the echo of '%s' differs", msg);
+}
+
+void t_echo_check_port(rio_loop *loop, uint16_t port, const char *msg)
+{
+	int fd = t_connect(AF_INET, port);
+
+	t_echo_check(loop, fd, msg);
+	close(fd);
+}
+
+void *t_stream_writer(void *arg)
+{
+	t_stream *s = arg;
+	char *buf = malloc(65536);
+
+	cr_assert_not_null(buf);
+	s->fnv_out = T_FNV_INIT;
+	while (s->sent < s->total && !s->werr) {
+		size_t n = s->total - s->sent < 65536 ? s->total - s->sent : 65536;
+
+		t_pat_fill(buf, n, s->sent);
+		s->fnv_out = t_fnv(s->fnv_out, buf, n);
+		for (size_t o = 0; o < n && !s->werr;) {
+			ssize_t k = send(s->fd, buf + o, n - o, MSG_NOSIGNAL);
+
+			if (k <= 0)
+				s->werr = k < 0 ? errno : EPIPE;
+			else
+				o += (size_t)k;
+		}
+		s->sent += n;
+		if (s->pace_us)
+			usleep(s->pace_us);
+	}
+	if (shutdown(s->fd, SHUT_WR) < 0 && !s->werr)
+		s->werr = errno;
+	free(buf);
+	return NULL;
+}
+
+void *t_stream_reader(void *arg)
+{
+	t_stream *s = arg;
+	char *buf = malloc(65536);
+	ssize_t n;
+
+	cr_assert_not_null(buf);
+	s->fnv_in = T_FNV_INIT;
+	while ((n = recv(s->fd, buf, 65536, 0)) > 0) {
+		s->fnv_in = t_fnv(s->fnv_in, buf, (size_t)n);
+		s->got += (uint64_t)n;
+	}
+	if (n < 0)
+		s->rerr = errno;
+	free(buf);
+	atomic_store(&s->done, 1);
+	return NULL;
+}
+
+void t_stream_run(rio_loop *loop, t_stream *s, unsigned limit_ms)
+{
+	pthread_t tw, tr;
+
+	cr_assert_eq(pthread_create(&tw, NULL, t_stream_writer, s), 0);
+	cr_assert_eq(pthread_create(&tr, NULL, t_stream_reader, s), 0);
+	T_RUN_UNTIL(loop, atomic_load(&s->done), limit_ms);
+	pthread_join(tw, NULL);
+	pthread_join(tr, NULL);
+	cr_assert_eq(s->werr, 0, "writer: %s", strerror(s->werr));
+	cr_assert_eq(s->rerr, 0, "reader: %s", strerror(s->rerr));
+	cr_assert_eq(s->sent, s->total);
+	cr_assert_eq(s->got, s->total, "echoed %llu of %llu bytes",
+		     (unsigned long long)s->got, (unsigned long long)s->total);
+	cr_assert_eq(s->fnv_in, s->fnv_out, "the echoed stream differs");
+}
 
 static uint64_t mix64(uint64_t x)
 {

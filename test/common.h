@@ -22,6 +22,7 @@
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -134,6 +135,9 @@ size_t t_fill_sndbuf(int fd, int peer);
 /* Read a non-blocking fd until EAGAIN or EOF; returns bytes read. */
 size_t t_drain_fd(int fd);
 int t_set_blocking(int fd);
+/* SO_RCVTIMEO and SO_SNDTIMEO of `sec` seconds: a blocking call on fd
+ * cannot hang a test. */
+void t_timeouts(int fd, int sec);
 bool t_ipv6_loopback(void);
 /* Raise RLIMIT_NOFILE's soft limit to at least `need`. false: the hard
  * limit is lower. */
@@ -143,6 +147,34 @@ bool t_kernel_at_least(int major, int minor);
 /* rio_bufpool_create, asserting success; skips the test only where the
  * kernel predates provided-buffer rings / multishot recv (< 6.0). */
 rio_bufpool *t_bufpool(rio_loop *loop, unsigned count, size_t size);
+
+/* ---- echo checks (the test thread runs the server's loop) ---- */
+
+/* Non-blocking: read into buf[*have, len); true once *have == len. */
+bool t_recv_upto(int fd, void *buf, size_t len, size_t *have);
+/* Send `msg` on `fd` and run `loop` until the same bytes come back
+ * (asserts; 5 s at most). */
+void t_echo_check(rio_loop *loop, int fd, const char *msg);
+/* The same on a fresh connection to 127.0.0.1:port, closed afterwards. */
+void t_echo_check_port(rio_loop *loop, uint16_t port, const char *msg);
+
+/* A pattern stream through an echo, on two threads sharing `fd`: the
+ * writer sends `total` bytes (t_pat_fill, 64 KiB a send, sleeping pace_us
+ * between sends) and shuts down its write side; the reader reads to end
+ * of stream. FNV-1a of both sides, for comparison. */
+typedef struct t_stream {
+	int fd;
+	uint64_t total;
+	unsigned pace_us;
+	uint64_t sent, got, fnv_out, fnv_in;
+	int werr, rerr;  /* errno of a failed send / recv */
+	atomic_int done; /* the reader is finished */
+} t_stream;
+void *t_stream_writer(void *arg);
+void *t_stream_reader(void *arg);
+/* Run both threads while `loop` runs (the server side), join them, and
+ * assert that every byte came back unchanged. */
+void t_stream_run(rio_loop *loop, t_stream *s, unsigned limit_ms);
 
 /* ---- data ---- */
 

@@ -7,12 +7,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -106,90 +103,23 @@ static uint64_t field(const char *out, const char *name)
 	return strtoull(f + strlen(name), NULL, 10);
 }
 
-static void timeouts(int fd, int sec)
-{
-	struct timeval tv = { .tv_sec = sec };
-
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
 /* ---- 64 MiB each way ---- */
 
 #define TOTAL (64u << 20)
 
-struct stream {
-	int fd;
-	uint64_t fnv_out, fnv_in, sent, got;
-	int err;
-	atomic_int done;
-};
-
-static void *writer(void *arg)
-{
-	struct stream *s = arg;
-	char *buf = malloc(65536);
-
-	s->fnv_out = T_FNV_INIT;
-	while (s->sent < TOTAL) {
-		t_pat_fill(buf, 65536, s->sent);
-		s->fnv_out = t_fnv(s->fnv_out, buf, 65536);
-		for (size_t o = 0; o < 65536;) {
-			ssize_t k = send(s->fd, buf + o, 65536 - o, MSG_NOSIGNAL);
-
-			if (k <= 0) {
-				s->err = errno;
-				goto out;
-			}
-			o += (size_t)k;
-		}
-		s->sent += 65536;
-	}
-	shutdown(s->fd, SHUT_WR);
-out:
-	free(buf);
-	return NULL;
-}
-
-static void *reader(void *arg)
-{
-	struct stream *s = arg;
-	char *buf = malloc(65536);
-	ssize_t n;
-
-	s->fnv_in = T_FNV_INIT;
-	while ((n = recv(s->fd, buf, 65536, 0)) > 0) {
-		s->fnv_in = t_fnv(s->fnv_in, buf, (size_t)n);
-		s->got += (uint64_t)n;
-	}
-	if (n < 0)
-		s->err = errno;
-	free(buf);
-	atomic_store(&s->done, 1);
-	return NULL;
-}
-
 Test(proxy, sixty_four_mib_each_way, .timeout = 180)
 {
 	rio_loop *loop = t_loop();
-	struct stream s = { .err = 0 };
+	t_stream s = { .total = TOTAL };
 	char out[1024];
-	pthread_t tw, tr;
 	proxy p;
 	tsrv up;
 
 	tsrv_start(&up, loop, NULL, 0);
 	proxy_start(&p, &up.port, 1, NULL);
 	s.fd = t_connect(AF_INET, p.port);
-	timeouts(s.fd, 60);
-	cr_assert_eq(pthread_create(&tw, NULL, writer, &s), 0);
-	cr_assert_eq(pthread_create(&tr, NULL, reader, &s), 0);
-	T_RUN_UNTIL(loop, atomic_load(&s.done), 150000);
-	pthread_join(tw, NULL);
-	pthread_join(tr, NULL);
-	cr_assert_eq(s.err, 0, "%s", strerror(s.err));
-	cr_assert_eq(s.got, TOTAL, "got %llu", (unsigned long long)s.got);
-	cr_assert_eq(s.fnv_in, s.fnv_out, "the stream changed on the way");
+	t_timeouts(s.fd, 60);
+	t_stream_run(loop, &s, 150000);
 	cr_assert_eq(up.bytes, TOTAL);
 	close(s.fd);
 	proxy_stop(&p, out, sizeof(out));
@@ -210,10 +140,10 @@ Test(proxy, half_close_both_ways, .timeout = 60)
 
 	proxy_start(&p, &uport, 1, NULL);
 	c = t_connect(AF_INET, p.port);
-	timeouts(c, 10);
+	t_timeouts(c, 10);
 	u = accept(lfd, NULL, NULL);
 	cr_assert_geq(u, 0);
-	timeouts(u, 10);
+	t_timeouts(u, 10);
 	cr_assert_eq(send(u, "hello", 5, 0), 5);
 	cr_assert_eq(shutdown(u, SHUT_WR), 0);
 	cr_assert_eq(recv(c, buf, 5, MSG_WAITALL), 5);
@@ -230,23 +160,6 @@ Test(proxy, half_close_both_ways, .timeout = 60)
 	proxy_stop(&p, out, sizeof(out));
 }
 
-static void echo_through(rio_loop *loop, uint16_t port, const char *msg)
-{
-	size_t len = strlen(msg), have = 0;
-	char buf[64];
-	int fd = t_connect(AF_INET, port);
-
-	cr_assert_eq(send(fd, msg, len, 0), (ssize_t)len);
-	T_RUN_UNTIL(loop, ({
-		ssize_t n = recv(fd, buf + have, len - have, MSG_DONTWAIT);
-		if (n > 0)
-			have += (size_t)n;
-		have == len;
-	}), 5000);
-	cr_assert_eq(memcmp(buf, msg, len), 0);
-	close(fd);
-}
-
 Test(proxy, refusing_upstream_is_skipped, .timeout = 60)
 {
 	rio_loop *loop = t_loop();
@@ -260,7 +173,7 @@ Test(proxy, refusing_upstream_is_skipped, .timeout = 60)
 	ups[1] = up.port;
 	proxy_start(&p, ups, 2, NULL);
 	for (int i = 0; i < 4; i++) /* every other one starts on the dead one */
-		echo_through(loop, p.port, "failover");
+		t_echo_check_port(loop, p.port, "failover");
 	proxy_stop(&p, out, sizeof(out));
 	cr_assert_geq(field(out, "upstream_refused="), 2);
 	cr_assert_eq(field(out, "no_upstream="), 0);
@@ -280,7 +193,7 @@ Test(proxy, all_upstreams_down_closes_the_client_promptly, .timeout = 60)
 
 	proxy_start(&p, ups, 2, extra);
 	c = t_connect(AF_INET, p.port);
-	timeouts(c, 10);
+	t_timeouts(c, 10);
 	t0 = t_now_ns();
 	n = recv(c, buf, sizeof(buf), 0);
 	cr_assert(n == 0 || (n < 0 && errno == ECONNRESET),
@@ -322,7 +235,7 @@ Test(proxy, stalled_reader_keeps_memory_bounded, .timeout = 60)
 
 	tsrv_start(&up, loop, NULL, 0);
 	proxy_start(&p, &up.port, 1, NULL);
-	echo_through(loop, p.port, "warm");
+	t_echo_check_port(loop, p.port, "warm");
 	rss0 = rss_kib(p.pid);
 	c = t_connect(AF_INET, p.port);
 	for (int i = 0; i < 4000 && stuck < 50; i++) {
@@ -352,7 +265,6 @@ Test(proxy, stalled_reader_keeps_memory_bounded, .timeout = 60)
 Test(proxy, thousand_concurrent_connections, .timeout = 180)
 {
 	enum { CONNS = 1000, ROUNDS = 3, SIZE = 1024 };
-	int hold[2], rfd;
 	char out[1024];
 	tload_result res;
 	rio_loop *loop;
@@ -361,27 +273,13 @@ Test(proxy, thousand_concurrent_connections, .timeout = 180)
 
 	if (!t_raise_nofile(3 * CONNS + 200)) /* the proxy inherits it */
 		cr_skip_test("RLIMIT_NOFILE hard limit below %d", 3 * CONNS + 200);
-	cr_assert_eq(pipe(hold), 0);
 	loop = t_loop();
 	tsrv_start(&up, loop, NULL, 0);
 	proxy_start(&p, &up.port, 1, NULL);
 	tload_opts o = { .port = p.port, .conns = CONNS, .rounds = ROUNDS,
-			 .size = SIZE, .max_connecting = 256,
-			 .hold_fd = hold[0], .limit_ms = 120000, .seed = 9,
-			 .nofile = CONNS + 100 };
-	pid_t pid = tload_spawn(&o, &rfd);
-
-	close(hold[0]);
-	T_RUN_UNTIL(loop, up.bytes == (uint64_t)CONNS * ROUNDS * SIZE ||
-			  tload_ready(rfd), 120000);
-	cr_assert_eq(up.live, CONNS, "%d proxied connections open at once",
-		     up.live);
-	cr_assert_eq(write(hold[1], "g", 1), 1);
-	tload_finish(loop, pid, rfd, 60000, &res);
-	close(hold[1]);
-	cr_assert_eq(res.ok, CONNS, "ok %d failed %d aborted %d", res.ok,
-		     res.failed, res.aborted);
-	cr_assert_eq(res.mismatches, 0);
+			 .size = SIZE, .max_connecting = 256, .limit_ms = 120000,
+			 .seed = 9, .nofile = CONNS + 100 };
+	tload_all_at_once(loop, &up, &o, &res);
 	T_RUN_UNTIL(loop, up.live == 0, 20000);
 	proxy_stop(&p, out, sizeof(out));
 	cr_assert_eq(field(out, "upstream_ok="), CONNS);

@@ -10,36 +10,18 @@ enum { CONNS = 10000, ROUNDS = 2, SIZE = 512 };
 
 Test(serve_10k, ten_thousand_concurrent_connections, .timeout = 300)
 {
-	int hold[2], rfd;
 	rio_loop *loop;
 	tload_result res;
 	tsrv s;
 
 	if (!t_raise_nofile(CONNS + 256))
 		cr_skip_test("RLIMIT_NOFILE hard limit below %d", CONNS + 256);
-	cr_assert_eq(pipe(hold), 0);
 	loop = t_loop();
 	tsrv_start(&s, loop, NULL, 0);
 	tload_opts o = { .port = s.port, .conns = CONNS, .rounds = ROUNDS,
-			 .size = SIZE, .max_connecting = 512,
-			 .hold_fd = hold[0], .limit_ms = 200000, .seed = 7,
-			 .nofile = CONNS + 256 };
-	pid_t pid = tload_spawn(&o, &rfd);
-
-	close(hold[0]);
-	T_RUN_UNTIL(loop, s.bytes == (uint64_t)CONNS * ROUNDS * SIZE ||
-			  tload_ready(rfd), 200000);
-	cr_log_info("%d connections open at once on the server, %llu bytes "
-		    "echoed", s.live, (unsigned long long)s.bytes);
-	cr_assert_eq(s.live, CONNS, "not all connections were open at once");
-	cr_assert_eq(write(hold[1], "g", 1), 1);
-	tload_finish(loop, pid, rfd, 60000, &res);
-	close(hold[1]);
-	cr_assert_eq(res.ok, CONNS, "ok %d failed %d aborted %d connect "
-		     "errors %d", res.ok, res.failed, res.aborted,
-		     res.connect_errors);
-	cr_assert_eq(res.mismatches, 0);
-	cr_assert_eq(res.rounds, (uint64_t)CONNS * ROUNDS);
+			 .size = SIZE, .max_connecting = 512, .limit_ms = 200000,
+			 .seed = 7, .nofile = CONNS + 256 };
+	tload_all_at_once(loop, &s, &o, &res);
 	T_RUN_UNTIL(loop, s.live == 0, 30000);
 	cr_assert_eq(s.accepted, CONNS);
 	cr_assert_eq(s.eofs, CONNS, "connections ended otherwise than by EOF "

@@ -26,18 +26,18 @@ Test(serve_emfile, pauses_without_spinning_then_serves_all, .timeout = 120)
 	tload_opts o = { .conns = CLIENTS, .rounds = 1, .size = 64,
 			 .max_connecting = CLIENTS, .hold_fd = hold[0],
 			 .limit_ms = 60000, .seed = 1, .nofile = 4096 };
-	struct rlimit rl = { NOFILE, NOFILE };
+	struct rlimit rl;
 	rio_accept_counters c0, c1, c;
 	tload_result res;
 	int rfd;
 
-	/* the client's process keeps a normal limit; this one gets 64 */
 	rio_loop *loop = t_loop();
 	tsrv s;
 	tsrv_start(&s, loop, NULL, 0);
 	o.port = s.port;
 	pid_t pid = tload_spawn(&o, &rfd);
 	close(hold[0]);
+	/* the client's process keeps a normal limit; this one gets 64 */
 	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	rl.rlim_cur = NOFILE;
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);

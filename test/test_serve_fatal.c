@@ -5,21 +5,6 @@
 
 #include <unistd.h>
 
-static bool echo_ok(rio_loop *loop, int fd, const char *msg)
-{
-	char buf[64];
-	size_t have = 0, len = strlen(msg);
-
-	cr_assert_eq(send(fd, msg, len, 0), (ssize_t)len);
-	T_RUN_UNTIL(loop, ({
-		ssize_t n = recv(fd, buf + have, len - have, MSG_DONTWAIT);
-		if (n > 0)
-			have += (size_t)n;
-		have == len;
-	}), 5000);
-	return memcmp(buf, msg, len) == 0;
-}
-
 /* shutdown(2) on the listening socket, not through the loop: the pending
  * accept fails with EINVAL, on io_uring and on epoll alike. */
 Test(serve_fatal, listener_shut_down_behind_the_back, .timeout = 30)
@@ -38,7 +23,7 @@ Test(serve_fatal, listener_shut_down_behind_the_back, .timeout = 30)
 		     rio_strerror(s.stop_err));
 	rio_listener_counters(s.l, &c);
 	cr_assert_eq(c.fatal_errors, 1);
-	cr_assert(echo_ok(loop, a, "still served"));
+	t_echo_check(loop, a, "still served");
 	t_loop_sleep(loop, 50);
 	cr_assert_eq(s.stopped, 1, "on_stop ran again");
 	close(a);
@@ -65,7 +50,7 @@ Test(serve_fatal, listener_closed_behind_the_back, .timeout = 30)
 	T_RUN_UNTIL(loop, s.stopped, 3000);
 	cr_assert_eq(s.stop_err, -EBADF, "on_stop got %s",
 		     rio_strerror(s.stop_err));
-	cr_assert(echo_ok(loop, b, "the other one goes on"));
+	t_echo_check(loop, b, "the other one goes on");
 	close(b);
 	tsrv_finish(&s);
 	t_loop_done(loop);

@@ -11,31 +11,6 @@
 
 enum { RESETS = 200 };
 
-/* Non-blocking: has `fd` received `len` bytes equal to `want` yet? */
-static bool echoed(int fd, const char *want, size_t len)
-{
-	static char got[256];
-	static size_t have;
-	ssize_t n = recv(fd, got + have, len - have, MSG_DONTWAIT);
-
-	if (n > 0)
-		have += (size_t)n;
-	if (have < len)
-		return false;
-	cr_assert_eq(memcmp(got, want, len), 0, "echo differs");
-	have = 0;
-	return true;
-}
-
-static void ping(rio_loop *loop, uint16_t port, const char *what)
-{
-	int fd = t_connect(AF_INET, port);
-
-	cr_assert_eq(send(fd, what, strlen(what), 0), (ssize_t)strlen(what));
-	T_RUN_UNTIL(loop, echoed(fd, what, strlen(what)), 5000);
-	close(fd);
-}
-
 /* Every reset client ends in exactly one place: refused by accept (a
  * client error) or accepted and then closed by the server on its reset. */
 static void check_accounting(tsrv *s, int resets, int good)
@@ -67,12 +42,12 @@ Test(serve_rst, resets_in_the_accept_queue_are_counted, .timeout = 60)
 	for (int i = 0; i < RESETS; i++)
 		t_rst_close(t_connect(AF_INET, port));
 	tsrv_start_fd(&s, loop, lfd, NULL, 0);
-	ping(loop, port, "after the resets");
+	t_echo_check_port(loop, port, "after the resets");
 	check_accounting(&s, RESETS, 1);
 	/* and while the accept is armed */
 	for (int i = 0; i < RESETS; i++)
 		t_rst_close(t_connect(AF_INET, port));
-	ping(loop, port, "still here");
+	t_echo_check_port(loop, port, "still here");
 	check_accounting(&s, 2 * RESETS, 2);
 	tsrv_finish(&s);
 	t_loop_done(loop);
@@ -91,8 +66,7 @@ Test(serve_rst, peer_reset_mid_stream_is_econnreset, .timeout = 30)
 	tsrv_start(&s, loop, NULL, 0);
 	/* a reset while the server waits in recv */
 	fd = t_connect(AF_INET, s.port);
-	cr_assert_eq(send(fd, "abc", 3, 0), 3);
-	T_RUN_UNTIL(loop, echoed(fd, "abc", 3), 5000);
+	t_echo_check(loop, fd, "abc");
 	t_rst_close(fd);
 	T_RUN_UNTIL(loop, s.closed == 1, 5000);
 	cr_assert_eq(s.resets, 1, "recv after a peer reset: last error %s",
@@ -111,7 +85,7 @@ Test(serve_rst, peer_reset_mid_stream_is_econnreset, .timeout = 30)
 		     rio_strerror(s.last_error));
 	cr_assert(s.last_error == -ECONNRESET || s.last_error == -EPIPE,
 		  "got %s", rio_strerror(s.last_error));
-	ping(loop, s.port, "others are still served");
+	t_echo_check_port(loop, s.port, "others are still served");
 	tsrv_finish(&s);
 	t_loop_done(loop);
 }

@@ -4,55 +4,15 @@
 #include "tserver.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 #define TOTAL (8u << 20)
 
-struct client {
-	int fd;
-	uint64_t sent, got, fnv_out, fnv_in;
-	atomic_int done;
-};
-
-static void *writer(void *arg)
-{
-	struct client *c = arg;
-	char buf[16384];
-
-	c->fnv_out = T_FNV_INIT;
-	while (c->sent < TOTAL) {
-		t_pat_fill(buf, sizeof(buf), c->sent);
-		c->fnv_out = t_fnv(c->fnv_out, buf, sizeof(buf));
-		if (send(c->fd, buf, sizeof(buf), MSG_NOSIGNAL) != sizeof(buf))
-			break;
-		c->sent += sizeof(buf);
-		usleep(200); /* a transfer that outlasts the stop */
-	}
-	shutdown(c->fd, SHUT_WR);
-	return NULL;
-}
-
-static void *reader(void *arg)
-{
-	struct client *c = arg;
-	char buf[16384];
-	ssize_t n;
-
-	c->fnv_in = T_FNV_INIT;
-	while ((n = recv(c->fd, buf, sizeof(buf), 0)) > 0) {
-		c->fnv_in = t_fnv(c->fnv_in, buf, (size_t)n);
-		c->got += (uint64_t)n;
-	}
-	atomic_store(&c->done, 1);
-	return NULL;
-}
-
 Test(serve_shutdown, in_flight_finish_idle_time_out_nothing_new, .timeout = 60)
 {
 	rio_loop *loop = t_loop();
-	struct client a = { .sent = 0 };
+	/* a transfer paced to outlast the stop (~100 ms) */
+	t_stream a = { .total = TOTAL, .pace_us = 800 };
 	pthread_t tw, tr;
 	rio_counters ctr;
 	char c1;
@@ -61,19 +21,23 @@ Test(serve_shutdown, in_flight_finish_idle_time_out_nothing_new, .timeout = 60)
 
 	tsrv_start(&s, loop, NULL, 1000 * T_MS);
 	a.fd = t_connect(AF_INET, s.port);
+	t_timeouts(a.fd, 10);
 	idle = t_connect(AF_INET, s.port);
-	cr_assert_eq(pthread_create(&tw, NULL, writer, &a), 0);
-	cr_assert_eq(pthread_create(&tr, NULL, reader, &a), 0);
+	t_timeouts(idle, 10);
+	cr_assert_eq(pthread_create(&tw, NULL, t_stream_writer, &a), 0);
+	cr_assert_eq(pthread_create(&tr, NULL, t_stream_reader, &a), 0);
 	T_RUN_UNTIL(loop, s.accepted == 2 && s.bytes > 0, 5000);
 
 	cr_assert_eq(rio_listener_stop(s.l), 0);
 	T_RUN_UNTIL(loop, s.stopped, 3000);
 	cr_assert_eq(s.stop_err, 0);
 	late = t_connect(AF_INET, s.port); /* waits in the backlog */
+	t_timeouts(late, 10);
 	T_RUN_UNTIL(loop, atomic_load(&a.done) && s.live == 0, 20000);
 	pthread_join(tw, NULL);
 	pthread_join(tr, NULL);
 	cr_assert_eq(s.accepted, 2, "accepted after the stop");
+	cr_assert_eq(a.werr + a.rerr, 0, "the client failed");
 	cr_assert_eq(a.got, TOTAL, "the in-flight transfer was cut short");
 	cr_assert_eq(a.fnv_in, a.fnv_out);
 	cr_assert_eq(s.eofs, 1);

@@ -7,15 +7,6 @@
 
 enum { SILENT = 1000, IDLE_MS = 1500 };
 
-static bool got(int fd, char *buf, size_t len, size_t *have)
-{
-	ssize_t n = recv(fd, buf + *have, len - *have, MSG_DONTWAIT);
-
-	if (n > 0)
-		*have += (size_t)n;
-	return *have == len;
-}
-
 Test(serve_silent, silent_clients_hold_up_nobody, .timeout = 120)
 {
 	static int fds[SILENT];
@@ -35,7 +26,7 @@ Test(serve_silent, silent_clients_hold_up_nobody, .timeout = 120)
 		fds[i] = t_connect(AF_INET, s.port);
 	good = t_connect(AF_INET, s.port);
 	cr_assert_eq(send(good, "hello", 5, 0), 5);
-	T_RUN_UNTIL(loop, got(good, buf, 5, &have), IDLE_MS);
+	T_RUN_UNTIL(loop, t_recv_upto(good, buf, 5, &have), IDLE_MS);
 	echo_ns = t_now_ns() - t0;
 	cr_assert_eq(memcmp(buf, "hello", 5), 0);
 	cr_assert_eq(s.timeouts, 0, "a silent client timed out before the "
@@ -52,7 +43,6 @@ Test(serve_silent, silent_clients_hold_up_nobody, .timeout = 120)
 		      "closed before the deadline");
 	T_RUN_UNTIL(loop, s.live == 0, 5000);
 	for (int i = 0; i < SILENT; i++) {
-		t_set_blocking(fds[i]);
 		if (recv(fds[i], buf, 1, MSG_DONTWAIT) == 0)
 			eofs++;
 		close(fds[i]);

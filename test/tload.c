@@ -1,4 +1,5 @@
 #include "tload.h"
+#include "tserver.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -328,4 +329,30 @@ void tload_finish(rio_loop *loop, pid_t pid, int res_fd, unsigned limit_ms,
 	cr_assert_eq(out->timed_out, 0, "load client hit its time limit "
 		     "(ok %d failed %d aborted %d)", out->ok, out->failed,
 		     out->aborted);
+}
+
+void tload_all_at_once(rio_loop *loop, tsrv *up, tload_opts *o,
+		       tload_result *res)
+{
+	uint64_t all = (uint64_t)o->conns * (uint64_t)o->rounds * o->size;
+	int hold[2], rfd;
+	pid_t pid;
+
+	cr_assert_eq(pipe(hold), 0);
+	o->hold_fd = hold[0];
+	pid = tload_spawn(o, &rfd);
+	close(hold[0]);
+	T_RUN_UNTIL(loop, up->bytes == all || tload_ready(rfd), o->limit_ms);
+	cr_log_info("%d connections open at once on the server, %llu bytes "
+		    "echoed", up->live, (unsigned long long)up->bytes);
+	cr_assert_eq(up->live, o->conns, "not all connections were open at "
+		     "once");
+	cr_assert_eq(write(hold[1], "g", 1), 1);
+	tload_finish(loop, pid, rfd, 60000, res);
+	close(hold[1]);
+	cr_assert_eq(res->ok, o->conns, "ok %d failed %d aborted %d connect "
+		     "errors %d", res->ok, res->failed, res->aborted,
+		     res->connect_errors);
+	cr_assert_eq(res->mismatches, 0);
+	cr_assert_eq(res->rounds, (uint64_t)o->conns * (uint64_t)o->rounds);
 }

@@ -50,4 +50,13 @@ bool tload_ready(int res_fd);
 void tload_finish(rio_loop *loop, pid_t pid, int res_fd, unsigned limit_ms,
 		  tload_result *out);
 
+struct tsrv;
+/* o->conns clients each do their round trips and then hold their
+ * connection open (o->hold_fd is set here). Once `up`, the echo server at
+ * the end of the path, has echoed every byte, all of them must be open on
+ * it at once; then they are let go, and every one must have finished
+ * every round trip with no byte wrong. */
+void tload_all_at_once(rio_loop *loop, struct tsrv *up, tload_opts *o,
+		       tload_result *res);
+
 #endif

@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +26,8 @@
 #include <unistd.h>
 
 #include <ringio.h>
+
+#include "tool.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -59,7 +60,6 @@ struct worker {
 	uint16_t *next;  /* per buffer id: the next queued buffer, or NONE */
 	uint32_t *len;   /* per buffer id: bytes received into it */
 	uint64_t idle_closed, resets;
-	pthread_t tid;
 	int err;         /* a fatal listener error, or the loop's */
 };
 
@@ -79,17 +79,6 @@ struct conn {
 	struct conn *lprev, *lnext; /* on w->conns while not closing */
 	rio_op recv_op, send_op, close_op, pause_op;
 };
-
-static rio_loop *volatile loops[256];
-static volatile int nloops;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	for (int i = 0; i < nloops; i++)
-		if (loops[i])
-			rio_loop_stop(loops[i]);
-}
 
 static uint64_t now_ms(void)
 {
@@ -222,9 +211,11 @@ static void recv_cb(rio_loop *loop, rio_op *op, int res)
 		if (c->closing) {
 			rio_bufpool_put(w->pool, id);
 		} else {
-			c->active_ms = now_ms();
-			list_del(&w->conns, c);
-			list_add_tail(&w->conns, c);
+			if (w->cfg->idle_ms) { /* keep the list in LRU order */
+				c->active_ms = now_ms();
+				list_del(&w->conns, c);
+				list_add_tail(&w->conns, c);
+			}
 			w->len[id] = (uint32_t)res;
 			w->next[id] = NONE;
 			int idle = c->head == NONE;
@@ -407,17 +398,6 @@ static void usage(FILE *f)
 		   "[--drain-timeout MS]\n");
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
 static int parse_args(int argc, char **argv, struct cfg *cfg)
 {
 	static const struct option opts[] = {
@@ -440,14 +420,15 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		const char *bad = NULL;
 		switch (c) {
 		case 'p':
-			if (parse_int(optarg, 0, 65535, &v)) bad = "--port";
+			if (tool_parse_long(optarg, 0, 65535, &v)) bad = "--port";
 			else cfg->port = (int)v;
 			break;
 		case 'a':
 			cfg->addr = optarg;
 			break;
 		case 't':
-			if (parse_int(optarg, 1, 256, &v)) bad = "--threads";
+			if (tool_parse_long(optarg, 1, TOOL_MAX_THREADS, &v))
+				bad = "--threads";
 			else cfg->threads = (int)v;
 			break;
 		case 'b':
@@ -456,24 +437,24 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 			else cfg->backend = (rio_backend_kind)v;
 			break;
 		case 'n':
-			if (parse_int(optarg, 1, 32768, &v) || (v & (v - 1)))
+			if (tool_parse_long(optarg, 1, 32768, &v) || (v & (v - 1)))
 				bad = "--buf-count";
 			else cfg->buf_count = (unsigned)v;
 			break;
 		case 's':
-			if (parse_int(optarg, 64, 1 << 24, &v)) bad = "--buf-size";
+			if (tool_parse_long(optarg, 64, 1 << 24, &v)) bad = "--buf-size";
 			else cfg->buf_size = (size_t)v;
 			break;
 		case 'i':
-			if (parse_int(optarg, 0, 86400000, &v)) bad = "--idle-timeout";
+			if (tool_parse_long(optarg, 0, 86400000, &v)) bad = "--idle-timeout";
 			else cfg->idle_ms = (uint64_t)v;
 			break;
 		case 'm':
-			if (parse_int(optarg, 0, 1 << 24, &v)) bad = "--max-conns";
+			if (tool_parse_long(optarg, 0, 1 << 24, &v)) bad = "--max-conns";
 			else cfg->max_conns = (unsigned)v;
 			break;
 		case 'd':
-			if (parse_int(optarg, 0, 86400000, &v)) bad = "--drain-timeout";
+			if (tool_parse_long(optarg, 0, 86400000, &v)) bad = "--drain-timeout";
 			else cfg->drain_ms = (uint64_t)v;
 			break;
 		case 'h':
@@ -483,17 +464,11 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 			usage(stderr);
 			return -EINVAL;
 		}
-		if (bad) {
-			fprintf(stderr, "ringio-echo: invalid value for %s: '%s'\n",
-				bad, optarg);
-			return -EINVAL;
-		}
+		if (bad)
+			return tool_bad_value("ringio-echo", bad, optarg);
 	}
-	if (optind < argc) {
-		fprintf(stderr, "ringio-echo: unexpected argument '%s'\n",
-			argv[optind]);
+	if (tool_no_operands("ringio-echo", argc, argv, optind) < 0)
 		return -EINVAL;
-	}
 	if (cfg->port < 0) {
 		fprintf(stderr, "ringio-echo: --port is required\n");
 		usage(stderr);
@@ -525,14 +500,7 @@ static void report(struct worker *ws, int n)
 		if (!ws[i].loop)
 			continue;
 		rio_loop_counters(ws[i].loop, &c);
-		t.ops_submitted += c.ops_submitted;
-		t.completions += c.completions;
-		t.cq_overflows += c.cq_overflows;
-		t.enobufs_rearms += c.enobufs_rearms;
-		t.multishot_rearms += c.multishot_rearms;
-		t.spurious_wakeups += c.spurious_wakeups;
-		t.enters += c.enters;
-		t.faults_injected += c.faults_injected;
+		tool_add_counters(&t, &c);
 		idle += ws[i].idle_closed;
 		resets += ws[i].resets;
 		if (!ws[i].l)
@@ -597,8 +565,7 @@ int main(int argc, char **argv)
 		ws[i].lfd = -1;
 		if (worker_init(&ws[i]) < 0)
 			return 1;
-		loops[i] = ws[i].loop;
-		nloops = i + 1;
+		tool_stop_on_signal(ws[i].loop);
 		/* with --port 0 every thread shares the first one's port */
 		if (cfg.port == 0)
 			cfg.port = rio_local_port(ws[i].lfd);
@@ -607,14 +574,8 @@ int main(int argc, char **argv)
 	rio_loop_backend(ws[0].loop, NULL, &why);
 	fprintf(stderr, "ringio-echo: listening on %s:%d, %d thread(s), %s\n",
 		cfg.addr, cfg.port, cfg.threads, why);
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	for (int i = 1; i < cfg.threads; i++)
-		pthread_create(&ws[i].tid, NULL, worker_run, &ws[i]);
-	worker_run(&ws[0]);
-	for (int i = 1; i < cfg.threads; i++)
-		pthread_join(ws[i].tid, NULL);
+	tool_catch_signals();
+	tool_run_threads(ws, sizeof *ws, cfg.threads, worker_run);
 	report(ws, cfg.threads);
 	int rc = 0;
 	for (int i = 0; i < cfg.threads; i++) {

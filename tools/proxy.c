@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,9 +33,11 @@
 
 #include <ringio.h>
 
+#include "tool.h"
+
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
-enum { MAX_ADDRS = 16, MAX_THREADS = 256 };
+enum { MAX_ADDRS = 16 };
 
 struct addr {
 	struct sockaddr_storage ss;
@@ -67,7 +68,6 @@ struct worker {
 	int stopping;
 	struct session *sessions; /* all live sessions, for shutdown */
 	struct stats st;
-	pthread_t tid;
 	int err;
 };
 
@@ -95,17 +95,6 @@ struct session {
 	struct pipe_dir dir[2]; /* 0: client -> upstream, 1: back */
 	rio_op connect_op, close_c, close_u;
 };
-
-static rio_loop *volatile loops[MAX_THREADS];
-static volatile int nloops;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	for (int i = 0; i < nloops; i++)
-		if (loops[i])
-			rio_loop_stop(loops[i]);
-}
 
 static uint64_t now_ns(void)
 {
@@ -219,7 +208,8 @@ static void dir_cb(rio_loop *loop, rio_op *op, int res)
 		dir_send(d);
 		return;
 	}
-	s->active_ns = now_ns();
+	if (w->cfg->idle_ms)
+		s->active_ns = now_ns();
 	d->off += (size_t)res;
 	*(d->from_fd_is_client ? &w->st.bytes_up : &w->st.bytes_down) +=
 		(uint64_t)res;
@@ -431,26 +421,16 @@ static void usage(FILE *f)
 		"ADDR is numeric IPv4, or IPv6 in brackets: [::1]:8080\n");
 }
 
-static int parse_num(const char *s, long lo, long hi, long *out)
+/* "1.2.3.4:80" or "[::1]:80", appended to list[*n] */
+static int parse_addr(const char *text, struct addr *list, int *n)
 {
-	char *end;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-/* "1.2.3.4:80" or "[::1]:80" */
-static int parse_addr(const char *text, struct addr *a)
-{
+	struct addr *a = &list[*n];
 	char host[64];
 	const char *colon = strrchr(text, ':');
 	const char *h = text;
 	size_t hl;
 	long port;
-	if (!colon || strlen(text) >= sizeof a->text)
+	if (*n == MAX_ADDRS || !colon || strlen(text) >= sizeof a->text)
 		return -EINVAL;
 	hl = (size_t)(colon - text);
 	if (*text == '[') {
@@ -462,13 +442,14 @@ static int parse_addr(const char *text, struct addr *a)
 		return -EINVAL; /* IPv6 needs brackets */
 	}
 	if (hl == 0 || hl >= sizeof host ||
-	    parse_num(colon + 1, 0, 65535, &port) < 0)
+	    tool_parse_long(colon + 1, 0, 65535, &port) < 0)
 		return -EINVAL;
 	memcpy(host, h, hl);
 	host[hl] = 0;
 	if (rio_sockaddr(host, (uint16_t)port, &a->ss, &a->len) < 0)
 		return -EINVAL;
 	snprintf(a->text, sizeof a->text, "%s", text);
+	(*n)++;
 	return 0;
 }
 
@@ -491,21 +472,15 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		const char *bad = NULL;
 		switch (c) {
 		case 'l':
-			if (cfg->nlisten == MAX_ADDRS ||
-			    parse_addr(optarg, &cfg->listen[cfg->nlisten]) < 0)
+			if (parse_addr(optarg, cfg->listen, &cfg->nlisten) < 0)
 				bad = "--listen";
-			else
-				cfg->nlisten++;
 			break;
 		case 'u':
-			if (cfg->nup == MAX_ADDRS ||
-			    parse_addr(optarg, &cfg->up[cfg->nup]) < 0)
+			if (parse_addr(optarg, cfg->up, &cfg->nup) < 0)
 				bad = "--upstream";
-			else
-				cfg->nup++;
 			break;
 		case 't':
-			if (parse_num(optarg, 1, MAX_THREADS, &v)) bad = "--threads";
+			if (tool_parse_long(optarg, 1, TOOL_MAX_THREADS, &v)) bad = "--threads";
 			else cfg->threads = (int)v;
 			break;
 		case 'b':
@@ -514,15 +489,15 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 			else cfg->backend = (rio_backend_kind)v;
 			break;
 		case 'c':
-			if (parse_num(optarg, 1, 3600000, &v)) bad = "--connect-timeout";
+			if (tool_parse_long(optarg, 1, 3600000, &v)) bad = "--connect-timeout";
 			else cfg->connect_ms = (uint64_t)v;
 			break;
 		case 'i':
-			if (parse_num(optarg, 0, 86400000, &v)) bad = "--idle-timeout";
+			if (tool_parse_long(optarg, 0, 86400000, &v)) bad = "--idle-timeout";
 			else cfg->idle_ms = (uint64_t)v;
 			break;
 		case 's':
-			if (parse_num(optarg, 512, 1 << 24, &v)) bad = "--buf-size";
+			if (tool_parse_long(optarg, 512, 1 << 24, &v)) bad = "--buf-size";
 			else cfg->buf_size = (size_t)v;
 			break;
 		case 'h':
@@ -532,17 +507,11 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 			usage(stderr);
 			return -EINVAL;
 		}
-		if (bad) {
-			fprintf(stderr, "ringio-proxy: invalid value for %s: '%s'\n",
-				bad, optarg);
-			return -EINVAL;
-		}
+		if (bad)
+			return tool_bad_value("ringio-proxy", bad, optarg);
 	}
-	if (optind < argc) {
-		fprintf(stderr, "ringio-proxy: unexpected argument '%s'\n",
-			argv[optind]);
+	if (tool_no_operands("ringio-proxy", argc, argv, optind) < 0)
 		return -EINVAL;
-	}
 	if (!cfg->nlisten || !cfg->nup) {
 		fprintf(stderr, "ringio-proxy: at least one --listen and one "
 				"--upstream are required\n");
@@ -593,21 +562,14 @@ int main(int argc, char **argv)
 		ws[i].rr = (unsigned)i; /* threads start on different upstreams */
 		if (worker_init(&ws[i]) < 0)
 			return 1;
-		loops[i] = ws[i].loop;
-		nloops = i + 1;
+		tool_stop_on_signal(ws[i].loop);
 	}
 	const char *why;
 	rio_loop_backend(ws[0].loop, NULL, &why);
 	fprintf(stderr, "ringio-proxy: %d listener(s), %d upstream(s), %d "
 		"thread(s), %s\n", cfg.nlisten, cfg.nup, cfg.threads, why);
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	for (int i = 1; i < cfg.threads; i++)
-		pthread_create(&ws[i].tid, NULL, worker_run, &ws[i]);
-	worker_run(&ws[0]);
-	for (int i = 1; i < cfg.threads; i++)
-		pthread_join(ws[i].tid, NULL);
+	tool_catch_signals();
+	tool_run_threads(ws, sizeof *ws, cfg.threads, worker_run);
 	report(ws, cfg.threads);
 	int rc = 0;
 	for (int i = 0; i < cfg.threads; i++) {

@@ -1,0 +1,84 @@
+#define _GNU_SOURCE
+#include "tool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+int tool_parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int tool_bad_value(const char *prog, const char *flag, const char *val)
+{
+	fprintf(stderr, "%s: invalid value for %s: '%s'\n", prog, flag, val);
+	return -EINVAL;
+}
+
+int tool_no_operands(const char *prog, int argc, char **argv, int optind)
+{
+	if (optind >= argc)
+		return 0;
+	fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
+	return -EINVAL;
+}
+
+static rio_loop *volatile loops[TOOL_MAX_THREADS];
+static volatile int nloops;
+
+/* rio_loop_stop is an atomic store and a wakeup write: async-signal-safe. */
+static void on_signal(int sig)
+{
+	(void)sig;
+	for (int i = 0; i < nloops; i++)
+		rio_loop_stop(loops[i]);
+}
+
+void tool_stop_on_signal(rio_loop *loop)
+{
+	if (nloops == TOOL_MAX_THREADS)
+		return;
+	loops[nloops] = loop;
+	nloops = nloops + 1;
+}
+
+void tool_catch_signals(void)
+{
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+void tool_run_threads(void *first, size_t stride, int n,
+		      void *(*run)(void *))
+{
+	pthread_t tid[TOOL_MAX_THREADS];
+	char *w = first;
+	for (int i = 1; i < n; i++)
+		pthread_create(&tid[i], NULL, run, w + (size_t)i * stride);
+	run(w);
+	for (int i = 1; i < n; i++)
+		pthread_join(tid[i], NULL);
+}
+
+/* rio_counters is a run of uint64_t and nothing else. */
+_Static_assert(sizeof(rio_counters) % sizeof(uint64_t) == 0,
+	       "rio_counters holds only uint64_t fields");
+
+void tool_add_counters(rio_counters *total, const rio_counters *c)
+{
+	uint64_t *t = (uint64_t *)total;
+	const uint64_t *a = (const uint64_t *)c;
+	for (size_t i = 0; i < sizeof *c / sizeof *a; i++)
+		t[i] += a[i];
+}
