@@ -5,11 +5,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/time.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -544,6 +547,73 @@ void t_stream_run(rio_loop *loop, t_stream *s, unsigned limit_ms)
 	cr_assert_eq(s->got, s->total, "echoed %llu of %llu bytes",
 		     (unsigned long long)s->got, (unsigned long long)s->total);
 	cr_assert_eq(s->fnv_in, s->fnv_out, "the echoed stream differs");
+}
+
+/* ---- tools as child processes ---- */
+
+void t_die_with_parent(void)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+pid_t t_tool_spawn(char *const argv[], const char *env, int *out_fd)
+{
+	int so[2];
+	pid_t pid;
+
+	cr_assert_eq(pipe(so), 0);
+	pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		t_die_with_parent();
+		dup2(so[1], 1);
+		if (env)
+			putenv((char *)env);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(so[1]);
+	*out_fd = so[0];
+	return pid;
+}
+
+void t_wait_listening(uint16_t port)
+{
+	int fd = -1;
+
+	for (int i = 0; i < 500 && fd < 0; i++) {
+		fd = t_try_connect(AF_INET, port);
+		if (fd < 0)
+			usleep(10000);
+	}
+	cr_assert_geq(fd, 0, "nothing listens on port %u", port);
+	close(fd);
+}
+
+void t_tool_stop(pid_t pid, int out_fd, char *out, size_t cap)
+{
+	size_t have = 0;
+	ssize_t n;
+	int st;
+
+	cr_assert_eq(kill(pid, SIGTERM), 0, "the tool died before SIGTERM");
+	while (have < cap - 1 &&
+	       (n = read(out_fd, out + have, cap - 1 - have)) > 0)
+		have += (size_t)n;
+	out[have] = 0;
+	close(out_fd);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		  "exit status %d after SIGTERM; it printed: %s", st, out);
+	cr_log_info("%s", out);
+}
+
+uint64_t t_field(const char *out, const char *name)
+{
+	const char *f = strstr(out, name);
+
+	cr_assert_not_null(f, "no %s in: %s", name, out);
+	return strtoull(f + strlen(name), NULL, 10);
 }
 
 static uint64_t mix64(uint64_t x)

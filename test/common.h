@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include <ringio.h>
 
@@ -175,6 +176,23 @@ void *t_stream_reader(void *arg);
 /* Run both threads while `loop` runs (the server side), join them, and
  * assert that every byte came back unchanged. */
 void t_stream_run(rio_loop *loop, t_stream *s, unsigned limit_ms);
+
+/* ---- the project's tools, run as child processes ---- */
+
+/* In a forked child: die with the test process, so that a failed test
+ * (whose process ends at the failed assertion) leaves no child behind to
+ * hold the runner's pipes open. */
+void t_die_with_parent(void);
+/* fork + exec argv (argv[0] is the binary's path) with its stdout on a
+ * pipe (*out_fd) and `env` ("NAME=VALUE", or NULL) added. */
+pid_t t_tool_spawn(char *const argv[], const char *env, int *out_fd);
+/* Wait until something accepts on 127.0.0.1:port (5 s at most). The probe
+ * is one connection, opened and closed. */
+void t_wait_listening(uint16_t port);
+/* SIGTERM it, read its stdout to the end into `out`; it must exit 0. */
+void t_tool_stop(pid_t pid, int out_fd, char *out, size_t cap);
+/* The number after `name` in a tool's counter line (asserts it is there). */
+uint64_t t_field(const char *out, const char *name);
 
 /* ---- data ---- */
 

@@ -53,6 +53,7 @@ static void proxy_start(proxy *p, const uint16_t *ups, int nups,
 	p->pid = fork();
 	cr_assert(p->pid >= 0);
 	if (p->pid == 0) {
+		t_die_with_parent();
 		dup2(so[1], 1);
 		dup2(se[1], 2);
 		execv(RIO_PROXY_BIN, argv);
@@ -78,31 +79,9 @@ static void proxy_start(proxy *p, const uint16_t *ups, int nups,
 /* SIGTERM; it must print its counters and exit 0. Returns the counters. */
 static void proxy_stop(proxy *p, char *out, size_t cap)
 {
-	size_t have = 0;
-	ssize_t n;
-	int st;
-
-	cr_assert_eq(kill(p->pid, SIGTERM), 0, "ringio-proxy died");
-	while (have < cap - 1 &&
-	       (n = read(p->out, out + have, cap - 1 - have)) > 0)
-		have += (size_t)n;
-	out[have] = 0;
-	close(p->out);
-	cr_assert_eq(waitpid(p->pid, &st, 0), p->pid);
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-		  "ringio-proxy exit status %d", st);
+	t_tool_stop(p->pid, p->out, out, cap);
 	cr_assert_not_null(strstr(out, "accepted="), "no counters: %s", out);
-	cr_log_info("%s", out);
 }
-
-static uint64_t field(const char *out, const char *name)
-{
-	const char *f = strstr(out, name);
-
-	cr_assert_not_null(f, "no %s in %s", name, out);
-	return strtoull(f + strlen(name), NULL, 10);
-}
-
 /* ---- 64 MiB each way ---- */
 
 #define TOTAL (64u << 20)
@@ -123,8 +102,8 @@ Test(proxy, sixty_four_mib_each_way, .timeout = 180)
 	cr_assert_eq(up.bytes, TOTAL);
 	close(s.fd);
 	proxy_stop(&p, out, sizeof(out));
-	cr_assert_eq(field(out, "bytes_up="), TOTAL);
-	cr_assert_eq(field(out, "bytes_down="), TOTAL);
+	cr_assert_eq(t_field(out, "bytes_up="), TOTAL);
+	cr_assert_eq(t_field(out, "bytes_down="), TOTAL);
 	tsrv_finish(&up);
 	t_loop_done(loop);
 }
@@ -175,8 +154,8 @@ Test(proxy, refusing_upstream_is_skipped, .timeout = 60)
 	for (int i = 0; i < 4; i++) /* every other one starts on the dead one */
 		t_echo_check_port(loop, p.port, "failover");
 	proxy_stop(&p, out, sizeof(out));
-	cr_assert_geq(field(out, "upstream_refused="), 2);
-	cr_assert_eq(field(out, "no_upstream="), 0);
+	cr_assert_geq(t_field(out, "upstream_refused="), 2);
+	cr_assert_eq(t_field(out, "no_upstream="), 0);
 	tsrv_finish(&up);
 	t_loop_done(loop);
 }
@@ -201,7 +180,7 @@ Test(proxy, all_upstreams_down_closes_the_client_promptly, .timeout = 60)
 	cr_assert_lt(t_now_ns() - t0, 2000 * T_MS, "not closed promptly");
 	close(c);
 	proxy_stop(&p, out, sizeof(out));
-	cr_assert_geq(field(out, "no_upstream="), 1);
+	cr_assert_geq(t_field(out, "no_upstream="), 1);
 }
 
 static long rss_kib(pid_t pid)
@@ -282,7 +261,7 @@ Test(proxy, thousand_concurrent_connections, .timeout = 180)
 	tload_all_at_once(loop, &up, &o, &res);
 	T_RUN_UNTIL(loop, up.live == 0, 20000);
 	proxy_stop(&p, out, sizeof(out));
-	cr_assert_eq(field(out, "upstream_ok="), CONNS);
+	cr_assert_eq(t_field(out, "upstream_ok="), CONNS);
 	tsrv_finish(&up);
 	t_loop_done(loop);
 }
@@ -305,6 +284,7 @@ Test(proxy, redis_benchmark_through_the_proxy, .timeout = 120)
 	rs = fork();
 	cr_assert(rs >= 0);
 	if (rs == 0) {
+		t_die_with_parent();
 		int nul = open("/dev/null", O_WRONLY);
 
 		dup2(nul, 1);
@@ -335,5 +315,5 @@ Test(proxy, redis_benchmark_through_the_proxy, .timeout = 120)
 	kill(rs, SIGTERM);
 	waitpid(rs, NULL, 0);
 	proxy_stop(&p, out, sizeof(out));
-	cr_assert_eq(field(out, "no_upstream="), 0);
+	cr_assert_eq(t_field(out, "no_upstream="), 0);
 }

@@ -80,14 +80,6 @@ Test(serve_faults, in_process_server_survives_the_plan, .timeout = 200)
 	t_loop_done(loop);
 }
 
-static uint64_t field(const char *out, const char *name)
-{
-	const char *p = strstr(out, name);
-
-	cr_assert_not_null(p, "no %s in ringio-echo's report:\n%s", name, out);
-	return strtoull(p + strlen(name), NULL, 10);
-}
-
 Test(serve_faults, ringio_echo_survives_the_plan, .timeout = 200)
 {
 #if !defined(RINGIO_FAULT_HOOKS) || !defined(RIO_ECHO_BIN)
@@ -95,45 +87,22 @@ Test(serve_faults, ringio_echo_survives_the_plan, .timeout = 200)
 #else
 	uint16_t port = t_closed_port();
 	char ports[8], out[4096] = "";
-	int so[2], rfd, st, fd = -1;
-	size_t have = 0;
-	ssize_t n;
+	char *argv[] = { RIO_ECHO_BIN, "--port", ports, "--buf-count", "64",
+			 "--buf-size", "4096", NULL };
+	int so, rfd;
 	tload_result res;
 
 	snprintf(ports, sizeof(ports), "%u", port);
-	cr_assert_eq(pipe(so), 0);
-	pid_t echo = fork();
-	cr_assert(echo >= 0);
-	if (echo == 0) {
-		dup2(so[1], 1);
-		setenv("RINGIO_FAULTS", "seed=5," PLAN, 1);
-		execl(RIO_ECHO_BIN, "ringio-echo", "--port", ports,
-		      "--buf-count", "64", "--buf-size", "4096", (char *)NULL);
-		_exit(127);
-	}
-	close(so[1]);
-	for (int i = 0; i < 500 && fd < 0; i++) { /* up within 5 s */
-		fd = t_try_connect(AF_INET, port);
-		if (fd < 0)
-			usleep(10000);
-	}
-	cr_assert_geq(fd, 0, "ringio-echo never listened on %u", port);
-	close(fd);
+	pid_t echo = t_tool_spawn(argv, "RINGIO_FAULTS=seed=5," PLAN, &so);
+	t_wait_listening(port);
 	tload_opts o = load(port, 4);
 	pid_t pid = tload_spawn(&o, &rfd);
 	tload_finish(NULL, pid, rfd, 150000, &res);
 	cr_assert_eq(kill(echo, 0), 0, "ringio-echo died under the plan");
-	cr_assert_eq(kill(echo, SIGTERM), 0);
-	while (have < sizeof(out) - 1 &&
-	       (n = read(so[0], out + have, sizeof(out) - 1 - have)) > 0)
-		have += (size_t)n;
-	out[have] = 0;
-	cr_assert_eq(waitpid(echo, &st, 0), echo);
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-		  "ringio-echo exit status %d", st);
-	cr_log_info("%s", out);
-	check(&res, field(out, " accepted="), field(out, "client_errors="), 1);
-	cr_assert_gt(field(out, "faults_injected="), 0);
-	cr_assert_eq(field(out, "fatal_errors="), 0);
+	t_tool_stop(echo, so, out, sizeof(out));
+	/* the t_wait_listening probe is one more connection */
+	check(&res, t_field(out, " accepted="), t_field(out, "client_errors="), 1);
+	cr_assert_gt(t_field(out, "faults_injected="), 0);
+	cr_assert_eq(t_field(out, "fatal_errors="), 0);
 #endif
 }

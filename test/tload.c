@@ -289,6 +289,7 @@ pid_t tload_spawn(const tload_opts *o, int *res_fd)
 	pid = fork();
 	cr_assert(pid >= 0, "fork: %s", strerror(errno));
 	if (pid == 0) {
+		t_die_with_parent();
 		close(p[0]);
 		client_main(o, p[1]);
 	}
