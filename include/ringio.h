@@ -86,7 +86,10 @@ typedef struct rio_loop_opts {
 } rio_loop_opts;
 
 /*
- * Create a loop. `opts` may be NULL for defaults. On success stores the loop
+ * Create a loop, on the thread that will run it: io_uring ties a ring to
+ * the thread that set it up (SINGLE_ISSUER, the registered ring fd), and
+ * rio_loop_run() from another thread fails. `opts` may be NULL for
+ * defaults. On success stores the loop
  * in *out and returns 0. Errors: -EINVAL (bad options, out NULL, unknown
  * RINGIO_BACKEND value), -ENOMEM, -EMFILE/-ENFILE, -ENOSYS (the forced
  * backend is not available on this machine), or the error io_uring setup

@@ -139,6 +139,26 @@ Test(proxy, half_close_both_ways, .timeout = 60)
 	proxy_stop(&p, out, sizeof(out));
 }
 
+/* --threads 2: each thread sets up and runs its own loop (a ring is tied
+ * to the thread that set it up); 64 connections land on both listeners. */
+Test(proxy, every_thread_serves, .timeout = 60)
+{
+	static const char *const extra[] = { "--threads", "2", NULL };
+	rio_loop *loop = t_loop();
+	char out[1024];
+	proxy p;
+	tsrv up;
+
+	tsrv_start(&up, loop, NULL, 0);
+	proxy_start(&p, &up.port, 1, extra);
+	for (int i = 0; i < 64; i++)
+		t_echo_check_port(loop, p.port, "threads");
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(t_field(out, "accepted="), 64);
+	tsrv_finish(&up);
+	t_loop_done(loop);
+}
+
 Test(proxy, refusing_upstream_is_skipped, .timeout = 60)
 {
 	rio_loop *loop = t_loop();

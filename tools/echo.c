@@ -60,6 +60,7 @@ struct worker {
 	uint16_t *next;  /* per buffer id: the next queued buffer, or NONE */
 	uint32_t *len;   /* per buffer id: bytes received into it */
 	uint64_t idle_closed, resets;
+	int idx;         /* its slot: ws[idx] */
 	int err;         /* a fatal listener error, or the loop's */
 };
 
@@ -369,9 +370,24 @@ static int worker_init(struct worker *w)
 	return r;
 }
 
+/* Set up a worker on the thread that will run its loop. */
+static int worker_start(struct worker *w)
+{
+	int r = worker_init(w);
+	if (w->loop)
+		tool_stop_on_signal(w->idx, w->loop);
+	if (r < 0)
+		w->err = r;
+	return r;
+}
+
 static void *worker_run(void *arg)
 {
 	struct worker *w = arg;
+	if (w->idx > 0 && worker_start(w) < 0) {
+		tool_stop_all(); /* the process exits 1 */
+		return NULL;
+	}
 	int r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
 	if (r >= 0) { /* stopped by a signal: drain */
 		drain(w);
@@ -563,13 +579,14 @@ int main(int argc, char **argv)
 	for (int i = 0; i < cfg.threads; i++) {
 		ws[i].cfg = &cfg;
 		ws[i].lfd = -1;
-		if (worker_init(&ws[i]) < 0)
-			return 1;
-		tool_stop_on_signal(ws[i].loop);
-		/* with --port 0 every thread shares the first one's port */
-		if (cfg.port == 0)
-			cfg.port = rio_local_port(ws[i].lfd);
+		ws[i].idx = i;
 	}
+	/* Worker 0 runs on this thread; the others set up on their own. */
+	if (worker_start(&ws[0]) < 0)
+		return 1;
+	/* with --port 0 every thread shares the first one's port */
+	if (cfg.port == 0)
+		cfg.port = rio_local_port(ws[0].lfd);
 	const char *why;
 	rio_loop_backend(ws[0].loop, NULL, &why);
 	fprintf(stderr, "ringio-echo: listening on %s:%d, %d thread(s), %s\n",

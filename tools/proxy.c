@@ -68,6 +68,7 @@ struct worker {
 	int stopping;
 	struct session *sessions; /* all live sessions, for shutdown */
 	struct stats st;
+	int idx;         /* its slot: ws[idx] */
 	int err;
 };
 
@@ -381,9 +382,24 @@ static void worker_stop(struct worker *w)
 			session_close(s);
 }
 
+/* Set up a worker on the thread that will run its loop. */
+static int worker_start(struct worker *w)
+{
+	int r = worker_init(w);
+	if (w->loop)
+		tool_stop_on_signal(w->idx, w->loop);
+	if (r < 0)
+		w->err = r;
+	return r;
+}
+
 static void *worker_run(void *arg)
 {
 	struct worker *w = arg;
+	if (w->idx > 0 && worker_start(w) < 0) {
+		tool_stop_all(); /* the process exits 1 */
+		return NULL;
+	}
 	int r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
 	if (r >= 0) {
 		worker_stop(w);
@@ -559,11 +575,12 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	for (int i = 0; i < cfg.threads; i++) {
 		ws[i].cfg = &cfg;
+		ws[i].idx = i;
 		ws[i].rr = (unsigned)i; /* threads start on different upstreams */
-		if (worker_init(&ws[i]) < 0)
-			return 1;
-		tool_stop_on_signal(ws[i].loop);
 	}
+	/* Worker 0 runs on this thread; the others set up on their own. */
+	if (worker_start(&ws[0]) < 0)
+		return 1;
 	const char *why;
 	rio_loop_backend(ws[0].loop, NULL, &why);
 	fprintf(stderr, "ringio-proxy: %d listener(s), %d upstream(s), %d "

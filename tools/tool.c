@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,23 +34,35 @@ int tool_no_operands(const char *prog, int argc, char **argv, int optind)
 	return -EINVAL;
 }
 
-static rio_loop *volatile loops[TOOL_MAX_THREADS];
-static volatile int nloops;
+static rio_loop *_Atomic loops[TOOL_MAX_THREADS];
+static atomic_int stopping;
 
-/* rio_loop_stop is an atomic store and a wakeup write: async-signal-safe. */
+/* rio_loop_stop is an atomic store and a wakeup write: async-signal-safe.
+ * A loop registers before it checks `stopping`, and a stop sets
+ * `stopping` before it reads the loops: one of the two sees the other. */
+void tool_stop_all(void)
+{
+	atomic_store(&stopping, 1);
+	for (int i = 0; i < TOOL_MAX_THREADS; i++) {
+		rio_loop *l = atomic_load(&loops[i]);
+		if (l)
+			rio_loop_stop(l);
+	}
+}
+
 static void on_signal(int sig)
 {
 	(void)sig;
-	for (int i = 0; i < nloops; i++)
-		rio_loop_stop(loops[i]);
+	tool_stop_all();
 }
 
-void tool_stop_on_signal(rio_loop *loop)
+void tool_stop_on_signal(int i, rio_loop *loop)
 {
-	if (nloops == TOOL_MAX_THREADS)
+	if (i < 0 || i >= TOOL_MAX_THREADS)
 		return;
-	loops[nloops] = loop;
-	nloops = nloops + 1;
+	atomic_store(&loops[i], loop);
+	if (atomic_load(&stopping))
+		rio_loop_stop(loop);
 }
 
 void tool_catch_signals(void)

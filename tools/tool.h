@@ -21,14 +21,19 @@ int tool_bad_value(const char *prog, const char *flag, const char *val);
 /* After getopt: -EINVAL (with a message) if operands are left over. */
 int tool_no_operands(const char *prog, int argc, char **argv, int optind);
 
-/* Have SIGINT/SIGTERM stop this loop (rio_loop_stop), once
- * tool_catch_signals() has run; at most TOOL_MAX_THREADS loops. */
-void tool_stop_on_signal(rio_loop *loop);
+/* Let SIGINT/SIGTERM (and tool_stop_all) stop worker i's loop. Any
+ * thread, one slot per worker; a loop registered after a stop was asked
+ * for is stopped at once. */
+void tool_stop_on_signal(int i, rio_loop *loop);
+/* Stop every registered loop (what the signal handler does). */
+void tool_stop_all(void);
 void tool_catch_signals(void);
 
 /* Run `run` on each of `n` workers (`stride` bytes apart from `first`):
  * the first on this thread, the others on threads of their own; returns
- * when all have returned. */
+ * when all have returned. A loop must be created on the thread that runs
+ * it (io_uring ties a ring to the thread that set it up: SINGLE_ISSUER
+ * and the registered ring fd), so `run` sets up workers 1..n-1 itself. */
 void tool_run_threads(void *first, size_t stride, int n,
 		      void *(*run)(void *));
 
