@@ -75,3 +75,17 @@ uint64_t hist_quantile(const struct hist *h, double q)
 		return h->min;
 	return mid > h->max ? h->max : mid;
 }
+
+void hist_merge(struct hist *dst, const struct hist *src)
+{
+	if (src->count == 0)
+		return;
+	for (unsigned b = 0; b < HIST_BUCKETS; b++)
+		dst->bucket[b] += src->bucket[b];
+	dst->count += src->count;
+	dst->sum += src->sum;
+	if (src->min < dst->min)
+		dst->min = src->min;
+	if (src->max > dst->max)
+		dst->max = src->max;
+}

@@ -27,6 +27,9 @@ struct hist {
 void hist_reset(struct hist *h);
 void hist_add(struct hist *h, uint64_t v);
 
+/* Add every sample of `src` to `dst`. */
+void hist_merge(struct hist *dst, const struct hist *src);
+
 /*
  * The value at quantile q (0 < q <= 1): the middle of the bucket holding
  * the ceil(q * count)-th smallest sample, clamped to [min, max]. 0 when

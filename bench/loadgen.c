@@ -25,8 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_CONNS 60000
@@ -36,6 +39,7 @@
 /* Distinct start offsets into the pattern; prime, so offsets cycle slowly. */
 #define PATTERN_SPAN 251
 #define MAX_EVENTS 256
+#define MAX_PROCS 256
 
 enum conn_state { CONN_CONNECTING, CONN_READY, CONN_DEAD };
 
@@ -60,6 +64,7 @@ struct opts {
 	int cpu;       /* -1: do not pin */
 	int stat_pid;  /* -1: no server CPU sampling */
 	int stat_cpu;  /* -1: no core-busy sampling */
+	unsigned procs; /* generator processes sharing the connections */
 };
 
 /* CPU counters sampled at the edges of the measured window, in ticks. */
@@ -90,7 +95,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: rio-loadgen --port P [--host ADDR] [--conns N] [--size BYTES]\n"
 		"                   [--seconds S] [--warmup S] [--cpu C]\n"
-		"                   [--stat-pid PID] [--stat-cpu C]\n"
+		"                   [--stat-pid PID] [--stat-cpu C] [--procs P]\n"
 		"  --host      numeric IPv4/IPv6 address (default 127.0.0.1)\n"
 		"  --conns     connections, each with one message in flight (default 50)\n"
 		"  --size      message size in bytes, 1..%ld (default 64)\n"
@@ -98,8 +103,10 @@ static void usage(FILE *f)
 		"  --cpu       pin the generator to this CPU\n"
 		"  --stat-pid  report this process's CPU time over the measured window\n"
 		"  --stat-cpu  report this CPU's busy time over the measured window\n"
+		"  --procs     split the connections over P processes (1..%d) that\n"
+		"              start together; one line for all of them\n"
 		"prints: rtt_per_s=.. p50_us=.. p99_us=.. errors=.. conns=.. size=..\n",
-		MAX_SIZE);
+		MAX_SIZE, MAX_PROCS);
 }
 
 static int bad_flag(const char *name, const char *val)
@@ -142,6 +149,9 @@ static int parse_one(struct opts *o, const char *name, const char *val)
 	else if (strcmp(name, "stat-cpu") == 0 &&
 		 !bench_parse_long(val, 0, 4095, &v))
 		o->stat_cpu = (int)v;
+	else if (strcmp(name, "procs") == 0 &&
+		 !bench_parse_long(val, 1, MAX_PROCS, &v))
+		o->procs = (unsigned)v;
 	else
 		return bad_flag(name, val);
 	return 0;
@@ -159,6 +169,7 @@ static int parse_opts(struct opts *o, int argc, char **argv)
 		{ "cpu", required_argument, NULL, 0 },
 		{ "stat-pid", required_argument, NULL, 0 },
 		{ "stat-cpu", required_argument, NULL, 0 },
+		{ "procs", required_argument, NULL, 0 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -166,7 +177,7 @@ static int parse_opts(struct opts *o, int argc, char **argv)
 
 	*o = (struct opts){ .host = "127.0.0.1", .port = 0, .conns = 50,
 			    .size = 64, .seconds = 5, .warmup = 1, .cpu = -1,
-			    .stat_pid = -1, .stat_cpu = -1 };
+			    .stat_pid = -1, .stat_cpu = -1, .procs = 1 };
 	while ((c = getopt_long(argc, argv, "h", longopts, &li)) != -1) {
 		if (c == 'h') {
 			usage(stdout);
@@ -181,6 +192,11 @@ static int parse_opts(struct opts *o, int argc, char **argv)
 	if (optind < argc) {
 		fprintf(stderr, "rio-loadgen: unexpected argument '%s'\n",
 			argv[optind]);
+		return -1;
+	}
+	if (o->procs > o->conns) {
+		fprintf(stderr, "rio-loadgen: --procs %u is more than --conns "
+				"%u\n", o->procs, o->conns);
 		return -1;
 	}
 	if (o->port == 0 || o->seconds <= 0) {
@@ -626,14 +642,159 @@ static void report(const struct lg *g)
 
 static void lg_free(struct lg *g)
 {
-	for (unsigned i = 0; i < g->o.conns; i++)
+	for (unsigned i = 0; g->conns && i < g->o.conns; i++)
 		if (g->conns[i].fd >= 0 && g->conns[i].state != CONN_DEAD)
 			close(g->conns[i].fd);
-	close(g->ep);
+	if (g->ep > 0)
+		close(g->ep);
 	free(g->conns);
 	free(g->pattern);
 	free(g->scratch);
 	free(g);
+}
+
+/* Allocate and connect; 0, or the exit status to fail with. */
+static int lg_setup(struct lg *g)
+{
+	hist_reset(&g->hist);
+	g->conns = calloc(g->o.conns, sizeof(*g->conns));
+	g->pattern = malloc(g->o.size + PATTERN_SPAN);
+	g->scratch = malloc(g->o.size);
+	g->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (!g->conns || !g->pattern || !g->scratch || g->ep < 0) {
+		perror("rio-loadgen: setup");
+		return 1;
+	}
+	pattern_init(g);
+	return connect_all(g) != 0 ? 1 : 0;
+}
+
+/* ---- --procs: several generator processes, one report ------------- */
+
+/* What a child hands back, in memory shared with the parent. */
+struct child_res {
+	uint64_t rtts, errors, self_us;
+	struct hist hist;
+};
+
+struct shared {
+	_Atomic unsigned ready, failed;
+	_Atomic uint64_t start_ns; /* 0 until every child is connected */
+	struct child_res res[MAX_PROCS];
+};
+
+static void sleep_until(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u),
+			       .tv_nsec = (long)(ns % 1000000000u) };
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
+	       EINTR)
+		;
+}
+
+static int child_main(struct lg *g, struct shared *sh, unsigned i)
+{
+	struct child_res *r = &sh->res[i];
+	uint64_t give_up = bench_now_ns() + 30ull * 1000000000u;
+	uint64_t start;
+
+	g->o.conns = g->o.conns / g->o.procs + (i < g->o.conns % g->o.procs);
+	g->o.stat_pid = -1; /* the parent samples the server */
+	g->o.stat_cpu = -1;
+	if (lg_setup(g) != 0) {
+		sh->failed++;
+		return 1;
+	}
+	sh->ready++;
+	while ((start = sh->start_ns) == 0) { /* bounded: the parent's 30 s */
+		if (sh->failed || bench_now_ns() > give_up)
+			return 1;
+		usleep(1000);
+	}
+	sleep_until(start);
+	run(g);
+	r->rtts = g->rtts;
+	r->errors = g->errors;
+	r->self_us = g->cpu1.self_us - g->cpu0.self_us;
+	r->hist = g->hist;
+	return g->errors ? 1 : 0;
+}
+
+/*
+ * Fork --procs children that share out the connections, start them at one
+ * instant once all are connected, sample the server's CPU at the window's
+ * edges here, and report the sum (latency histograms merged; lg_cpu_pct is
+ * the busiest child's, since the question it answers is whether a
+ * generator was the bottleneck).
+ */
+static int run_procs(struct lg *g)
+{
+	struct shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	unsigned i, n = g->o.procs, forked = 0;
+	uint64_t give_up = bench_now_ns() + 30ull * 1000000000u, max_self = 0;
+	int status, rc = 0;
+	pid_t pids[MAX_PROCS];
+
+	if (sh == MAP_FAILED) {
+		perror("rio-loadgen: mmap");
+		return 1;
+	}
+	memset(sh, 0, sizeof(*sh));
+	for (i = 0; i < n; i++) {
+		pids[i] = fork();
+		if (pids[i] < 0) {
+			perror("rio-loadgen: fork");
+			sh->failed++;
+			break;
+		}
+		if (pids[i] == 0)
+			_exit(child_main(g, sh, i));
+		forked++;
+	}
+	while (sh->ready + sh->failed < forked && bench_now_ns() < give_up)
+		usleep(1000);
+	if (sh->ready == n) {
+		uint64_t start = bench_now_ns() + 20000000u; /* 20 ms slack */
+		uint64_t warm_end = start + (uint64_t)(g->o.warmup * 1e9);
+
+		sh->start_ns = start;
+		sleep_until(warm_end);
+		cpu_sample(&g->o, &g->cpu0);
+		g->measure_ns = warm_end;
+		g->end_ns = warm_end + (uint64_t)(g->o.seconds * 1e9);
+		g->measuring = true;
+		sleep_until(g->end_ns);
+		cpu_sample(&g->o, &g->cpu1);
+	} else {
+		sh->failed++; /* children waiting to start give up */
+		rc = 1;
+	}
+	for (i = 0; i < forked; i++) {
+		if (waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status) ||
+		    WEXITSTATUS(status) != 0)
+			rc = 1;
+	}
+	if (rc == 0) {
+		for (i = 0; i < n; i++) {
+			const struct child_res *r = &sh->res[i];
+
+			g->rtts += r->rtts;
+			g->errors += r->errors;
+			hist_merge(&g->hist, &r->hist);
+			if (r->self_us > max_self)
+				max_self = r->self_us;
+		}
+		g->cpu0.self_us = 0;
+		g->cpu1.self_us = max_self;
+		report(g);
+		rc = g->errors ? 1 : 0;
+	} else {
+		fprintf(stderr, "rio-loadgen: a generator process failed\n");
+	}
+	munmap(sh, sizeof(*sh));
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -653,17 +814,13 @@ int main(int argc, char **argv)
 		free(g);
 		return BENCH_EXIT_USAGE;
 	}
-	hist_reset(&g->hist);
-	g->conns = calloc(g->o.conns, sizeof(*g->conns));
-	g->pattern = malloc(g->o.size + PATTERN_SPAN);
-	g->scratch = malloc(g->o.size);
-	g->ep = epoll_create1(EPOLL_CLOEXEC);
-	if (!g->conns || !g->pattern || !g->scratch || g->ep < 0) {
-		perror("rio-loadgen: setup");
-		return 1;
+	if (g->o.procs > 1) {
+		hist_reset(&g->hist);
+		status = run_procs(g);
+		free(g);
+		return status;
 	}
-	pattern_init(g);
-	if (connect_all(g) != 0) {
+	if (lg_setup(g) != 0) {
 		lg_free(g);
 		return 1;
 	}

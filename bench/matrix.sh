@@ -9,8 +9,13 @@
 # measured in the same round. Proxy rows: the load generator through a
 # proxy to the epoll echo server, for haproxy (mode tcp, nbthread 1),
 # ringio-proxy on io_uring and on epoll, all in the same place on the same
-# cores; x_ columns are ratios to haproxy in the same round. Every row is a
-# median over rounds that alternate the servers' order (bench/run.sh).
+# cores; x_ columns are ratios to haproxy in the same round. Multi-core
+# rows: ringio-echo with 1, 2, 4, ... threads (up to half the CPUs, so the
+# generator gets the other half; on a machine with fewer than 4 CPUs up to
+# all of them, the generator then sharing, which the table flags) at 500
+# connections; x_rtt is the ratio to one thread, and the target is 0.8 N.
+# Every row is a median over rounds that alternate the servers' order
+# (bench/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build rounds=3 secs=3 warm=1 quick=()
@@ -20,7 +25,7 @@ while [ $# -gt 0 ]; do
 	--rounds) rounds=$2; shift ;;
 	--seconds) secs=$2; shift ;;
 	--quick) quick=(--quick) ;;
-	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "matrix.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -35,4 +40,15 @@ echo
 echo "== proxies: loadgen -> proxy -> epoll echo"
 bench/run.sh "${common[@]}" --servers "haproxy ringio-proxy ringio-proxy-epoll" \
 	--baseline haproxy || rc=1
+ncpu=$(nproc) max=$(( $(nproc) / 2 ))
+[ "$ncpu" -ge 4 ] || max=$ncpu
+threads="" n=1
+while [ "$n" -le "$max" ]; do
+	threads="$threads ringio-t$n"
+	n=$((n * 2))
+done
+echo
+echo "== threads: ringio-echo (io_uring) with N threads, 500 connections; x_ is against one thread"
+bench/run.sh "${common[@]}" --conns 500 --sizes "64 4096" --servers "$threads" \
+	--baseline ringio-t1 || rc=1
 exit $rc

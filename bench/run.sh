@@ -46,6 +46,10 @@ Servers (binaries relative to the build dir; a missing one is skipped):
   ringio        tools/ringio-echo --backend uring --threads 1
   ringio-epoll  tools/ringio-echo --backend epoll --threads 1
   ringio-auto   tools/ringio-echo --backend auto --threads 1
+  ringio-tN, ringio-epoll-tN   ringio-echo --threads N (uring / epoll):
+                the server on CPUs 0..N-1 and N generator processes on
+                CPUs N..2N-1, or on every CPU (shared, flagged) when the
+                machine has fewer than 2N; the multi-core rows
 Proxy rows (bench/proxy_pair.sh: the proxy in front of rio-epoll-echo):
   ringio-proxy, ringio-proxy-epoll, haproxy (Debian's haproxy, nbthread 1)
 --add-server 'NAME=BIN ARGS' defines another (and adds it to the list), e.g.
@@ -128,10 +132,45 @@ server_cmd() {
 	ringio) echo "tools/ringio-echo --backend uring --threads 1" ;;
 	ringio-epoll) echo "tools/ringio-echo --backend epoll --threads 1" ;;
 	ringio-auto) echo "tools/ringio-echo --backend auto --threads 1" ;;
+	ringio-t[1-9]*) echo "tools/ringio-echo --backend uring --threads ${1#ringio-t}" ;;
+	ringio-epoll-t[1-9]*) echo "tools/ringio-echo --backend epoll --threads ${1#ringio-epoll-t}" ;;
 	libuv) echo "bench/rio-uv-echo" ;;
 	ringio-proxy | ringio-proxy-epoll | haproxy) echo "@bench/proxy_pair.sh $1" ;;
 	*) [ -n "${EXTRA[$1]:-}" ] && echo "${EXTRA[$1]}" ;;
 	esac
+}
+
+# Threads of a multi-core row (ringio-tN), else 1.
+server_threads() {
+	if [[ $1 =~ ^ringio-(epoll-)?t([0-9]+)$ ]]; then
+		echo "${BASH_REMATCH[2]}"
+	else
+		echo 1
+	fi
+}
+
+# Where server $1 and its load run: sets PIN_SRV, PIN_LG, STAT_CPU and
+# LG_PROCS. One thread: the --server-cpu / --loadgen-cpu pair. N threads:
+# the server on CPUs 0..N-1 and N generator processes on the next N, or
+# on all CPUs when there are not 2N (SHARED=1: the generator then takes
+# CPU from the server, and the row says so).
+placement() {
+	local n ncpu
+	n=$(server_threads "$1")
+	ncpu=$(nproc)
+	LG_PROCS=1 SHARED=0
+	if [ "$n" = 1 ]; then
+		PIN_SRV=$PIN_SRV1 PIN_LG=$PIN_LG1 STAT_CPU=$STAT_CPU1
+		return
+	fi
+	STAT_CPU="" LG_PROCS=$n
+	[ "$n" -le "$ncpu" ] || { n=$ncpu; SHARED=1; }
+	PIN_SRV="taskset -c 0-$((n - 1))"
+	if [ $((2 * n)) -le "$ncpu" ]; then
+		PIN_LG="taskset -c $n-$((2 * n - 1))"
+	else
+		PIN_LG="taskset -c 0-$((ncpu - 1))" SHARED=1
+	fi
 }
 
 # ---- processes ---------------------------------------------------------
@@ -242,6 +281,8 @@ wait_quiet() {
 # conns size round server rtt p50 p99 cpu_rt core_rt errors lg_pct rc noisy
 run_one() {
 	local name=$1 conns=$2 size=$3 round=$4 noisy=0 rc limit out
+	placement "$name"
+	[ "$LG_PROCS" -le "$conns" ] || LG_PROCS=$conns
 	wait_quiet || noisy=1
 	start_server "$name" || {
 		echo "$conns $size $round $name - - - - - - - 1 $noisy" >>"$RAWF"
@@ -250,7 +291,7 @@ run_one() {
 	limit=$(awk -v a="$SECS" -v b="$WARMUP" 'BEGIN { printf "%d", a + b + 30 }')
 	timeout "$limit" $PIN_LG "$LOADGEN" --host 127.0.0.1 --port "$PORT" \
 		--conns "$conns" --size "$size" --seconds "$SECS" \
-		--warmup "$WARMUP" --stat-pid "$SPID" $STAT_CPU \
+		--warmup "$WARMUP" --stat-pid "$SPID" $STAT_CPU --procs "$LG_PROCS" \
 		>"$TMP/lg.out" 2>"$TMP/lg.err" &
 	LPID=$!
 	wait "$LPID"
@@ -269,12 +310,13 @@ run_one() {
 		END { for (i = 1; i <= n; i++)
 			printf "%s ", (key[i] in v && v[key[i]] != "") ? v[key[i]] : "-" }' \
 		"$TMP/lg.out")
-	echo "$conns $size $round $name $out$rc $noisy" >>"$RAWF"
+	echo "$conns $size $round $name $out$rc $noisy $SHARED" >>"$RAWF"
 	set -- $out
-	printf '  round %d  %-12s conns=%-5s size=%-6s rtt/s=%s p50=%s p99=%s cpu/rt=%s lg%%=%s%s%s\n' \
+	printf '  round %d  %-12s conns=%-5s size=%-6s rtt/s=%s p50=%s p99=%s cpu/rt=%s lg%%=%s%s%s%s\n' \
 		"$round" "$name" "$conns" "$size" "$1" "$2" "$3" "$4" "$7" \
 		"$([ "$rc" = 0 ] || echo " [rc=$rc]")" \
-		"$([ "$noisy" = 0 ] || echo " [machine busy]")"
+		"$([ "$noisy" = 0 ] || echo " [machine busy]")" \
+		"$([ "$SHARED" = 0 ] || echo " [generator shares the server's CPUs]")"
 	return "$rc"
 }
 
@@ -308,6 +350,7 @@ report() {
 			R[k, r] = $5; C[k, r] = $8
 		}
 		if ($13 == 1) noisy++
+		if ($14 == 1) shared[srv] = 1
 		if (r > maxr) maxr = r
 	}
 	END {
@@ -339,6 +382,9 @@ report() {
 		}
 		if (noisy)
 			printf "\nnote: %d run(s) started while a CPU was busy with other work\n", noisy
+		for (j = 1; j <= nsrv; j++)
+			if (srvs[j] in shared)
+				printf "note: %s: too few CPUs for its own; the generator shared the server'"'"'s CPUs\n", srvs[j]
 	}' "$RAWF"
 }
 
@@ -359,12 +405,12 @@ main() {
 
 	# Pinning needs two CPUs we may use; without them (a small CI box) run
 	# unpinned rather than not at all, and say so.
-	PIN_SRV="taskset -c $SRV_CPU" PIN_LG="taskset -c $LG_CPU"
-	STAT_CPU="--stat-cpu $SRV_CPU"
+	PIN_SRV1="taskset -c $SRV_CPU" PIN_LG1="taskset -c $LG_CPU"
+	STAT_CPU1="--stat-cpu $SRV_CPU"
 	if ! taskset -c "$SRV_CPU" true 2>/dev/null || ! taskset -c "$LG_CPU" true 2>/dev/null ||
 		[ "$SRV_CPU" = "$LG_CPU" ]; then
 		echo "run.sh: cannot pin to CPUs $SRV_CPU and $LG_CPU; running unpinned (figures are rough)" >&2
-		PIN_SRV="" PIN_LG="" STAT_CPU=""
+		PIN_SRV1="" PIN_LG1="" STAT_CPU1=""
 	fi
 
 	ACTIVE=""
