@@ -7,9 +7,12 @@
 # hand-written epoll server, the raw liburing server, libuv's echo,
 # ringio-echo on io_uring and on epoll; x_ columns are ratios to epoll
 # measured in the same round. Proxy rows: the load generator through a
-# proxy to the epoll echo server, for haproxy (mode tcp, nbthread 1),
-# ringio-proxy on io_uring and on epoll, all in the same place on the same
-# cores; x_ columns are ratios to haproxy in the same round. Multi-core
+# proxy to the epoll echo server, for haproxy (mode tcp, nbthread 1;
+# haproxy-splice is the same with splicing forced both ways), ringio-proxy
+# on io_uring and on epoll (--splice auto), and ringio-proxy-copy /
+# ringio-proxy-splice (--splice off / on: what auto chooses between), all
+# in the same place on the same cores; x_ columns are ratios to haproxy in
+# the same round. Multi-core
 # rows: ringio-echo with 1, 2, 4, ... threads (up to half the CPUs, so the
 # generator gets the other half; on a machine with fewer than 4 CPUs up to
 # all of them, the generator then sharing, which the table flags) at 500
@@ -25,7 +28,7 @@ while [ $# -gt 0 ]; do
 	--rounds) rounds=$2; shift ;;
 	--seconds) secs=$2; shift ;;
 	--quick) quick=(--quick) ;;
-	-h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "matrix.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -38,7 +41,8 @@ bench/run.sh "${common[@]}" --servers "epoll uring libuv ringio ringio-epoll" \
 	--baseline epoll || rc=1
 echo
 echo "== proxies: loadgen -> proxy -> epoll echo"
-bench/run.sh "${common[@]}" --servers "haproxy ringio-proxy ringio-proxy-epoll" \
+bench/run.sh "${common[@]}" \
+	--servers "haproxy haproxy-splice ringio-proxy ringio-proxy-epoll ringio-proxy-copy ringio-proxy-splice" \
 	--baseline haproxy || rc=1
 ncpu=$(nproc) max=$(( $(nproc) / 2 ))
 [ "$ncpu" -ge 4 ] || max=$ncpu

@@ -5,7 +5,12 @@
 # to $RIO_BENCH_TMP/backend.pid (run.sh stops it), and the proxy is exec'd,
 # so the pid run.sh measures CPU for is the proxy's. Both inherit run.sh's
 # CPU pinning: every proxy runs in the same place on the same cores.
-#   KIND: ringio-proxy | ringio-proxy-epoll | haproxy (mode tcp, nbthread 1)
+#   KIND: ringio-proxy | ringio-proxy-epoll (--splice auto, the default)
+#         | ringio-proxy-copy | ringio-proxy-splice (--splice off / on)
+#         | haproxy (mode tcp, nbthread 1)
+#         | haproxy-splice (the same, splicing both ways: zero-copy through
+#           a pipe, to measure splice against copying)
+#         | haproxy-splice-auto (haproxy splices when it judges it pays)
 set -euo pipefail
 kind=${1:-}
 shift || true
@@ -30,12 +35,22 @@ for _ in $(seq 50); do # up to 5 s for the echo server
 done
 
 case $kind in
-ringio-proxy | ringio-proxy-epoll)
-	be=uring
-	[ "$kind" = ringio-proxy-epoll ] && be=epoll
-	exec "$RIO_BENCH_BDIR/tools/ringio-proxy" --backend "$be" \
+ringio-proxy*)
+	be=uring splice=auto
+	case $kind in
+	ringio-proxy-epoll) be=epoll ;;
+	ringio-proxy-copy) splice=off ;;
+	ringio-proxy-splice) splice=on ;;
+	ringio-proxy) ;;
+	*) echo "proxy_pair.sh: unknown kind '$kind'" >&2; exit 2 ;;
+	esac
+	exec "$RIO_BENCH_BDIR/tools/ringio-proxy" --backend "$be" --splice "$splice" \
 		--listen "$addr:$port" --upstream "$addr:$up" ;;
-haproxy)
+haproxy | haproxy-splice | haproxy-splice-auto)
+	splice=""
+	[ "$kind" = haproxy-splice ] &&
+		splice=$'\toption splice-request\n\toption splice-response'
+	[ "$kind" = haproxy-splice-auto ] && splice=$'\toption splice-auto'
 	cfg=$RIO_BENCH_TMP/haproxy.cfg
 	cat >"$cfg" <<CFG
 global
@@ -46,6 +61,7 @@ defaults
 	timeout connect 5s
 	timeout client 60s
 	timeout server 60s
+$splice
 frontend f
 	bind $addr:$port
 	default_backend b

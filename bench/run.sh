@@ -51,7 +51,9 @@ Servers (binaries relative to the build dir; a missing one is skipped):
                 CPUs N..2N-1, or on every CPU (shared, flagged) when the
                 machine has fewer than 2N; the multi-core rows
 Proxy rows (bench/proxy_pair.sh: the proxy in front of rio-epoll-echo):
-  ringio-proxy, ringio-proxy-epoll, haproxy (Debian's haproxy, nbthread 1)
+  ringio-proxy, ringio-proxy-epoll (--splice auto), ringio-proxy-copy,
+  ringio-proxy-splice (--splice off / on), haproxy (Debian's, nbthread 1),
+  haproxy-splice (haproxy splicing both ways), haproxy-splice-auto
 --add-server 'NAME=BIN ARGS' defines another (and adds it to the list), e.g.
   --add-server 'uring-16k=bench/rio-uring-echo --buf-size 16384'
 Each server gets --port P --addr 127.0.0.1 appended.
@@ -135,7 +137,9 @@ server_cmd() {
 	ringio-t[1-9]*) echo "tools/ringio-echo --backend uring --threads ${1#ringio-t}" ;;
 	ringio-epoll-t[1-9]*) echo "tools/ringio-echo --backend epoll --threads ${1#ringio-epoll-t}" ;;
 	libuv) echo "bench/rio-uv-echo" ;;
-	ringio-proxy | ringio-proxy-epoll | haproxy) echo "@bench/proxy_pair.sh $1" ;;
+	ringio-proxy | ringio-proxy-epoll | ringio-proxy-copy | ringio-proxy-splice | \
+		haproxy | haproxy-splice | haproxy-splice-auto)
+		echo "@bench/proxy_pair.sh $1" ;;
 	*) [ -n "${EXTRA[$1]:-}" ] && echo "${EXTRA[$1]}" ;;
 	esac
 }
@@ -355,7 +359,7 @@ report() {
 	}
 	END {
 		nsrv = split(order, srvs, " ")
-		printf "%-6s %-6s %-13s %10s %9s %9s %10s %10s %7s %7s %4s %5s\n",
+		printf "%-6s %-6s %-19s %10s %9s %9s %10s %10s %7s %7s %4s %5s\n",
 		       "conns", "size", "server", "rtt/s", "p50_us", "p99_us",
 		       "cpu_us/rt", "core_us/rt", "x_rtt", "x_cpu", "lg%", "ok"
 		for (i = 1; i <= ncell; i++) {
@@ -371,7 +375,7 @@ report() {
 					if (C[e, r] > 0 && C[k, r] != "na")
 						xc = xc " " C[k, r] / C[e, r]
 				}
-				printf "%-6s %-6s %-13s %10s %9s %9s %10s %10s %7s %7s %4s %2d/%-2d\n",
+				printf "%-6s %-6s %-19s %10s %9s %9s %10s %10s %7s %7s %4s %2d/%-2d\n",
 				       cs[1], cs[2], srvs[j],
 				       fmt(median(rtt[k]), "%.0f"), fmt(median(p50[k]), "%.1f"),
 				       fmt(median(p99[k]), "%.1f"), fmt(median(cpu[k]), "%.2f"),
@@ -423,9 +427,9 @@ main() {
 		else
 			echo "run.sh: skipping $s: $(bin_path "${cmd%% *}") not built" >&2
 		fi
-		if [ "$s" = haproxy ] && ! command -v haproxy >/dev/null; then
-			echo "run.sh: skipping haproxy: not installed (apt-get install haproxy)" >&2
-			ACTIVE=${ACTIVE% haproxy}
+		if [[ $s == haproxy* ]] && ! command -v haproxy >/dev/null; then
+			echo "run.sh: skipping $s: not installed (apt-get install haproxy)" >&2
+			ACTIVE=${ACTIVE% "$s"}
 		fi
 	done
 	[ -n "$ACTIVE" ] || { echo "run.sh: no server to run" >&2; exit 1; }

@@ -64,7 +64,7 @@ static int is_read_side(const rio_op *op)
 {
 	switch (op->priv.kind) {
 	case RIO__OP_ACCEPT: case RIO__OP_RECV: case RIO__OP_RECVMSG:
-	case RIO__OP_RECV_MULTI:
+	case RIO__OP_RECV_MULTI: case RIO__OP_SPLICE_IN:
 		return 1;
 	default:
 		return 0;
@@ -225,6 +225,8 @@ static int try_io(rio_loop *loop, rio_op *op)
 		return sys(recvmsg(fd, p, fl));
 	case RIO__OP_SENDMSG:
 		return sys(sendmsg(fd, p, fl | MSG_NOSIGNAL));
+	case RIO__OP_SPLICE_IN: case RIO__OP_SPLICE_OUT:
+		return rio__splice_try(op);
 	default:
 		assert(!"not a plain io op");
 		return -EINVAL;
@@ -316,6 +318,14 @@ static enum attempt attempt(rio_loop *loop, rio_op *op, int *res,
 		return verify_connect(op, res);
 	case RIO__OP_RECV_MULTI:
 		return recv_multi(loop, op, res, flags);
+	case RIO__OP_SPLICE_IN: case RIO__OP_SPLICE_OUT:
+		/* EAGAIN may be the pipe's: an edge-triggered socket that is
+		 * ready would then never wake the op again. */
+		*res = try_io(loop, op);
+		if (!again(*res))
+			return DONE;
+		*res = rio__splice_pipe_stuck(op);
+		return *res ? DONE : AGAIN;
 	default:
 		break;
 	}
@@ -387,9 +397,10 @@ static enum attempt take_soerr(struct fdent *e, const rio_op *op,
 		take = a == AGAIN;
 		break;
 	case RIO__OP_RECV: case RIO__OP_RECVMSG: case RIO__OP_RECV_MULTI:
+	case RIO__OP_SPLICE_IN:
 		take = a == DONE && *res == 0;
 		break;
-	case RIO__OP_SEND: case RIO__OP_SENDMSG:
+	case RIO__OP_SEND: case RIO__OP_SENDMSG: case RIO__OP_SPLICE_OUT:
 		take = a == DONE && *res == -EPIPE;
 		break;
 	default:

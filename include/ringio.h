@@ -287,6 +287,37 @@ RIO_API int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd,
 			       rio_bufpool *pool, rio_cb *cb);
 
 /*
+ * Zero-copy relay through a pipe (Linux splice(2)): bytes go from one
+ * socket into a pipe and from the pipe to another socket without being
+ * copied through user memory. Use the pipe as a relay: rio_splice_in into
+ * an empty pipe, then rio_splice_out until it is empty again.
+ *
+ * rio_splice_in moves up to `len` bytes from socket `sock` into the write
+ * end `pipe_w`, waiting (as a recv does) until `sock` has data. res: bytes
+ * moved, 0 at end of stream, or -errno (-ECONNRESET, ...).
+ * rio_splice_out moves up to `len` bytes from the read end `pipe_r` to
+ * socket `sock`, waiting (as a send does) for room in `sock`. res: bytes
+ * moved, which may be fewer than `len`, or -errno (-EPIPE, ...).
+ *
+ * Both pipe ends must be non-blocking. A pipe that is not ready when the
+ * socket is (splice_in into a pipe that holds data, splice_out from an
+ * empty pipe) completes the op with -ENOBUFS / -ENODATA instead of
+ * waiting for ever. `len` must be > 0 (at most INT_MAX is moved). A
+ * splice into a socket cannot say MSG_NOSIGNAL: the first rio_splice_out
+ * on a thread blocks SIGPIPE on that thread, and a splice that fails with
+ * -EPIPE takes back the SIGPIPE it raised. The op
+ * belongs to `sock`: a close of `sock` through the loop cancels it, and a
+ * deadline applies. On io_uring the splice itself runs on the loop's
+ * thread once the ring reports the socket ready: IORING_OP_SPLICE always
+ * hands the work to an io-wq worker thread, which costs a thread switch
+ * per call. Not on kqueue: the op completes with -EOPNOTSUPP.
+ */
+RIO_API int rio_splice_in(rio_loop *loop, rio_op *op, int sock, int pipe_w,
+			  size_t len, rio_cb *cb);
+RIO_API int rio_splice_out(rio_loop *loop, rio_op *op, int pipe_r, int sock,
+			   size_t len, rio_cb *cb);
+
+/*
  * Close `fd` through the loop. Every op of this loop still pending on `fd`
  * first completes with -ECANCELED (or its real result if it finished
  * first); then this op completes with close(2)'s result. Do not reuse `fd`

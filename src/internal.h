@@ -24,6 +24,8 @@ enum rio__kind {
 	RIO__OP_RECVMSG,
 	RIO__OP_SENDMSG,
 	RIO__OP_RECV_MULTI,
+	RIO__OP_SPLICE_IN,  /* priv.fd: the socket, n0: the pipe, u0: len */
+	RIO__OP_SPLICE_OUT,
 	RIO__OP_CLOSE,
 	RIO__OP_TIMEOUT,
 	RIO__OP_CANCEL,
@@ -122,6 +124,12 @@ RIO__HIDDEN void rio__complete(rio_loop *loop, rio_op *op, int res,
 /* Complete op with `res` on the next turn (errors found while submitting). */
 RIO__HIDDEN void rio__defer(rio_loop *loop, rio_op *op, int res);
 RIO__HIDDEN uint64_t rio__now_ns(void);
+
+/* One non-blocking splice(2) for a RIO__OP_SPLICE_* op: bytes or -errno. */
+RIO__HIDDEN int rio__splice_try(const rio_op *op);
+/* The socket was ready yet the splice said EAGAIN: -ENOBUFS / -ENODATA if
+ * the pipe is what is not ready, else 0 (a spurious wakeup: wait again). */
+RIO__HIDDEN int rio__splice_pipe_stuck(const rio_op *op);
 
 /* Buffer-pool bookkeeping shared by the backends. */
 RIO__HIDDEN void rio__pool_mark_lent(rio_bufpool *pool, uint16_t id);

@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -342,6 +343,32 @@ int rio_recvmsg(rio_loop *loop, rio_op *op, int fd, struct msghdr *msg,
 	if (!msg)
 		return -EINVAL;
 	return submit_io(loop, op, RIO__OP_RECVMSG, fd, msg, 0, msg_flags, cb);
+}
+
+static int submit_splice(rio_loop *loop, rio_op *op, enum rio__kind kind,
+			 int sock, int pipe, size_t len, rio_cb *cb)
+{
+	if (pipe < 0 || len == 0)
+		return -EINVAL;
+	int r = take(loop, op, cb, kind, sock);
+	if (r)
+		return r;
+	op->priv.u0 = len > INT_MAX ? INT_MAX : len;
+	op->priv.n0 = (uint32_t)pipe;
+	return submit(loop, op);
+}
+
+int rio_splice_in(rio_loop *loop, rio_op *op, int sock, int pipe_w,
+		  size_t len, rio_cb *cb)
+{
+	return submit_splice(loop, op, RIO__OP_SPLICE_IN, sock, pipe_w, len, cb);
+}
+
+int rio_splice_out(rio_loop *loop, rio_op *op, int pipe_r, int sock,
+		   size_t len, rio_cb *cb)
+{
+	return submit_splice(loop, op, RIO__OP_SPLICE_OUT, sock, pipe_r, len,
+			     cb);
 }
 
 int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd, rio_bufpool *pool,

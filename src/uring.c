@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,12 @@ static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = ((rio_bufpool *)p)->bgid;
 		break;
+	case RIO__OP_SPLICE_IN: /* wait for the socket; splice on the CQE */
+		io_uring_prep_poll_add(sqe, fd, POLLIN);
+		break;
+	case RIO__OP_SPLICE_OUT:
+		io_uring_prep_poll_add(sqe, fd, POLLOUT);
+		break;
 	case RIO__OP_CLOSE:
 		io_uring_prep_close(sqe, fd);
 		break;
@@ -259,6 +266,12 @@ static void close_parked(rio_loop *loop, int fd)
 	}
 }
 
+static int is_splice(const rio_op *op)
+{
+	return op->priv.kind == RIO__OP_SPLICE_IN ||
+	       op->priv.kind == RIO__OP_SPLICE_OUT;
+}
+
 static void uring_submit(rio_loop *loop, rio_op *op)
 {
 	struct uring *u = U(loop);
@@ -283,6 +296,13 @@ static void uring_submit(rio_loop *loop, rio_op *op)
 		if (s) {
 			s->inflight++;
 			op->priv.bits |= RIO__B_FDCOUNTED;
+		}
+	}
+	if (is_splice(op)) { /* try first: the socket is often ready */
+		int res = rio__splice_try(op);
+		if (res != -EAGAIN) {
+			defer(loop, op, res);
+			return;
 		}
 	}
 	enqueue(loop, op);
@@ -322,6 +342,16 @@ static void finish(rio_loop *loop, rio_op *op, int res)
 		break;
 	case RIO__OP_CLOSE:
 		finish_close(loop, op, res);
+		return;
+	case RIO__OP_SPLICE_IN:
+	case RIO__OP_SPLICE_OUT:
+		if (res != -EAGAIN)
+			break;
+		if (bits & (RIO__B_CANCELLED | RIO__B_TIMEDOUT)) {
+			res = (bits & RIO__B_TIMEDOUT) ? -ETIMEDOUT : -ECANCELED;
+			break;
+		}
+		enqueue(loop, op); /* a spurious wakeup: poll again */
 		return;
 	default:
 		break;
@@ -517,6 +547,12 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 		if (op->priv.kind == RIO__OP_CANCEL && res == -ENOENT &&
 		    op->priv.u1)
 			res = 0;
+		if (is_splice(op) && res >= 0) { /* the poll fired */
+			res = rio__splice_try(op);
+			int stuck = res == -EAGAIN ? rio__splice_pipe_stuck(op) : 0;
+			if (stuck)
+				res = stuck;
+		}
 		op->res = res;
 		cqe_done(loop, op);
 	}

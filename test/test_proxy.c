@@ -86,16 +86,18 @@ static void proxy_stop(proxy *p, char *out, size_t cap)
 
 #define TOTAL (64u << 20)
 
-Test(proxy, sixty_four_mib_each_way, .timeout = 180)
+/* `splice`: the --splice mode; returns spliced_dirs. */
+static uint64_t sixty_four_mib(const char *splice)
 {
 	rio_loop *loop = t_loop();
 	t_stream s = { .total = TOTAL };
+	const char *extra[] = { "--splice", splice, NULL };
 	char out[1024];
 	proxy p;
 	tsrv up;
 
 	tsrv_start(&up, loop, NULL, 0);
-	proxy_start(&p, &up.port, 1, NULL);
+	proxy_start(&p, &up.port, 1, extra);
 	s.fd = t_connect(AF_INET, p.port);
 	t_timeouts(s.fd, 60);
 	t_stream_run(loop, &s, 150000);
@@ -106,18 +108,32 @@ Test(proxy, sixty_four_mib_each_way, .timeout = 180)
 	cr_assert_eq(t_field(out, "bytes_down="), TOTAL);
 	tsrv_finish(&up);
 	t_loop_done(loop);
+	return t_field(out, "spliced_dirs=");
+}
+
+/* The default (--splice auto): a bulk transfer switches both directions
+ * to splicing, and the bytes still arrive unchanged. */
+Test(proxy, sixty_four_mib_each_way, .timeout = 180)
+{
+	cr_assert_eq(sixty_four_mib("auto"), 2, "bulk was not spliced");
+}
+
+Test(proxy, sixty_four_mib_each_way_copying, .timeout = 180)
+{
+	cr_assert_eq(sixty_four_mib("off"), 0);
 }
 
 /* The upstream ends its side first: the client sees EOF and can still
  * send, and the upstream gets all of it and then the client's FIN. */
-Test(proxy, half_close_both_ways, .timeout = 60)
+static void half_close(const char *splice)
 {
 	uint16_t uport;
 	int lfd = t_listen(AF_INET, 16, &uport), c, u;
+	const char *extra[] = { "--splice", splice, NULL };
 	char buf[64], out[1024];
 	proxy p;
 
-	proxy_start(&p, &uport, 1, NULL);
+	proxy_start(&p, &uport, 1, extra);
 	c = t_connect(AF_INET, p.port);
 	t_timeouts(c, 10);
 	u = accept(lfd, NULL, NULL);
@@ -137,6 +153,17 @@ Test(proxy, half_close_both_ways, .timeout = 60)
 	close(u);
 	close(lfd);
 	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(t_field(out, "spliced_dirs="), strcmp(splice, "on") ? 0 : 2);
+}
+
+Test(proxy, half_close_both_ways, .timeout = 60)
+{
+	half_close("auto"); /* small messages: copied */
+}
+
+Test(proxy, half_close_both_ways_spliced, .timeout = 60)
+{
+	half_close("on");
 }
 
 /* --threads 2: each thread sets up and runs its own loop (a ring is tied

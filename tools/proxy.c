@@ -4,6 +4,7 @@
  *   ringio-proxy --listen ADDR:PORT [--listen ...] --upstream ADDR:PORT
  *                [--upstream ...] [--threads N] [--backend auto|uring|epoll]
  *                [--connect-timeout MS] [--idle-timeout MS] [--buf-size B]
+ *                [--splice auto|on|off]
  *
  * One loop per thread, each with its own SO_REUSEPORT listener on every
  * --listen address (rio_listener: the accept policy). A client is paired
@@ -19,9 +20,21 @@
  * side; the session ends when both directions have ended, or on the first
  * error, and then closes both sockets. --idle-timeout ends a session
  * in which neither direction has moved a byte for that long.
+ *
+ * Splice: a direction may move its bytes through a pipe of its own
+ * (rio_splice_in / rio_splice_out) instead of its buffer, so they never
+ * cross into user memory. Measured here (bench/matrix.sh), that pays for
+ * bulk transfers and costs for small messages, where two splices and a
+ * pipe do more work than a recv and a send. So by default (--splice auto)
+ * a direction starts by copying and switches to splicing, for good, the
+ * first time a recv fills its whole buffer; --splice on splices from the
+ * first byte, --splice off never. The pump and its backpressure are the
+ * same either way: one splice in, then splice out until the pipe is
+ * empty, then the next.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -51,12 +64,13 @@ struct cfg {
 	rio_backend_kind backend;
 	uint64_t connect_ms, idle_ms;
 	size_t buf_size;
+	enum { SPLICE_AUTO, SPLICE_ON, SPLICE_OFF } splice;
 };
 
 struct stats {
 	uint64_t accepted, upstream_ok, upstream_refused, upstream_timeouts,
 		upstream_other, no_upstream, idle_closed, bytes_up, bytes_down,
-		sessions_done;
+		sessions_done, spliced_dirs;
 };
 
 struct worker {
@@ -79,6 +93,8 @@ struct pipe_dir {
 	struct session *s;
 	int from_fd_is_client;
 	int done;       /* saw end of stream and passed it on */
+	int want_splice; /* a recv filled the buffer: splice from now on */
+	int pipe[2];    /* the splice relay; -1 while copying */
 	size_t len, off;
 	rio_op op;
 	char *buf;
@@ -119,8 +135,14 @@ static void session_free(struct session *s)
 
 static void closed(struct session *s)
 {
-	if (--s->closes_left == 0)
-		session_free(s);
+	if (--s->closes_left)
+		return;
+	for (int i = 0; i < 2; i++) /* no op uses them: all have completed */
+		if (s->dir[i].pipe[0] >= 0) {
+			close(s->dir[i].pipe[0]);
+			close(s->dir[i].pipe[1]);
+		}
+	session_free(s);
 }
 
 static void closed_c_cb(rio_loop *loop, rio_op *op, int res)
@@ -159,17 +181,39 @@ static int dir_to(const struct pipe_dir *d)
 	return d->from_fd_is_client ? d->s->ufd : d->s->cfd;
 }
 
+/* Start splicing this direction, if a pipe can be had (else copy on). */
+static void dir_start_splice(struct pipe_dir *d)
+{
+	d->want_splice = 0;
+	if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+		d->pipe[0] = d->pipe[1] = -1;
+		return;
+	}
+	d->s->w->st.spliced_dirs++;
+}
+
 static void dir_recv(struct pipe_dir *d)
 {
+	rio_loop *loop = d->s->w->loop;
+	size_t bs = d->s->w->cfg->buf_size;
 	d->len = 0;
-	rio_recv(d->s->w->loop, &d->op, dir_from(d), d->buf,
-		 d->s->w->cfg->buf_size, 0, dir_cb);
+	if (d->want_splice)
+		dir_start_splice(d);
+	if (d->pipe[0] >= 0)
+		rio_splice_in(loop, &d->op, dir_from(d), d->pipe[1], bs, dir_cb);
+	else
+		rio_recv(loop, &d->op, dir_from(d), d->buf, bs, 0, dir_cb);
 }
 
 static void dir_send(struct pipe_dir *d)
 {
-	rio_send(d->s->w->loop, &d->op, dir_to(d), d->buf + d->off,
-		 d->len - d->off, 0, dir_cb);
+	rio_loop *loop = d->s->w->loop;
+	if (d->pipe[0] >= 0)
+		rio_splice_out(loop, &d->op, d->pipe[0], dir_to(d),
+			       d->len - d->off, dir_cb);
+	else
+		rio_send(loop, &d->op, dir_to(d), d->buf + d->off,
+			 d->len - d->off, 0, dir_cb);
 }
 
 /* A direction reached end of stream: pass the FIN on. */
@@ -206,6 +250,9 @@ static void dir_cb(rio_loop *loop, rio_op *op, int res)
 		}
 		d->len = (size_t)res;
 		d->off = 0;
+		if (d->len == w->cfg->buf_size && d->pipe[0] < 0 &&
+		    w->cfg->splice == SPLICE_AUTO)
+			d->want_splice = 1; /* bulk: splice after this send */
 		dir_send(d);
 		return;
 	}
@@ -306,6 +353,8 @@ static void on_accept(rio_listener *l, int fd, void *data)
 		s->dir[i].s = s;
 		s->dir[i].from_fd_is_client = i == 0;
 		s->dir[i].buf = (char *)(s + 1) + (size_t)i * bs;
+		s->dir[i].pipe[0] = s->dir[i].pipe[1] = -1;
+		s->dir[i].want_splice = w->cfg->splice == SPLICE_ON;
 	}
 	s->next = w->sessions;
 	if (s->next)
@@ -434,6 +483,7 @@ static void usage(FILE *f)
 		"                    [--threads N] [--backend auto|uring|epoll|kqueue]\n"
 		"                    [--connect-timeout MS] [--idle-timeout MS] "
 		"[--buf-size BYTES]\n"
+		"                    [--splice auto|on|off]\n"
 		"ADDR is numeric IPv4, or IPv6 in brackets: [::1]:8080\n");
 }
 
@@ -479,12 +529,13 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		{"connect-timeout", required_argument, 0, 'c'},
 		{"idle-timeout", required_argument, 0, 'i'},
 		{"buf-size", required_argument, 0, 's'},
+		{"splice", required_argument, 0, 'S'},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
 	int c;
 	long v;
-	while ((c = getopt_long(argc, argv, "l:u:t:b:c:i:s:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:u:t:b:c:i:s:S:h", opts, NULL)) != -1) {
 		const char *bad = NULL;
 		switch (c) {
 		case 'l':
@@ -515,6 +566,12 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		case 's':
 			if (tool_parse_long(optarg, 512, 1 << 24, &v)) bad = "--buf-size";
 			else cfg->buf_size = (size_t)v;
+			break;
+		case 'S':
+			if (!strcmp(optarg, "auto")) cfg->splice = SPLICE_AUTO;
+			else if (!strcmp(optarg, "on")) cfg->splice = SPLICE_ON;
+			else if (!strcmp(optarg, "off")) cfg->splice = SPLICE_OFF;
+			else bad = "--splice";
 			break;
 		case 'h':
 			usage(stdout);
@@ -552,15 +609,18 @@ static void report(struct worker *ws, int n)
 		t.bytes_up += s->bytes_up;
 		t.bytes_down += s->bytes_down;
 		t.sessions_done += s->sessions_done;
+		t.spliced_dirs += s->spliced_dirs;
 	}
 	printf("ringio-proxy: accepted=%" PRIu64 " upstream_ok=%" PRIu64
 	       " upstream_refused=%" PRIu64 " upstream_timeouts=%" PRIu64
 	       " upstream_other=%" PRIu64 " no_upstream=%" PRIu64
 	       " idle_closed=%" PRIu64 " bytes_up=%" PRIu64
-	       " bytes_down=%" PRIu64 " sessions_done=%" PRIu64 "\n",
+	       " bytes_down=%" PRIu64 " sessions_done=%" PRIu64
+	       " spliced_dirs=%" PRIu64 "\n",
 	       t.accepted, t.upstream_ok, t.upstream_refused,
 	       t.upstream_timeouts, t.upstream_other, t.no_upstream,
-	       t.idle_closed, t.bytes_up, t.bytes_down, t.sessions_done);
+	       t.idle_closed, t.bytes_up, t.bytes_down, t.sessions_done,
+	       t.spliced_dirs);
 	fflush(stdout);
 }
 
