@@ -226,7 +226,9 @@ static int try_io(rio_loop *loop, rio_op *op)
 	case RIO__OP_SENDMSG:
 		return sys(sendmsg(fd, p, fl | MSG_NOSIGNAL));
 	case RIO__OP_SPLICE_IN: case RIO__OP_SPLICE_OUT:
-		return rio__splice_try(op);
+		/* An EAGAIN that is the pipe's must end the op: an
+		 * edge-triggered socket that is ready would never wake it. */
+		return rio__splice_try(op, 1);
 	default:
 		assert(!"not a plain io op");
 		return -EINVAL;
@@ -318,14 +320,6 @@ static enum attempt attempt(rio_loop *loop, rio_op *op, int *res,
 		return verify_connect(op, res);
 	case RIO__OP_RECV_MULTI:
 		return recv_multi(loop, op, res, flags);
-	case RIO__OP_SPLICE_IN: case RIO__OP_SPLICE_OUT:
-		/* EAGAIN may be the pipe's: an edge-triggered socket that is
-		 * ready would then never wake the op again. */
-		*res = try_io(loop, op);
-		if (!again(*res))
-			return DONE;
-		*res = rio__splice_pipe_stuck(op);
-		return *res ? DONE : AGAIN;
 	default:
 		break;
 	}

@@ -125,11 +125,11 @@ RIO__HIDDEN void rio__complete(rio_loop *loop, rio_op *op, int res,
 RIO__HIDDEN void rio__defer(rio_loop *loop, rio_op *op, int res);
 RIO__HIDDEN uint64_t rio__now_ns(void);
 
-/* One non-blocking splice(2) for a RIO__OP_SPLICE_* op: bytes or -errno. */
-RIO__HIDDEN int rio__splice_try(const rio_op *op);
-/* The socket was ready yet the splice said EAGAIN: -ENOBUFS / -ENODATA if
- * the pipe is what is not ready, else 0 (a spurious wakeup: wait again). */
-RIO__HIDDEN int rio__splice_pipe_stuck(const rio_op *op);
+/* One non-blocking splice(2) for a RIO__OP_SPLICE_* op: bytes or -errno.
+ * With `sock_ready` (the socket was reported or may be ready), an EAGAIN
+ * that is the pipe's becomes -ENOBUFS / -ENODATA: waiting on the socket
+ * would never end it. -EAGAIN then means a spurious wakeup: wait again. */
+RIO__HIDDEN int rio__splice_try(const rio_op *op, int sock_ready);
 
 /* Buffer-pool bookkeeping shared by the backends. */
 RIO__HIDDEN void rio__pool_mark_lent(rio_bufpool *pool, uint16_t id);

@@ -33,9 +33,20 @@ static void block_sigpipe(sigset_t *set)
 		sigpipe_blocked = 1;
 	}
 }
+
+/* EAGAIN with the socket ready: is the pipe the one not ready? */
+static int pipe_stuck(const rio_op *op)
+{
+	int queued = 0;
+	if (ioctl((int)op->priv.n0, FIONREAD, &queued) < 0)
+		return -errno;
+	if (op->priv.kind == RIO__OP_SPLICE_IN)
+		return queued > 0 ? -ENOBUFS : -EAGAIN;
+	return queued == 0 ? -ENODATA : -EAGAIN;
+}
 #endif
 
-int rio__splice_try(const rio_op *op)
+int rio__splice_try(const rio_op *op, int sock_ready)
 {
 #ifdef __linux__
 	int in = (int)op->priv.n0, out = op->priv.fd;
@@ -55,21 +66,14 @@ int rio__splice_try(const rio_op *op)
 		const struct timespec now = { 0, 0 };
 		sigtimedwait(&pipe_set, NULL, &now);
 	}
+	if (err == EAGAIN && sock_ready)
+		return pipe_stuck(op);
 	return -err;
 #else
 	(void)op;
+	(void)sock_ready;
 	return -EOPNOTSUPP;
 #endif
-}
-
-int rio__splice_pipe_stuck(const rio_op *op)
-{
-	int queued = 0;
-	if (ioctl((int)op->priv.n0, FIONREAD, &queued) < 0)
-		return -errno;
-	if (op->priv.kind == RIO__OP_SPLICE_IN)
-		return queued > 0 ? -ENOBUFS : 0;
-	return queued == 0 ? -ENODATA : 0;
 }
 
 int rio_sockaddr(const char *host, uint16_t port, struct sockaddr_storage *ss,

@@ -299,7 +299,7 @@ static void uring_submit(rio_loop *loop, rio_op *op)
 		}
 	}
 	if (is_splice(op)) { /* try first: the socket is often ready */
-		int res = rio__splice_try(op);
+		int res = rio__splice_try(op, 0); /* not ready: the poll waits */
 		if (res != -EAGAIN) {
 			defer(loop, op, res);
 			return;
@@ -547,12 +547,8 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 		if (op->priv.kind == RIO__OP_CANCEL && res == -ENOENT &&
 		    op->priv.u1)
 			res = 0;
-		if (is_splice(op) && res >= 0) { /* the poll fired */
-			res = rio__splice_try(op);
-			int stuck = res == -EAGAIN ? rio__splice_pipe_stuck(op) : 0;
-			if (stuck)
-				res = stuck;
-		}
+		if (is_splice(op) && res >= 0) /* the poll fired */
+			res = rio__splice_try(op, 1);
 		op->res = res;
 		cqe_done(loop, op);
 	}

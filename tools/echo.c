@@ -34,11 +34,9 @@
 struct cfg {
 	const char *addr;
 	int port;
-	int threads;
-	rio_backend_kind backend;
+	struct tool_common com; /* --threads, --backend, --idle-timeout */
 	unsigned buf_count;
 	size_t buf_size;
-	uint64_t idle_ms;  /* 0: no idle deadline */
 	uint64_t drain_ms; /* graceful shutdown: how long in-flight echoes get */
 	unsigned max_conns; /* per thread; 0: no limit */
 };
@@ -212,7 +210,7 @@ static void recv_cb(rio_loop *loop, rio_op *op, int res)
 		if (c->closing) {
 			rio_bufpool_put(w->pool, id);
 		} else {
-			if (w->cfg->idle_ms) { /* keep the list in LRU order */
+			if (w->cfg->com.idle_ms) { /* keep the list in LRU order */
 				c->active_ms = now_ms();
 				list_del(&w->conns, c);
 				list_add_tail(&w->conns, c);
@@ -284,7 +282,7 @@ static void sweep_cb(rio_loop *loop, rio_op *op, int res);
 
 static void arm_sweep(struct worker *w)
 {
-	uint64_t ms = w->cfg->idle_ms / 4;
+	uint64_t ms = w->cfg->com.idle_ms / 4;
 	rio_timeout(w->loop, &w->sweep_op, (ms < 10 ? 10 : ms) * 1000000ull,
 		    sweep_cb);
 }
@@ -296,7 +294,7 @@ static void sweep_cb(rio_loop *loop, rio_op *op, int res)
 	uint64_t now = now_ms();
 	if (res < 0 || w->draining)
 		return;
-	while (w->conns.head && now - w->conns.head->active_ms >= w->cfg->idle_ms) {
+	while (w->conns.head && now - w->conns.head->active_ms >= w->cfg->com.idle_ms) {
 		w->idle_closed++;
 		conn_close(w->conns.head);
 	}
@@ -338,7 +336,7 @@ static void drain(struct worker *w)
 static int worker_init(struct worker *w)
 {
 	const struct cfg *cfg = w->cfg;
-	rio_loop_opts o = {.backend = cfg->backend, .sq_entries = 1024};
+	rio_loop_opts o = {.backend = cfg->com.backend, .sq_entries = 1024};
 	int r = rio_loop_create(&w->loop, &o);
 	if (r < 0) {
 		fprintf(stderr, "ringio-echo: loop: %s\n", rio_strerror(r));
@@ -365,7 +363,7 @@ static int worker_init(struct worker *w)
 				.data = w,
 				.max_conns = cfg->max_conns};
 	r = rio_listener_start(w->loop, w->lfd, &lo, &w->l);
-	if (r == 0 && cfg->idle_ms)
+	if (r == 0 && cfg->com.idle_ms)
 		arm_sweep(w);
 	return r;
 }
@@ -419,11 +417,9 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 	static const struct option opts[] = {
 		{"port", required_argument, 0, 'p'},
 		{"addr", required_argument, 0, 'a'},
-		{"threads", required_argument, 0, 't'},
-		{"backend", required_argument, 0, 'b'},
+		TOOL_COMMON_OPTIONS,
 		{"buf-count", required_argument, 0, 'n'},
 		{"buf-size", required_argument, 0, 's'},
-		{"idle-timeout", required_argument, 0, 'i'},
 		{"max-conns", required_argument, 0, 'm'},
 		{"drain-timeout", required_argument, 0, 'd'},
 		{"help", no_argument, 0, 'h'},
@@ -431,26 +427,20 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 	};
 	int c;
 	long v;
-	while ((c = getopt_long(argc, argv, "p:a:t:b:n:s:i:m:d:h", opts,
+	while ((c = getopt_long(argc, argv, "p:a:n:s:m:d:h" TOOL_COMMON_SHORT, opts,
 				NULL)) != -1) {
 		const char *bad = NULL;
+		if (tool_common_flag(c, optarg, &cfg->com, &bad))
+			c = 0; /* handled */
 		switch (c) {
+		case 0:
+			break;
 		case 'p':
 			if (tool_parse_long(optarg, 0, 65535, &v)) bad = "--port";
 			else cfg->port = (int)v;
 			break;
 		case 'a':
 			cfg->addr = optarg;
-			break;
-		case 't':
-			if (tool_parse_long(optarg, 1, TOOL_MAX_THREADS, &v))
-				bad = "--threads";
-			else cfg->threads = (int)v;
-			break;
-		case 'b':
-			v = rio_backend_parse(optarg);
-			if (v < 0) bad = "--backend";
-			else cfg->backend = (rio_backend_kind)v;
 			break;
 		case 'n':
 			if (tool_parse_long(optarg, 1, 32768, &v) || (v & (v - 1)))
@@ -460,10 +450,6 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		case 's':
 			if (tool_parse_long(optarg, 64, 1 << 24, &v)) bad = "--buf-size";
 			else cfg->buf_size = (size_t)v;
-			break;
-		case 'i':
-			if (tool_parse_long(optarg, 0, 86400000, &v)) bad = "--idle-timeout";
-			else cfg->idle_ms = (uint64_t)v;
 			break;
 		case 'm':
 			if (tool_parse_long(optarg, 0, 1 << 24, &v)) bad = "--max-conns";
@@ -499,8 +485,8 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 	}
 	/* --max-conns is for the process: each thread takes its share */
 	if (cfg->max_conns)
-		cfg->max_conns = (cfg->max_conns + (unsigned)cfg->threads - 1) /
-				 (unsigned)cfg->threads;
+		cfg->max_conns = (cfg->max_conns + (unsigned)cfg->com.threads - 1) /
+				 (unsigned)cfg->com.threads;
 	return 0;
 }
 
@@ -567,16 +553,16 @@ int main(int argc, char **argv)
 {
 	/* 64 KiB buffers: a 64 KiB message in one recv and one send (16 KiB
 	 * buffers cost ~1.35x the CPU per round trip at that size). */
-	struct cfg cfg = {.addr = "127.0.0.1", .port = -1, .threads = 1,
+	struct cfg cfg = {.addr = "127.0.0.1", .port = -1, .com.threads = 1,
 			  .buf_count = 1024, .buf_size = 65536,
 			  .drain_ms = 5000};
 	if (parse_args(argc, argv, &cfg) < 0)
 		return 2;
-	struct worker *ws = calloc((size_t)cfg.threads, sizeof *ws);
+	struct worker *ws = calloc((size_t)cfg.com.threads, sizeof *ws);
 	if (!ws)
 		return 1;
 	signal(SIGPIPE, SIG_IGN);
-	for (int i = 0; i < cfg.threads; i++) {
+	for (int i = 0; i < cfg.com.threads; i++) {
 		ws[i].cfg = &cfg;
 		ws[i].lfd = -1;
 		ws[i].idx = i;
@@ -590,12 +576,12 @@ int main(int argc, char **argv)
 	const char *why;
 	rio_loop_backend(ws[0].loop, NULL, &why);
 	fprintf(stderr, "ringio-echo: listening on %s:%d, %d thread(s), %s\n",
-		cfg.addr, cfg.port, cfg.threads, why);
+		cfg.addr, cfg.port, cfg.com.threads, why);
 	tool_catch_signals();
-	tool_run_threads(ws, sizeof *ws, cfg.threads, worker_run);
-	report(ws, cfg.threads);
+	tool_run_threads(ws, sizeof *ws, cfg.com.threads, worker_run);
+	report(ws, cfg.com.threads);
 	int rc = 0;
-	for (int i = 0; i < cfg.threads; i++) {
+	for (int i = 0; i < cfg.com.threads; i++) {
 		if (ws[i].err)
 			rc = 1;
 		worker_fini(&ws[i]);

@@ -55,14 +55,16 @@ enum { MAX_ADDRS = 16 };
 struct addr {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	char text[80];
+	char host[64]; /* numeric, without brackets */
+	uint16_t port;
+	char text[80]; /* as given */
 };
 
 struct cfg {
 	struct addr listen[MAX_ADDRS], up[MAX_ADDRS];
-	int nlisten, nup, threads;
-	rio_backend_kind backend;
-	uint64_t connect_ms, idle_ms;
+	int nlisten, nup;
+	struct tool_common com; /* --threads, --backend, --idle-timeout */
+	uint64_t connect_ms;
 	size_t buf_size;
 	enum { SPLICE_AUTO, SPLICE_ON, SPLICE_OFF } splice;
 };
@@ -233,7 +235,7 @@ static void dir_cb(rio_loop *loop, rio_op *op, int res)
 	if (s->closing)
 		return;
 	if (res == -ETIMEDOUT && d->len == 0 &&
-	    now_ns() - s->active_ns < w->cfg->idle_ms * 1000000ull) {
+	    now_ns() - s->active_ns < w->cfg->com.idle_ms * 1000000ull) {
 		dir_recv(d); /* quiet this way, but the other way moves */
 		return;
 	}
@@ -256,7 +258,7 @@ static void dir_cb(rio_loop *loop, rio_op *op, int res)
 		dir_send(d);
 		return;
 	}
-	if (w->cfg->idle_ms)
+	if (w->cfg->com.idle_ms)
 		s->active_ns = now_ns();
 	d->off += (size_t)res;
 	*(d->from_fd_is_client ? &w->st.bytes_up : &w->st.bytes_down) +=
@@ -271,7 +273,7 @@ static void session_start_pumps(struct session *s)
 {
 	s->active_ns = now_ns();
 	for (int i = 0; i < 2; i++) {
-		rio_op_set_deadline(&s->dir[i].op, s->w->cfg->idle_ms * 1000000ull);
+		rio_op_set_deadline(&s->dir[i].op, s->w->cfg->com.idle_ms * 1000000ull);
 		dir_recv(&s->dir[i]);
 	}
 }
@@ -380,7 +382,7 @@ static void on_listener_stop(rio_listener *l, int err, void *data)
 static int worker_init(struct worker *w)
 {
 	const struct cfg *cfg = w->cfg;
-	rio_loop_opts o = {.backend = cfg->backend, .sq_entries = 1024};
+	rio_loop_opts o = {.backend = cfg->com.backend, .sq_entries = 1024};
 	int r = rio_loop_create(&w->loop, &o);
 	if (r < 0) {
 		fprintf(stderr, "ringio-proxy: loop: %s\n", rio_strerror(r));
@@ -388,19 +390,7 @@ static int worker_init(struct worker *w)
 	}
 	for (int i = 0; i < cfg->nlisten; i++) {
 		const struct addr *a = &cfg->listen[i];
-		char host[64];
-		int port;
-		/* text is "host:port" or "[v6]:port", already validated */
-		const char *colon = strrchr(a->text, ':');
-		int hl = (int)(colon - a->text);
-		const char *h = a->text;
-		if (*h == '[') {
-			h++;
-			hl -= 2;
-		}
-		snprintf(host, sizeof host, "%.*s", hl, h);
-		port = atoi(colon + 1);
-		w->lfd[i] = rio_listen_tcp(host, (uint16_t)port, 4096,
+		w->lfd[i] = rio_listen_tcp(a->host, a->port, 4096,
 					   RIO_SOCK_REUSEPORT |
 					   (a->ss.ss_family == AF_INET6 ? RIO_SOCK_V6ONLY : 0));
 		if (w->lfd[i] < 0) {
@@ -491,7 +481,6 @@ static void usage(FILE *f)
 static int parse_addr(const char *text, struct addr *list, int *n)
 {
 	struct addr *a = &list[*n];
-	char host[64];
 	const char *colon = strrchr(text, ':');
 	const char *h = text;
 	size_t hl;
@@ -507,12 +496,13 @@ static int parse_addr(const char *text, struct addr *list, int *n)
 	} else if (memchr(text, ':', hl)) {
 		return -EINVAL; /* IPv6 needs brackets */
 	}
-	if (hl == 0 || hl >= sizeof host ||
+	if (hl == 0 || hl >= sizeof a->host ||
 	    tool_parse_long(colon + 1, 0, 65535, &port) < 0)
 		return -EINVAL;
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	if (rio_sockaddr(host, (uint16_t)port, &a->ss, &a->len) < 0)
+	memcpy(a->host, h, hl);
+	a->host[hl] = 0;
+	a->port = (uint16_t)port;
+	if (rio_sockaddr(a->host, a->port, &a->ss, &a->len) < 0)
 		return -EINVAL;
 	snprintf(a->text, sizeof a->text, "%s", text);
 	(*n)++;
@@ -524,10 +514,8 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 	static const struct option opts[] = {
 		{"listen", required_argument, 0, 'l'},
 		{"upstream", required_argument, 0, 'u'},
-		{"threads", required_argument, 0, 't'},
-		{"backend", required_argument, 0, 'b'},
+		TOOL_COMMON_OPTIONS,
 		{"connect-timeout", required_argument, 0, 'c'},
-		{"idle-timeout", required_argument, 0, 'i'},
 		{"buf-size", required_argument, 0, 's'},
 		{"splice", required_argument, 0, 'S'},
 		{"help", no_argument, 0, 'h'},
@@ -535,9 +523,13 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 	};
 	int c;
 	long v;
-	while ((c = getopt_long(argc, argv, "l:u:t:b:c:i:s:S:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:u:c:s:S:h" TOOL_COMMON_SHORT, opts, NULL)) != -1) {
 		const char *bad = NULL;
+		if (tool_common_flag(c, optarg, &cfg->com, &bad))
+			c = 0; /* handled */
 		switch (c) {
+		case 0:
+			break;
 		case 'l':
 			if (parse_addr(optarg, cfg->listen, &cfg->nlisten) < 0)
 				bad = "--listen";
@@ -546,22 +538,9 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 			if (parse_addr(optarg, cfg->up, &cfg->nup) < 0)
 				bad = "--upstream";
 			break;
-		case 't':
-			if (tool_parse_long(optarg, 1, TOOL_MAX_THREADS, &v)) bad = "--threads";
-			else cfg->threads = (int)v;
-			break;
-		case 'b':
-			v = rio_backend_parse(optarg);
-			if (v < 0) bad = "--backend";
-			else cfg->backend = (rio_backend_kind)v;
-			break;
 		case 'c':
 			if (tool_parse_long(optarg, 1, 3600000, &v)) bad = "--connect-timeout";
 			else cfg->connect_ms = (uint64_t)v;
-			break;
-		case 'i':
-			if (tool_parse_long(optarg, 0, 86400000, &v)) bad = "--idle-timeout";
-			else cfg->idle_ms = (uint64_t)v;
 			break;
 		case 's':
 			if (tool_parse_long(optarg, 512, 1 << 24, &v)) bad = "--buf-size";
@@ -626,14 +605,14 @@ static void report(struct worker *ws, int n)
 
 int main(int argc, char **argv)
 {
-	struct cfg cfg = {.threads = 1, .connect_ms = 3000, .buf_size = 65536};
+	struct cfg cfg = {.com.threads = 1, .connect_ms = 3000, .buf_size = 65536};
 	if (parse_args(argc, argv, &cfg) < 0)
 		return 2;
-	struct worker *ws = calloc((size_t)cfg.threads, sizeof *ws);
+	struct worker *ws = calloc((size_t)cfg.com.threads, sizeof *ws);
 	if (!ws)
 		return 1;
 	signal(SIGPIPE, SIG_IGN);
-	for (int i = 0; i < cfg.threads; i++) {
+	for (int i = 0; i < cfg.com.threads; i++) {
 		ws[i].cfg = &cfg;
 		ws[i].idx = i;
 		ws[i].rr = (unsigned)i; /* threads start on different upstreams */
@@ -644,12 +623,12 @@ int main(int argc, char **argv)
 	const char *why;
 	rio_loop_backend(ws[0].loop, NULL, &why);
 	fprintf(stderr, "ringio-proxy: %d listener(s), %d upstream(s), %d "
-		"thread(s), %s\n", cfg.nlisten, cfg.nup, cfg.threads, why);
+		"thread(s), %s\n", cfg.nlisten, cfg.nup, cfg.com.threads, why);
 	tool_catch_signals();
-	tool_run_threads(ws, sizeof *ws, cfg.threads, worker_run);
-	report(ws, cfg.threads);
+	tool_run_threads(ws, sizeof *ws, cfg.com.threads, worker_run);
+	report(ws, cfg.com.threads);
 	int rc = 0;
-	for (int i = 0; i < cfg.threads; i++) {
+	for (int i = 0; i < cfg.com.threads; i++) {
 		if (ws[i].err)
 			rc = 1;
 		worker_fini(&ws[i]);

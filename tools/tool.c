@@ -20,6 +20,35 @@ int tool_parse_long(const char *s, long lo, long hi, long *out)
 	return 0;
 }
 
+int tool_common_flag(int c, const char *arg, struct tool_common *com,
+		     const char **bad)
+{
+	long v;
+	switch (c) {
+	case 't':
+		if (tool_parse_long(arg, 1, TOOL_MAX_THREADS, &v))
+			*bad = "--threads";
+		else
+			com->threads = (int)v;
+		return 1;
+	case 'b':
+		v = rio_backend_parse(arg);
+		if (v < 0)
+			*bad = "--backend";
+		else
+			com->backend = (rio_backend_kind)v;
+		return 1;
+	case 'i':
+		if (tool_parse_long(arg, 0, 86400000, &v))
+			*bad = "--idle-timeout";
+		else
+			com->idle_ms = (uint64_t)v;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 int tool_bad_value(const char *prog, const char *flag, const char *val)
 {
 	fprintf(stderr, "%s: invalid value for %s: '%s'\n", prog, flag, val);

@@ -6,11 +6,33 @@
 #ifndef RIO_TOOL_H
 #define RIO_TOOL_H
 
+#include <getopt.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <ringio.h>
 
 #define TOOL_MAX_THREADS 256
+
+/* The flags every tool takes, parsed one way. */
+struct tool_common {
+	int threads;              /* --threads N: one loop per thread */
+	rio_backend_kind backend; /* --backend auto|uring|epoll|kqueue */
+	uint64_t idle_ms;         /* --idle-timeout MS; 0: none */
+};
+
+/* Their getopt_long entries, for a tool's option table. */
+#define TOOL_COMMON_OPTIONS                                   \
+	{ "threads", required_argument, 0, 't' },             \
+	{ "backend", required_argument, 0, 'b' },             \
+	{ "idle-timeout", required_argument, 0, 'i' }
+#define TOOL_COMMON_SHORT "t:b:i:"
+
+/* getopt_long's `c` with its `arg`: if it is a common flag, store it (or
+ * point *bad at the flag's name when the value is wrong) and return 1;
+ * else return 0. */
+int tool_common_flag(int c, const char *arg, struct tool_common *com,
+		     const char **bad);
 
 /* Parse a whole decimal number in [lo, hi]. Returns 0 or -EINVAL. */
 int tool_parse_long(const char *s, long lo, long hi, long *out);
