@@ -60,6 +60,7 @@ static int ep_wait(int pfd, struct rio__pev *out, int max, int timeout_ms)
 		out[i].gen = (uint32_t)(evs[i].data.u64 >> 32);
 		out[i].err = 0;
 		out[i].events = (e & (EPOLLIN | EPOLLRDHUP) ? RIO__EV_IN : 0) |
+				(e & EPOLLRDHUP ? RIO__EV_RDHUP : 0) |
 				(e & EPOLLOUT ? RIO__EV_OUT : 0) |
 				(e & EPOLLERR ? RIO__EV_ERR : 0) |
 				(e & EPOLLHUP ? RIO__EV_HUP : 0);

@@ -13,6 +13,7 @@
 #define RIO__EV_OUT 0x2u
 #define RIO__EV_ERR 0x4u
 #define RIO__EV_HUP 0x8u
+#define RIO__EV_RDHUP 0x10u /* the peer shut down writing: EOF is queued */
 
 /* An event whose fd is RIO__PEV_LOST says the poller may have dropped
  * events: the reactor must treat every fd as ready both ways. */

@@ -33,6 +33,7 @@ struct fdent {
 	uint8_t hot;      /* on the hot list: work left over from a turn */
 	uint8_t nopoll;   /* the poller refused it (a regular file): always ready */
 	uint8_t stream;   /* SOCK_STREAM: a short read means drained */
+	uint8_t eof;      /* hang-up seen: a short read leaves the EOF queued */
 	int soerr;        /* a socket error the poller consumed (rio__pev.err) */
 };
 
@@ -151,6 +152,7 @@ static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 	e->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
 		    type == SOCK_STREAM;
 	e->registered = 1;
+	e->eof = 0;
 	e->ready = RIO__EV_IN | RIO__EV_OUT; /* unknown: try the syscall */
 	return 1;
 }
@@ -370,7 +372,7 @@ static void flush_fd(rio_loop *loop, int fd, int res)
 	}
 	if (e->registered && !e->nopoll)
 		r->p->del(r->pfd, fd);
-	e->registered = e->ready = e->nopoll = e->stream = 0;
+	e->registered = e->ready = e->nopoll = e->stream = e->eof = 0;
 	e->soerr = 0;
 	e->gen++;
 }
@@ -409,14 +411,16 @@ static enum attempt take_soerr(struct fdent *e, const rio_op *op,
 	return a;
 }
 
-/* A stream socket that returned less than asked has nothing more queued:
+/* A stream socket that returned less than asked has no more data queued:
  * take the read side as not ready without the read that would say EAGAIN
  * (data arriving after it raises a fresh edge). Not for datagrams, where a
- * short read says nothing about the next one. */
+ * short read says nothing about the next one. Not once a hang-up was seen:
+ * the EOF (or error) behind the data raises no new edge, so only the read
+ * that returns it may end the readiness. */
 static void note_short_read(struct fdent *e, const rio_op *op, int res)
 {
 	uint64_t asked;
-	if (!e->stream || res <= 0)
+	if (!e->stream || e->eof || res <= 0)
 		return;
 	if (op->priv.kind == RIO__OP_RECV_MULTI)
 		asked = ((rio_bufpool *)op->priv.p0)->size;
@@ -683,6 +687,7 @@ static void resync(rio_loop *loop)
 		if (!e->registered)
 			continue;
 		e->ready |= RIO__EV_IN | RIO__EV_OUT;
+		e->eof = 1; /* a lost event may have been the hang-up */
 		if (!rio__opq_empty(&e->rq) || !rio__opq_empty(&e->wq))
 			mark_hot(r, (int)fd);
 	}
@@ -707,6 +712,8 @@ static void handle_event(rio_loop *loop, const struct rio__pev *ev)
 	if (ev->err)
 		e->soerr = ev->err;
 	unsigned any = RIO__EV_ERR | RIO__EV_HUP;
+	if (ev->events & (any | RIO__EV_RDHUP))
+		e->eof = 1;
 	if (ev->events & (RIO__EV_IN | any)) {
 		e->ready |= RIO__EV_IN;
 		run_queue(loop, ev->fd, RIO__EV_IN, 1);

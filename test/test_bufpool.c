@@ -1,6 +1,7 @@
 /* Multishot recv into a 4-buffer pool: every byte, in order, no -ENOBUFS. */
 #include "common.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -159,6 +160,51 @@ Test(bufpool, four_buffers_carry_a_megabyte_intact, .timeout = 60)
 	close(b);
 	free(expect);
 	free(s);
+	t_loop_done(loop);
+}
+
+struct tail {
+	rio_op op;
+	rio_bufpool *pool;
+	int n, res[4];
+};
+
+static void tail_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct tail *t = T_CONTAINER_OF(op, struct tail, op);
+
+	(void)loop;
+	if (t->n < 4)
+		t->res[t->n] = res;
+	t->n++;
+	if (res > 0)
+		rio_bufpool_put(t->pool, op->buf_id);
+}
+
+/* Data that ends short of a buffer, then the peer's FIN, both queued before
+ * the first poll: the one edge that reports them is used up by the data, so
+ * the short read must not end the readiness before the EOF is read. */
+Test(bufpool, short_tail_then_eof_ends_the_stream, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	struct tail t = { .pool = t_bufpool(loop, NBUF, BUFSZ) };
+	static char data[BUFSZ + 904];
+	struct pollfd pfd;
+	int a, b;
+
+	t_pair(&a, &b);
+	cr_assert_eq(send(a, data, sizeof(data), 0), (ssize_t)sizeof(data));
+	close(a);
+	pfd = (struct pollfd){ .fd = b, .events = POLLRDHUP };
+	cr_assert_eq(poll(&pfd, 1, 3000), 1, "FIN did not arrive");
+	cr_assert_eq(rio_recv_multishot(loop, &t.op, b, t.pool, tail_cb), 0);
+	T_RUN_UNTIL(loop, t.n > 0 && t.res[t.n - 1] <= 0, 3000);
+	cr_assert_eq(t.n, 3);
+	cr_assert_eq(t.res[0], BUFSZ);
+	cr_assert_eq(t.res[1], 904);
+	cr_assert_eq(t.res[2], 0, "end of stream");
+	cr_assert_eq(rio_bufpool_destroy(t.pool), 0);
+	close(b);
 	t_loop_done(loop);
 }
 
