@@ -483,6 +483,31 @@ void t_echo_check_port(rio_loop *loop, uint16_t port, const char *msg)
 	close(fd);
 }
 
+int t_stall_client(rio_loop *loop, uint16_t port, uint64_t *pushed)
+{
+	static char chunk[65536];
+	int c = t_connect(AF_INET, port), stuck = 0;
+
+	*pushed = 0;
+	for (int i = 0; i < 4000 && stuck < 50; i++) {
+		ssize_t n = send(c, chunk, sizeof(chunk), MSG_DONTWAIT);
+		unsigned ms = n > 0 ? 0 : 10;
+
+		if (n > 0) {
+			*pushed += (uint64_t)n;
+			stuck = 0;
+		} else {
+			stuck++;
+		}
+		if (loop)
+			t_loop_sleep(loop, ms);
+		else if (ms)
+			usleep(ms * 1000);
+	}
+	cr_assert_eq(stuck, 50, "the pipeline never filled up");
+	return c;
+}
+
 void *t_stream_writer(void *arg)
 {
 	t_stream *s = arg;

@@ -87,6 +87,12 @@ void t_drain(rio_loop *loop, unsigned limit_ms);
 /* Run the loop for `ms` milliseconds (a helper timer), dispatching. */
 void t_loop_sleep(rio_loop *loop, unsigned ms);
 
+/* A client of the echo (or proxy) on `port` that sends 64 KiB chunks and
+ * never reads, until 50 tries in a row over half a second get nothing in
+ * (the pipeline is full); fails if that never happens. Returns its fd and
+ * the bytes it got in. Runs `loop` while it waits (NULL: sleeps). */
+int t_stall_client(rio_loop *loop, uint16_t port, uint64_t *pushed);
+
 /* ---- callback recorder ---- */
 
 /* Embed `op`, submit with t_rec_cb: it counts calls and keeps the last

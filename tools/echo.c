@@ -1,10 +1,10 @@
 /*
  * ringio-echo: an echo server on ringio. One loop per thread, each with its
- * own SO_REUSEPORT listener; multishot accept, multishot recv into a buffer
- * pool, and the received buffer sent straight back (no copy). A connection
- * queues the buffers it has not yet echoed; past Q_HIGH of them (a client
- * that sends but does not read) its receive is cancelled, and re-armed when
- * the queue drains to Q_LOW, so one slow reader cannot hold the whole pool.
+ * own SO_REUSEPORT listener; multishot accept, and a relay (relay.h) from
+ * each connection back to itself: multishot recv into a buffer pool, the
+ * received buffer sent straight back (no copy), and the receive cancelled
+ * while too many buffers wait to be echoed (a client that sends but does
+ * not read), so one slow reader cannot hold the whole pool.
  *
  * Accepting goes through rio_listener (the accept policy: client errors
  * retried, load errors backed off, fatal errors reported). Connections sit
@@ -22,11 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ringio.h>
 
+#include "relay.h"
 #include "tool.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
@@ -41,65 +41,29 @@ struct cfg {
 	unsigned max_conns; /* per thread; 0: no limit */
 };
 
-struct conn;
-struct clist { struct conn *head, *tail; };
-
 struct worker {
 	const struct cfg *cfg;
 	rio_loop *loop;
-	rio_bufpool *pool;
+	struct relay_pool rp;
 	int lfd;
 	rio_listener *l;
-	struct clist conns; /* live connections, least recently active first */
-	rio_op sweep_op;    /* the idle sweep timer */
-	rio_op drain_op;    /* the drain deadline */
-	rio_op cancel_sweep_op, cancel_drain_op;
+	struct tool_idle conns; /* live connections, least recently active first */
+	rio_op drain_op;        /* the drain deadline */
+	rio_op cancel_drain_op;
 	int draining;
-	uint16_t *next;  /* per buffer id: the next queued buffer, or NONE */
-	uint32_t *len;   /* per buffer id: bytes received into it */
 	uint64_t idle_closed, resets;
 	int idx;         /* its slot: ws[idx] */
 	int err;         /* a fatal listener error, or the loop's */
 };
 
-#define NONE 0xffffu
-enum { Q_HIGH = 16, Q_LOW = 4 };
-
 struct conn {
 	struct worker *w;
 	int fd;
-	int recv_done;  /* the multishot recv has ended for good */
-	int paused;     /* its recv is (being) cancelled for backpressure */
-	int closing, closed;
-	uint16_t head, tail; /* queue of received buffers to echo */
-	uint16_t qlen;
-	uint32_t off;        /* bytes of `head` already sent */
-	uint64_t active_ms;  /* last receive (or the accept) */
-	struct conn *lprev, *lnext; /* on w->conns while not closing */
-	rio_op recv_op, send_op, close_op, pause_op;
+	int closing;
+	struct tool_idle_node node; /* on w->conns while not closing */
+	struct relay r;             /* fd back to fd */
+	rio_op close_op;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void list_del(struct clist *q, struct conn *c)
-{
-	*(c->lprev ? &c->lprev->lnext : &q->head) = c->lnext;
-	*(c->lnext ? &c->lnext->lprev : &q->tail) = c->lprev;
-	c->lprev = c->lnext = NULL;
-}
-
-static void list_add_tail(struct clist *q, struct conn *c)
-{
-	c->lnext = NULL;
-	c->lprev = q->tail;
-	*(q->tail ? &q->tail->lnext : &q->head) = c;
-	q->tail = c;
-}
 
 static void nop_cb(rio_loop *loop, rio_op *op, int res)
 {
@@ -114,37 +78,11 @@ static void drain_check(struct worker *w)
 		rio_cancel(w->loop, &w->cancel_drain_op, &w->drain_op, nop_cb);
 }
 
-static void release_queue(struct conn *c)
-{
-	struct worker *w = c->w;
-	while (c->head != NONE) {
-		uint16_t id = c->head;
-		c->head = w->next[id];
-		rio_bufpool_put(w->pool, id);
-	}
-	c->tail = NONE;
-	c->qlen = 0;
-}
-
-static void conn_free(struct conn *c)
-{
-	/* the backpressure cancel is the one op not tied to the fd */
-	if (c->closed && !rio_op_in_flight(&c->pause_op))
-		free(c);
-}
-
 static void close_cb(rio_loop *loop, rio_op *op, int res)
 {
 	struct conn *c = container_of(op, struct conn, close_op);
-	release_queue(c);
-	c->closed = 1;
 	rio_listener_release(c->w->l);
-	conn_free(c);
-}
-
-static void pause_cb(rio_loop *loop, rio_op *op, int res)
-{
-	conn_free(container_of(op, struct conn, pause_op));
+	relay_release(&c->r); /* RELAY_FREED frees c */
 }
 
 static void conn_close(struct conn *c)
@@ -152,102 +90,33 @@ static void conn_close(struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = 1;
-	list_del(&c->w->conns, c);
+	relay_silence(&c->r);
+	tool_idle_del(&c->w->conns, &c->node);
 	rio_close(c->w->loop, &c->close_op, c->fd, close_cb);
 	drain_check(c->w);
 }
 
-static void send_cb(rio_loop *loop, rio_op *op, int res);
-static void recv_cb(rio_loop *loop, rio_op *op, int res);
-
-static void send_head(struct conn *c)
+static void on_relay(struct relay *r, enum relay_event ev, int res)
 {
+	struct conn *c = container_of(r, struct conn, r);
 	struct worker *w = c->w;
-	uint16_t id = c->head;
-	char *p = rio_bufpool_buf(w->pool, id);
-	rio_send(w->loop, &c->send_op, c->fd, p + c->off, w->len[id] - c->off,
-		 0, send_cb);
-}
-
-static void send_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct conn *c = container_of(op, struct conn, send_op);
-	struct worker *w = c->w;
-	if (c->closing)
-		return;
-	if (res <= 0) {
+	switch (ev) {
+	case RELAY_RECEIVED:
+		tool_idle_touch(&w->conns, &c->node);
+		break;
+	case RELAY_SENT:
+		if (w->draining && relay_idle(r))
+			conn_close(c);
+		break;
+	case RELAY_END: /* end of stream and all echoed, or an error */
+		if (res == -ECONNRESET)
+			w->resets++;
 		conn_close(c);
-		return;
+		break;
+	case RELAY_FREED:
+		free(c);
+		break;
 	}
-	c->off += (uint32_t)res;
-	if (c->off == w->len[c->head]) {
-		uint16_t id = c->head;
-		c->head = w->next[id];
-		if (c->head == NONE)
-			c->tail = NONE;
-		c->off = 0;
-		c->qlen--;
-		rio_bufpool_put(w->pool, id);
-		if (c->paused && c->qlen <= Q_LOW &&
-		    !rio_op_in_flight(&c->recv_op)) {
-			c->paused = 0;
-			rio_recv_multishot(loop, &c->recv_op, c->fd, w->pool,
-					   recv_cb);
-		}
-	}
-	if (c->head != NONE)
-		send_head(c);
-	else if (c->recv_done || w->draining)
-		conn_close(c);
-}
-
-static void recv_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct conn *c = container_of(op, struct conn, recv_op);
-	struct worker *w = c->w;
-	if (op->flags & RIO_OP_F_BUF) {
-		uint16_t id = op->buf_id;
-		if (c->closing) {
-			rio_bufpool_put(w->pool, id);
-		} else {
-			if (w->cfg->com.idle_ms) { /* keep the list in LRU order */
-				c->active_ms = now_ms();
-				list_del(&w->conns, c);
-				list_add_tail(&w->conns, c);
-			}
-			w->len[id] = (uint32_t)res;
-			w->next[id] = NONE;
-			int idle = c->head == NONE;
-			if (idle)
-				c->head = id;
-			else
-				w->next[c->tail] = id;
-			c->tail = id;
-			c->qlen++;
-			if (idle)
-				send_head(c);
-			if (c->qlen >= Q_HIGH && !c->paused &&
-			    (op->flags & RIO_OP_F_MORE)) {
-				c->paused = 1;
-				rio_cancel(loop, &c->pause_op, op, pause_cb);
-			}
-		}
-	}
-	if (op->flags & RIO_OP_F_MORE)
-		return;
-	if (res == -ECANCELED && c->paused && !c->closing) {
-		/* paused for backpressure: send_cb re-arms it */
-		if (c->qlen <= Q_LOW) {
-			c->paused = 0;
-			rio_recv_multishot(loop, op, c->fd, w->pool, recv_cb);
-		}
-		return;
-	}
-	c->recv_done = 1;
-	if (res == -ECONNRESET)
-		w->resets++;
-	if (res < 0 || c->head == NONE)
-		conn_close(c);
 }
 
 static void on_accept(rio_listener *l, int fd, void *data)
@@ -261,11 +130,11 @@ static void on_accept(rio_listener *l, int fd, void *data)
 	}
 	c->w = w;
 	c->fd = fd;
-	c->head = c->tail = NONE;
-	c->active_ms = now_ms();
-	list_add_tail(&w->conns, c);
+	rio_op_init(&c->close_op);
+	tool_idle_add(&w->conns, &c->node);
 	rio_set_nodelay(fd, 1);
-	rio_recv_multishot(w->loop, &c->recv_op, fd, w->pool, recv_cb);
+	relay_init(&c->r, &w->rp, on_relay);
+	relay_start(&c->r, fd, fd);
 }
 
 static void on_listener_stop(rio_listener *l, int err, void *data)
@@ -278,33 +147,17 @@ static void on_listener_stop(rio_listener *l, int err, void *data)
 	}
 }
 
-static void sweep_cb(rio_loop *loop, rio_op *op, int res);
-
-static void arm_sweep(struct worker *w)
+static void expire(struct tool_idle *q, struct tool_idle_node *n)
 {
-	uint64_t ms = w->cfg->com.idle_ms / 4;
-	rio_timeout(w->loop, &w->sweep_op, (ms < 10 ? 10 : ms) * 1000000ull,
-		    sweep_cb);
-}
-
-/* Close the connections idle past the deadline (oldest first). */
-static void sweep_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct worker *w = container_of(op, struct worker, sweep_op);
-	uint64_t now = now_ms();
-	if (res < 0 || w->draining)
-		return;
-	while (w->conns.head && now - w->conns.head->active_ms >= w->cfg->com.idle_ms) {
-		w->idle_closed++;
-		conn_close(w->conns.head);
-	}
-	arm_sweep(w);
+	struct conn *c = container_of(n, struct conn, node);
+	c->w->idle_closed++;
+	conn_close(c);
 }
 
 static void close_all(struct worker *w)
 {
 	while (w->conns.head)
-		conn_close(w->conns.head);
+		conn_close(container_of(w->conns.head, struct conn, node));
 }
 
 static void drain_cb(rio_loop *loop, rio_op *op, int res)
@@ -319,14 +172,14 @@ static void drain(struct worker *w)
 {
 	w->draining = 1;
 	rio_listener_stop(w->l); /* -EALREADY if it stopped on its own */
-	if (rio_op_in_flight(&w->sweep_op))
-		rio_cancel(w->loop, &w->cancel_sweep_op, &w->sweep_op, nop_cb);
-	struct conn *c = w->conns.head;
-	while (c) {
-		struct conn *next = c->lnext;
-		if (c->head == NONE)
+	tool_idle_stop(&w->conns);
+	struct tool_idle_node *n = w->conns.head;
+	while (n) {
+		struct tool_idle_node *next = n->next;
+		struct conn *c = container_of(n, struct conn, node);
+		if (relay_idle(&c->r))
 			conn_close(c);
-		c = next;
+		n = next;
 	}
 	if (w->conns.head)
 		rio_timeout(w->loop, &w->drain_op, w->cfg->drain_ms * 1000000ull,
@@ -342,15 +195,12 @@ static int worker_init(struct worker *w)
 		fprintf(stderr, "ringio-echo: loop: %s\n", rio_strerror(r));
 		return r;
 	}
-	r = rio_bufpool_create(w->loop, cfg->buf_count, cfg->buf_size, &w->pool);
+	r = relay_pool_init(&w->rp, w->loop, cfg->buf_count, cfg->buf_size);
 	if (r < 0) {
 		fprintf(stderr, "ringio-echo: buffer pool: %s\n", rio_strerror(r));
 		return r;
 	}
-	w->next = calloc(cfg->buf_count, sizeof *w->next);
-	w->len = calloc(cfg->buf_count, sizeof *w->len);
-	if (!w->next || !w->len)
-		return -ENOMEM;
+	tool_idle_init(&w->conns, w->loop, cfg->com.idle_ms, expire);
 	w->lfd = rio_listen_tcp(cfg->addr, (uint16_t)cfg->port, 4096,
 				RIO_SOCK_REUSEPORT);
 	if (w->lfd < 0) {
@@ -363,8 +213,8 @@ static int worker_init(struct worker *w)
 				.data = w,
 				.max_conns = cfg->max_conns};
 	r = rio_listener_start(w->loop, w->lfd, &lo, &w->l);
-	if (r == 0 && cfg->com.idle_ms)
-		arm_sweep(w);
+	if (r == 0)
+		tool_idle_start(&w->conns);
 	return r;
 }
 
@@ -539,14 +389,11 @@ static void worker_fini(struct worker *w)
 {
 	if (w->l && rio_listener_destroy(w->l) == 0)
 		w->l = NULL;
-	if (w->pool)
-		rio_bufpool_destroy(w->pool);
+	relay_pool_fini(&w->rp);
 	if (w->loop && rio_loop_destroy(w->loop) < 0)
 		fprintf(stderr, "ringio-echo: loop still busy at exit\n");
 	if (w->lfd >= 0)
 		close(w->lfd);
-	free(w->next);
-	free(w->len);
 }
 
 int main(int argc, char **argv)

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 int tool_parse_long(const char *s, long lo, long hi, long *out)
 {
@@ -123,4 +125,95 @@ void tool_add_counters(rio_counters *total, const rio_counters *c)
 	const uint64_t *a = (const uint64_t *)c;
 	for (size_t i = 0; i < sizeof *c / sizeof *a; i++)
 		t[i] += a[i];
+}
+
+/* ---- idle timeout ---- */
+
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sweep_cb(rio_loop *loop, rio_op *op, int res);
+
+static void arm_sweep(struct tool_idle *q)
+{
+	uint64_t ms = q->idle_ms / 4;
+	rio_timeout(q->loop, &q->sweep_op, (ms < 10 ? 10 : ms) * 1000000ull,
+		    sweep_cb);
+}
+
+static void sweep_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct tool_idle *q = container_of(op, struct tool_idle, sweep_op);
+	if (res < 0 || q->stopped)
+		return;
+	uint64_t now = now_ms();
+	while (q->head && now - q->head->active_ms >= q->idle_ms) {
+		struct tool_idle_node *n = q->head;
+		q->expire(q, n);
+		if (q->head == n) /* it did not take it off: do not spin */
+			tool_idle_del(q, n);
+	}
+	arm_sweep(q);
+}
+
+static void nop_cb(rio_loop *loop, rio_op *op, int res)
+{
+}
+
+void tool_idle_init(struct tool_idle *q, rio_loop *loop, uint64_t idle_ms,
+		    void (*expire)(struct tool_idle *, struct tool_idle_node *))
+{
+	memset(q, 0, sizeof *q);
+	q->loop = loop;
+	q->idle_ms = idle_ms;
+	q->expire = expire;
+	rio_op_init(&q->sweep_op);
+	rio_op_init(&q->cancel_op);
+}
+
+void tool_idle_start(struct tool_idle *q)
+{
+	if (q->idle_ms && !rio_op_in_flight(&q->sweep_op))
+		arm_sweep(q);
+}
+
+void tool_idle_stop(struct tool_idle *q)
+{
+	q->stopped = 1;
+	if (rio_op_in_flight(&q->sweep_op) && !rio_op_in_flight(&q->cancel_op))
+		rio_cancel(q->loop, &q->cancel_op, &q->sweep_op, nop_cb);
+}
+
+void tool_idle_add(struct tool_idle *q, struct tool_idle_node *n)
+{
+	n->active_ms = q->idle_ms ? now_ms() : 0;
+	n->next = NULL;
+	n->prev = q->tail;
+	*(q->tail ? &q->tail->next : &q->head) = n;
+	q->tail = n;
+}
+
+void tool_idle_del(struct tool_idle *q, struct tool_idle_node *n)
+{
+	*(n->prev ? &n->prev->next : &q->head) = n->next;
+	*(n->next ? &n->next->prev : &q->tail) = n->prev;
+	n->prev = n->next = NULL;
+}
+
+void tool_idle_touch(struct tool_idle *q, struct tool_idle_node *n)
+{
+	if (!q->idle_ms)
+		return;
+	if (q->tail == n) {
+		n->active_ms = now_ms();
+	} else {
+		tool_idle_del(q, n);
+		tool_idle_add(q, n);
+	}
 }

@@ -59,6 +59,35 @@ void tool_catch_signals(void);
 void tool_run_threads(void *first, size_t stride, int n,
 		      void *(*run)(void *));
 
+/*
+ * Idle timeout for connections: a list in order of last activity, and a
+ * sweep timer (every idle_ms / 4, at least 10 ms) that hands the ones
+ * quiet for idle_ms or more, oldest first, to `expire`, which must take
+ * them off the list (tool_idle_del). A quiet connection costs a list
+ * entry, and no op of its own.
+ */
+struct tool_idle_node {
+	struct tool_idle_node *prev, *next;
+	uint64_t active_ms;
+};
+struct tool_idle {
+	struct tool_idle_node *head, *tail;
+	rio_loop *loop;
+	uint64_t idle_ms; /* 0: no timeout (the list still lists) */
+	void (*expire)(struct tool_idle *q, struct tool_idle_node *n);
+	rio_op sweep_op, cancel_op;
+	int stopped;
+};
+void tool_idle_init(struct tool_idle *q, rio_loop *loop, uint64_t idle_ms,
+		    void (*expire)(struct tool_idle *, struct tool_idle_node *));
+/* Arm the sweep (if there is a timeout); tool_idle_stop ends it. */
+void tool_idle_start(struct tool_idle *q);
+void tool_idle_stop(struct tool_idle *q);
+void tool_idle_add(struct tool_idle *q, struct tool_idle_node *n);
+void tool_idle_del(struct tool_idle *q, struct tool_idle_node *n);
+/* It moved a byte: to the back of the list (only with a timeout). */
+void tool_idle_touch(struct tool_idle *q, struct tool_idle_node *n);
+
 /* *total += *c, field by field. */
 void tool_add_counters(rio_counters *total, const rio_counters *c);
 

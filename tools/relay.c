@@ -1,0 +1,256 @@
+/* A relay through a buffer pool: see relay.h. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay.h"
+
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+#define NONE 0xffffu
+
+int relay_pool_init(struct relay_pool *p, rio_loop *loop, unsigned count,
+		    size_t size)
+{
+	memset(p, 0, sizeof *p);
+	p->loop = loop;
+	p->size = size;
+	p->count = count;
+	int r = rio_bufpool_create(loop, count, size, &p->pool);
+	if (r < 0)
+		return r;
+	p->next = calloc(count, sizeof *p->next);
+	p->len = calloc(count, sizeof *p->len);
+	if (!p->next || !p->len) {
+		relay_pool_fini(p);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void relay_pool_fini(struct relay_pool *p)
+{
+	if (p->pool)
+		rio_bufpool_destroy(p->pool);
+	free(p->next);
+	free(p->len);
+	memset(p, 0, sizeof *p);
+}
+
+static void recv_cb(rio_loop *loop, rio_op *op, int res);
+static void send_cb(rio_loop *loop, rio_op *op, int res);
+static void pause_cb(rio_loop *loop, rio_op *op, int res);
+
+static void end(struct relay *r, int res)
+{
+	if (r->silent)
+		return;
+	r->silent = 1;
+	r->cb(r, RELAY_END, res);
+}
+
+static void arm(struct relay *r)
+{
+	r->paused = 0;
+	int e = rio_recv_multishot(r->p->loop, &r->recv_op, r->from,
+				   r->p->pool, recv_cb);
+	if (e < 0) {
+		r->recv_done = 1;
+		end(r, e);
+	}
+}
+
+/* Cancel the recv (backpressure or hand-off). One cancel at a time: if
+ * the last one has not completed yet, pause_cb looks again. */
+static void stop_recv(struct relay *r)
+{
+	if (r->paused || r->recv_done || !rio_op_in_flight(&r->recv_op) ||
+	    rio_op_in_flight(&r->pause_op))
+		return;
+	r->paused = 1;
+	rio_cancel(r->p->loop, &r->pause_op, &r->recv_op, pause_cb);
+}
+
+/* Queued enough: stop receiving for now. */
+static int queue_full(const struct relay *r)
+{
+	const struct relay_pool *p = r->p;
+	return r->qlen >= RELAY_Q_HIGH ||
+	       (r->qlen >= RELAY_Q_TIGHT && p->out >= p->count / 4 * 3);
+}
+
+static void put(struct relay_pool *p, uint16_t id)
+{
+	p->out--;
+	rio_bufpool_put(p->pool, id);
+}
+
+static void send_head(struct relay *r)
+{
+	struct relay_pool *p = r->p;
+	char *b = rio_bufpool_buf(p->pool, r->head);
+	int e = rio_send(p->loop, &r->send_op, r->to, b + r->off,
+			 p->len[r->head] - r->off, 0, send_cb);
+	if (e < 0)
+		end(r, e);
+}
+
+/* The recv has ended for good (`handed`: by hand-off); END once the
+ * queue is empty. */
+static void recv_over(struct relay *r, int handed)
+{
+	r->recv_done = 1;
+	r->handed = (uint8_t)handed;
+	if (r->head == NONE)
+		end(r, handed ? RELAY_HANDED : RELAY_EOF);
+}
+
+static void recv_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct relay *r = container_of(op, struct relay, recv_op);
+	struct relay_pool *p = r->p;
+	if (op->flags & RIO_OP_F_BUF) {
+		uint16_t id = op->buf_id;
+		p->out++;
+		if (r->silent) {
+			put(p, id);
+		} else {
+			p->len[id] = (uint32_t)res;
+			p->next[id] = NONE;
+			int was_empty = r->head == NONE;
+			if (was_empty)
+				r->head = id;
+			else
+				p->next[r->tail] = id;
+			r->tail = id;
+			r->qlen++;
+			if (was_empty)
+				send_head(r);
+			if (queue_full(r) && (op->flags & RIO_OP_F_MORE))
+				stop_recv(r);
+			if (!r->silent)
+				r->cb(r, RELAY_RECEIVED, res);
+		}
+	}
+	if ((op->flags & RIO_OP_F_MORE) || r->silent)
+		return;
+	if (res == -ECANCELED && r->paused) {
+		if (r->hand_off)
+			recv_over(r, 1);
+		else if (r->qlen <= RELAY_Q_LOW)
+			arm(r); /* else send_cb arms it once drained */
+		return;
+	}
+	if (res < 0) {
+		r->recv_done = 1;
+		end(r, res);
+	} else {
+		recv_over(r, 0);
+	}
+}
+
+static void send_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct relay *r = container_of(op, struct relay, send_op);
+	struct relay_pool *p = r->p;
+	if (r->silent)
+		return;
+	if (res <= 0) { /* 0 from a send of > 0 bytes: the peer is gone */
+		end(r, res < 0 ? res : -EPIPE);
+		return;
+	}
+	r->off += (uint32_t)res;
+	if (r->off == p->len[r->head]) {
+		uint16_t id = r->head;
+		r->head = p->next[id];
+		if (r->head == NONE)
+			r->tail = NONE;
+		r->off = 0;
+		r->qlen--;
+		put(p, id);
+		if (r->paused && !r->hand_off && !r->recv_done &&
+		    r->qlen <= RELAY_Q_LOW && !rio_op_in_flight(&r->recv_op))
+			arm(r);
+	}
+	if (r->head != NONE && !r->silent)
+		send_head(r);
+	if (r->silent)
+		return;
+	r->cb(r, RELAY_SENT, res);
+	if (r->head == NONE && r->recv_done)
+		end(r, r->handed ? RELAY_HANDED : RELAY_EOF);
+}
+
+static void pause_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct relay *r = container_of(op, struct relay, pause_op);
+	if (r->released) {
+		r->cb(r, RELAY_FREED, 0);
+		return;
+	}
+	if (r->silent)
+		return;
+	/* A cancel that found nothing to stop (-EALREADY: a result was on
+	 * its way) leaves the recv running: not paused after all. */
+	if (res < 0 && rio_op_in_flight(&r->recv_op))
+		r->paused = 0;
+	if (r->hand_off || queue_full(r))
+		stop_recv(r);
+}
+
+void relay_init(struct relay *r, struct relay_pool *p, relay_cb *cb)
+{
+	memset(r, 0, sizeof *r);
+	r->p = p;
+	r->cb = cb;
+	r->from = r->to = -1;
+	r->head = r->tail = NONE;
+	rio_op_init(&r->recv_op);
+	rio_op_init(&r->send_op);
+	rio_op_init(&r->pause_op);
+}
+
+void relay_start(struct relay *r, int from, int to)
+{
+	r->from = from;
+	r->to = to;
+	arm(r);
+}
+
+void relay_hand_off(struct relay *r)
+{
+	if (r->hand_off || r->silent)
+		return;
+	r->hand_off = 1;
+	if (r->recv_done)
+		return; /* it ended already: END says how */
+	if (!rio_op_in_flight(&r->recv_op))
+		recv_over(r, 1); /* paused, the recv already cancelled */
+	else
+		stop_recv(r);
+}
+
+int relay_idle(const struct relay *r)
+{
+	return r->head == NONE;
+}
+
+void relay_silence(struct relay *r)
+{
+	r->silent = 1;
+}
+
+void relay_release(struct relay *r)
+{
+	r->silent = 1;
+	while (r->head != NONE) {
+		uint16_t id = r->head;
+		r->head = r->p->next[id];
+		put(r->p, id);
+	}
+	r->tail = NONE;
+	r->qlen = 0;
+	r->released = 1;
+	if (!rio_op_in_flight(&r->pause_op))
+		r->cb(r, RELAY_FREED, 0);
+}
