@@ -342,6 +342,7 @@ static void stalled_readers(const char *const *flags, int stalled,
 	proxy p;
 	tsrv up;
 
+	cr_assert_leq(stalled, 8);
 	tsrv_start(&up, loop, NULL, 0);
 	proxy_start(&p, &up.port, 1, flags);
 	t_echo_check_port(loop, p.port, "warm");

@@ -42,8 +42,8 @@ struct cfg {
 };
 
 struct worker {
+	struct tool_worker t; /* first: its loop, slot and error */
 	const struct cfg *cfg;
-	rio_loop *loop;
 	struct relay_pool rp;
 	int lfd;
 	rio_listener *l;
@@ -52,8 +52,6 @@ struct worker {
 	rio_op cancel_drain_op;
 	int draining;
 	uint64_t idle_closed, resets;
-	int idx;         /* its slot: ws[idx] */
-	int err;         /* a fatal listener error, or the loop's */
 };
 
 struct conn {
@@ -75,7 +73,7 @@ static void drain_check(struct worker *w)
 	if (w->draining && !w->conns.head &&
 	    rio_op_in_flight(&w->drain_op) &&
 	    !rio_op_in_flight(&w->cancel_drain_op))
-		rio_cancel(w->loop, &w->cancel_drain_op, &w->drain_op, nop_cb);
+		rio_cancel(w->t.loop, &w->cancel_drain_op, &w->drain_op, nop_cb);
 }
 
 static void close_cb(rio_loop *loop, rio_op *op, int res)
@@ -92,7 +90,7 @@ static void conn_close(struct conn *c)
 	c->closing = 1;
 	relay_silence(&c->r);
 	tool_idle_del(&c->w->conns, &c->node);
-	rio_close(c->w->loop, &c->close_op, c->fd, close_cb);
+	rio_close(c->w->t.loop, &c->close_op, c->fd, close_cb);
 	drain_check(c->w);
 }
 
@@ -143,7 +141,7 @@ static void on_listener_stop(rio_listener *l, int err, void *data)
 	if (err) {
 		fprintf(stderr, "ringio-echo: listener stopped: %s\n",
 			rio_strerror(err));
-		w->err = err;
+		w->t.err = err;
 	}
 }
 
@@ -154,8 +152,9 @@ static void expire(struct tool_idle *q, struct tool_idle_node *n)
 	conn_close(c);
 }
 
-static void close_all(struct worker *w)
+static void close_all(struct tool_worker *t)
 {
+	struct worker *w = (struct worker *)t;
 	while (w->conns.head)
 		conn_close(container_of(w->conns.head, struct conn, node));
 }
@@ -163,13 +162,14 @@ static void close_all(struct worker *w)
 static void drain_cb(rio_loop *loop, rio_op *op, int res)
 {
 	if (res == 0)
-		close_all(container_of(op, struct worker, drain_op));
+		close_all(&container_of(op, struct worker, drain_op)->t);
 }
 
 /* Graceful shutdown: stop accepting, close what is idle now, give the
  * rest drain_ms to finish their echoes, then close them too. */
-static void drain(struct worker *w)
+static void drain(struct tool_worker *t)
 {
+	struct worker *w = (struct worker *)t;
 	w->draining = 1;
 	rio_listener_stop(w->l); /* -EALREADY if it stopped on its own */
 	tool_idle_stop(&w->conns);
@@ -182,25 +182,20 @@ static void drain(struct worker *w)
 		n = next;
 	}
 	if (w->conns.head)
-		rio_timeout(w->loop, &w->drain_op, w->cfg->drain_ms * 1000000ull,
+		rio_timeout(w->t.loop, &w->drain_op, w->cfg->drain_ms * 1000000ull,
 			    drain_cb);
 }
 
-static int worker_init(struct worker *w)
+static int worker_init(struct tool_worker *t)
 {
+	struct worker *w = (struct worker *)t;
 	const struct cfg *cfg = w->cfg;
-	rio_loop_opts o = {.backend = cfg->com.backend, .sq_entries = 1024};
-	int r = rio_loop_create(&w->loop, &o);
-	if (r < 0) {
-		fprintf(stderr, "ringio-echo: loop: %s\n", rio_strerror(r));
-		return r;
-	}
-	r = relay_pool_init(&w->rp, w->loop, cfg->buf_count, cfg->buf_size);
+	int r = relay_pool_init(&w->rp, w->t.loop, cfg->buf_count, cfg->buf_size);
 	if (r < 0) {
 		fprintf(stderr, "ringio-echo: buffer pool: %s\n", rio_strerror(r));
 		return r;
 	}
-	tool_idle_init(&w->conns, w->loop, cfg->com.idle_ms, expire);
+	tool_idle_init(&w->conns, w->t.loop, cfg->com.idle_ms, expire);
 	w->lfd = rio_listen_tcp(cfg->addr, (uint16_t)cfg->port, 4096,
 				RIO_SOCK_REUSEPORT);
 	if (w->lfd < 0) {
@@ -212,44 +207,10 @@ static int worker_init(struct worker *w)
 				.on_stop = on_listener_stop,
 				.data = w,
 				.max_conns = cfg->max_conns};
-	r = rio_listener_start(w->loop, w->lfd, &lo, &w->l);
+	r = rio_listener_start(w->t.loop, w->lfd, &lo, &w->l);
 	if (r == 0)
 		tool_idle_start(&w->conns);
 	return r;
-}
-
-/* Set up a worker on the thread that will run its loop. */
-static int worker_start(struct worker *w)
-{
-	int r = worker_init(w);
-	if (w->loop)
-		tool_stop_on_signal(w->idx, w->loop);
-	if (r < 0)
-		w->err = r;
-	return r;
-}
-
-static void *worker_run(void *arg)
-{
-	struct worker *w = arg;
-	if (w->idx > 0 && worker_start(w) < 0) {
-		tool_stop_all(); /* the process exits 1 */
-		return NULL;
-	}
-	int r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
-	if (r >= 0) { /* stopped by a signal: drain */
-		drain(w);
-		r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
-		if (r > 0) { /* a second signal: no more waiting */
-			close_all(w);
-			r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
-		}
-	}
-	if (r < 0) {
-		fprintf(stderr, "ringio-echo: loop: %s\n", rio_strerror(r));
-		w->err = r;
-	}
-	return NULL;
 }
 
 static void usage(FILE *f)
@@ -340,6 +301,13 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 	return 0;
 }
 
+static const struct tool_worker_ops worker_ops = {
+	.prog = "ringio-echo",
+	.init = worker_init,
+	.stop = drain,     /* the first signal: drain */
+	.force = close_all, /* a second: no more waiting */
+};
+
 /* One line of counters, summed over the threads, on stdout. */
 static void report(struct worker *ws, int n)
 {
@@ -349,9 +317,9 @@ static void report(struct worker *ws, int n)
 	for (int i = 0; i < n; i++) {
 		rio_counters c;
 		rio_accept_counters la;
-		if (!ws[i].loop)
+		if (!ws[i].t.loop)
 			continue;
-		rio_loop_counters(ws[i].loop, &c);
+		rio_loop_counters(ws[i].t.loop, &c);
 		tool_add_counters(&t, &c);
 		idle += ws[i].idle_closed;
 		resets += ws[i].resets;
@@ -390,7 +358,7 @@ static void worker_fini(struct worker *w)
 	if (w->l && rio_listener_destroy(w->l) == 0)
 		w->l = NULL;
 	relay_pool_fini(&w->rp);
-	if (w->loop && rio_loop_destroy(w->loop) < 0)
+	if (w->t.loop && rio_loop_destroy(w->t.loop) < 0)
 		fprintf(stderr, "ringio-echo: loop still busy at exit\n");
 	if (w->lfd >= 0)
 		close(w->lfd);
@@ -412,24 +380,26 @@ int main(int argc, char **argv)
 	for (int i = 0; i < cfg.com.threads; i++) {
 		ws[i].cfg = &cfg;
 		ws[i].lfd = -1;
-		ws[i].idx = i;
+		ws[i].t.idx = i;
+		ws[i].t.ops = &worker_ops;
+		ws[i].t.backend = cfg.com.backend;
 	}
 	/* Worker 0 runs on this thread; the others set up on their own. */
-	if (worker_start(&ws[0]) < 0)
+	if (tool_worker_start(&ws[0].t) < 0)
 		return 1;
 	/* with --port 0 every thread shares the first one's port */
 	if (cfg.port == 0)
 		cfg.port = rio_local_port(ws[0].lfd);
 	const char *why;
-	rio_loop_backend(ws[0].loop, NULL, &why);
+	rio_loop_backend(ws[0].t.loop, NULL, &why);
 	fprintf(stderr, "ringio-echo: listening on %s:%d, %d thread(s), %s\n",
 		cfg.addr, cfg.port, cfg.com.threads, why);
 	tool_catch_signals();
-	tool_run_threads(ws, sizeof *ws, cfg.com.threads, worker_run);
+	tool_run_threads(ws, sizeof *ws, cfg.com.threads, tool_worker_run);
 	report(ws, cfg.com.threads);
 	int rc = 0;
 	for (int i = 0; i < cfg.com.threads; i++) {
-		if (ws[i].err)
+		if (ws[i].t.err)
 			rc = 1;
 		worker_fini(&ws[i]);
 	}

@@ -82,8 +82,8 @@ struct stats {
 };
 
 struct worker {
+	struct tool_worker t; /* first: its loop, slot and error */
 	const struct cfg *cfg;
-	rio_loop *loop;
 	struct relay_pool rp;
 	int lfd[MAX_ADDRS];
 	rio_listener *l[MAX_ADDRS];
@@ -91,8 +91,6 @@ struct worker {
 	int stopping;
 	struct tool_idle sessions; /* open ones, least recently active first */
 	struct stats st;
-	int idx;         /* its slot: ws[idx] */
-	int err;
 };
 
 struct session;
@@ -167,9 +165,9 @@ static void session_close(struct session *s)
 	relay_silence(&s->dir[1].r);
 	tool_idle_del(&s->w->sessions, &s->node);
 	s->closes_left = 1 + (s->ufd >= 0);
-	rio_close(s->w->loop, &s->close_c, s->cfd, closed_c_cb);
+	rio_close(s->w->t.loop, &s->close_c, s->cfd, closed_c_cb);
 	if (s->ufd >= 0)
-		rio_close(s->w->loop, &s->close_u, s->ufd, closed_u_cb);
+		rio_close(s->w->t.loop, &s->close_u, s->ufd, closed_u_cb);
 }
 
 /* ---- pumping ---- */
@@ -225,7 +223,6 @@ static void on_relay(struct relay *r, enum relay_event ev, int res)
 	case RELAY_RECEIVED:
 		/* a full buffer: bulk, so splice from now on, if a pipe can
 		 * be had (the relay sends what it holds first) */
-		tool_idle_touch(&s->w->sessions, &s->node);
 		if ((size_t)res == s->w->rp.size && d->pipe[0] < 0 &&
 		    s->w->cfg->splice == SPLICE_AUTO && dir_make_pipe(d) == 0)
 			relay_hand_off(r);
@@ -252,13 +249,13 @@ static void on_relay(struct relay *r, enum relay_event ev, int res)
 static void dir_splice_in(struct pipe_dir *d)
 {
 	d->len = 0;
-	rio_splice_in(d->s->w->loop, &d->op, dir_from(d), d->pipe[1],
+	rio_splice_in(d->s->w->t.loop, &d->op, dir_from(d), d->pipe[1],
 		      SPLICE_LEN, splice_cb);
 }
 
 static void dir_splice_out(struct pipe_dir *d)
 {
-	rio_splice_out(d->s->w->loop, &d->op, d->pipe[0], dir_to(d),
+	rio_splice_out(d->s->w->t.loop, &d->op, d->pipe[0], dir_to(d),
 		       d->len - d->off, splice_cb);
 }
 
@@ -357,7 +354,7 @@ static void try_upstream(struct session *s)
 		return;
 	}
 	rio_op_set_deadline(&s->connect_op, cfg->connect_ms * 1000000ull);
-	rio_connect(w->loop, &s->connect_op, s->ufd,
+	rio_connect(w->t.loop, &s->connect_op, s->ufd,
 		    (const struct sockaddr *)&a->ss, a->len, connect_cb);
 }
 
@@ -410,27 +407,22 @@ static void on_listener_stop(rio_listener *l, int err, void *data)
 	if (err) {
 		fprintf(stderr, "ringio-proxy: listener on fd %d stopped: %s\n",
 			rio_listener_fd(l), rio_strerror(err));
-		w->err = err;
+		w->t.err = err;
 	}
 }
 
 /* ---- threads ---- */
 
-static int worker_init(struct worker *w)
+static int worker_init(struct tool_worker *t)
 {
+	struct worker *w = (struct worker *)t;
 	const struct cfg *cfg = w->cfg;
-	rio_loop_opts o = {.backend = cfg->com.backend, .sq_entries = 1024};
-	int r = rio_loop_create(&w->loop, &o);
-	if (r < 0) {
-		fprintf(stderr, "ringio-proxy: loop: %s\n", rio_strerror(r));
-		return r;
-	}
-	r = relay_pool_init(&w->rp, w->loop, cfg->buf_count, cfg->buf_size);
+	int r = relay_pool_init(&w->rp, w->t.loop, cfg->buf_count, cfg->buf_size);
 	if (r < 0) {
 		fprintf(stderr, "ringio-proxy: buffer pool: %s\n", rio_strerror(r));
 		return r;
 	}
-	tool_idle_init(&w->sessions, w->loop, cfg->com.idle_ms, expire);
+	tool_idle_init(&w->sessions, w->t.loop, cfg->com.idle_ms, expire);
 	tool_idle_start(&w->sessions);
 	for (int i = 0; i < cfg->nlisten; i++) {
 		const struct addr *a = &cfg->listen[i];
@@ -445,15 +437,16 @@ static int worker_init(struct worker *w)
 		rio_listener_opts lo = {.on_accept = on_accept,
 					.on_stop = on_listener_stop,
 					.data = w};
-		r = rio_listener_start(w->loop, w->lfd[i], &lo, &w->l[i]);
+		r = rio_listener_start(w->t.loop, w->lfd[i], &lo, &w->l[i]);
 		if (r < 0)
 			return r;
 	}
 	return 0;
 }
 
-static void worker_stop(struct worker *w)
+static void worker_stop(struct tool_worker *t)
 {
+	struct worker *w = (struct worker *)t;
 	w->stopping = 1;
 	for (int i = 0; i < w->cfg->nlisten; i++)
 		if (w->l[i])
@@ -471,35 +464,11 @@ static void worker_stop(struct worker *w)
 	}
 }
 
-/* Set up a worker on the thread that will run its loop. */
-static int worker_start(struct worker *w)
-{
-	int r = worker_init(w);
-	if (w->loop)
-		tool_stop_on_signal(w->idx, w->loop);
-	if (r < 0)
-		w->err = r;
-	return r;
-}
-
-static void *worker_run(void *arg)
-{
-	struct worker *w = arg;
-	if (w->idx > 0 && worker_start(w) < 0) {
-		tool_stop_all(); /* the process exits 1 */
-		return NULL;
-	}
-	int r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
-	if (r >= 0) {
-		worker_stop(w);
-		r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
-	}
-	if (r < 0) {
-		fprintf(stderr, "ringio-proxy: loop: %s\n", rio_strerror(r));
-		w->err = r;
-	}
-	return NULL;
-}
+static const struct tool_worker_ops worker_ops = {
+	.prog = "ringio-proxy",
+	.init = worker_init,
+	.stop = worker_stop, /* close what is idle; connecting ones finish */
+};
 
 static void worker_fini(struct worker *w)
 {
@@ -510,8 +479,8 @@ static void worker_fini(struct worker *w)
 			close(w->lfd[i]);
 	}
 	relay_pool_fini(&w->rp);
-	if (w->loop)
-		rio_loop_destroy(w->loop);
+	if (w->t.loop)
+		rio_loop_destroy(w->t.loop);
 }
 
 /* ---- flags ---- */
@@ -676,22 +645,24 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	for (int i = 0; i < cfg.com.threads; i++) {
 		ws[i].cfg = &cfg;
-		ws[i].idx = i;
+		ws[i].t.idx = i;
+		ws[i].t.ops = &worker_ops;
+		ws[i].t.backend = cfg.com.backend;
 		ws[i].rr = (unsigned)i; /* threads start on different upstreams */
 	}
 	/* Worker 0 runs on this thread; the others set up on their own. */
-	if (worker_start(&ws[0]) < 0)
+	if (tool_worker_start(&ws[0].t) < 0)
 		return 1;
 	const char *why;
-	rio_loop_backend(ws[0].loop, NULL, &why);
+	rio_loop_backend(ws[0].t.loop, NULL, &why);
 	fprintf(stderr, "ringio-proxy: %d listener(s), %d upstream(s), %d "
 		"thread(s), %s\n", cfg.nlisten, cfg.nup, cfg.com.threads, why);
 	tool_catch_signals();
-	tool_run_threads(ws, sizeof *ws, cfg.com.threads, worker_run);
+	tool_run_threads(ws, sizeof *ws, cfg.com.threads, tool_worker_run);
 	report(ws, cfg.com.threads);
 	int rc = 0;
 	for (int i = 0; i < cfg.com.threads; i++) {
-		if (ws[i].err)
+		if (ws[i].t.err)
 			rc = 1;
 		worker_fini(&ws[i]);
 	}

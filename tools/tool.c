@@ -127,6 +127,46 @@ void tool_add_counters(rio_counters *total, const rio_counters *c)
 		t[i] += a[i];
 }
 
+/* ---- workers ---- */
+
+int tool_worker_start(struct tool_worker *w)
+{
+	rio_loop_opts o = {.backend = w->backend, .sq_entries = 1024};
+	int r = rio_loop_create(&w->loop, &o);
+	if (r < 0)
+		fprintf(stderr, "%s: loop: %s\n", w->ops->prog, rio_strerror(r));
+	else
+		r = w->ops->init(w);
+	if (w->loop)
+		tool_stop_on_signal(w->idx, w->loop);
+	if (r < 0)
+		w->err = r;
+	return r;
+}
+
+void *tool_worker_run(void *arg)
+{
+	struct tool_worker *w = arg;
+	if (w->idx > 0 && tool_worker_start(w) < 0) {
+		tool_stop_all(); /* the process exits 1 */
+		return NULL;
+	}
+	int r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
+	if (r >= 0) { /* stopped by a signal */
+		w->ops->stop(w);
+		r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
+		if (r > 0 && w->ops->force) { /* a second signal */
+			w->ops->force(w);
+			r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
+		}
+	}
+	if (r < 0) {
+		fprintf(stderr, "%s: loop: %s\n", w->ops->prog, rio_strerror(r));
+		w->err = r;
+	}
+	return NULL;
+}
+
 /* ---- idle timeout ---- */
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))

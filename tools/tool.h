@@ -88,6 +88,32 @@ void tool_idle_del(struct tool_idle *q, struct tool_idle_node *n);
 /* It moved a byte: to the back of the list (only with a timeout). */
 void tool_idle_touch(struct tool_idle *q, struct tool_idle_node *n);
 
+/*
+ * A worker: one loop on one thread. A tool's worker struct starts with a
+ * struct tool_worker. tool_worker_run (for tool_run_threads) sets up
+ * workers 1..n-1 on their own threads (worker 0: tool_worker_start on the
+ * main thread first), runs the loop until a signal stops it, calls `stop`
+ * and runs on until nothing is in flight; a second signal meanwhile calls
+ * `force` (if set) and runs on again. A loop error is printed and kept in
+ * `err`, as is a failed set-up (which stops every worker).
+ */
+struct tool_worker;
+struct tool_worker_ops {
+	const char *prog;                       /* for messages */
+	int (*init)(struct tool_worker *w);     /* w->loop exists: listen */
+	void (*stop)(struct tool_worker *w);    /* the first signal */
+	void (*force)(struct tool_worker *w);   /* a second one; may be NULL */
+};
+struct tool_worker {
+	rio_backend_kind backend; /* for its loop (1024 SQEs) */
+	rio_loop *loop;
+	int idx; /* its slot: 0..n-1 */
+	int err;
+	const struct tool_worker_ops *ops;
+};
+int tool_worker_start(struct tool_worker *w);
+void *tool_worker_run(void *arg);
+
 /* *total += *c, field by field. */
 void tool_add_counters(rio_counters *total, const rio_counters *c);
 
