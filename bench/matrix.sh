@@ -5,14 +5,15 @@
 #
 # Echo rows: 1, 50 and 500 connections x 64 B, 4 KiB and 64 KiB for the
 # hand-written epoll server, the raw liburing server, libuv's echo,
-# ringio-echo on io_uring and on epoll; x_ columns are ratios to epoll
-# measured in the same round. Proxy rows: the load generator through a
-# proxy to the epoll echo server, for haproxy (mode tcp, nbthread 1;
-# haproxy-splice is the same with splicing forced both ways), ringio-proxy
-# on io_uring and on epoll (--splice auto), and ringio-proxy-copy /
-# ringio-proxy-splice (--splice off / on: what auto chooses between), all
-# in the same place on the same cores; x_ columns are ratios to haproxy in
-# the same round. Multi-core
+# ringio-echo on io_uring and on epoll (--splice auto: a connection that
+# fills a whole buffer moves on to a pipe) and ringio-copy (io_uring,
+# --splice off); x_ columns are ratios to epoll measured in the same
+# round. Proxy rows: the load generator through a proxy to the epoll echo
+# server, for haproxy (mode tcp, nbthread 1; haproxy-splice is the same
+# with splicing forced both ways), ringio-proxy on io_uring and on epoll
+# (--splice auto), and ringio-proxy-copy / ringio-proxy-splice (--splice
+# off / on: what auto chooses between), all in the same place on the same
+# cores; x_ columns are ratios to haproxy in the same round. Multi-core
 # rows: ringio-echo with 1, 2, 4, ... threads (up to half the CPUs, so the
 # generator gets the other half; on a machine with fewer than 4 CPUs up to
 # all of them, the generator then sharing, which the table flags) at 500
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
 	--rounds) rounds=$2; shift ;;
 	--seconds) secs=$2; shift ;;
 	--quick) quick=(--quick) ;;
-	-h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "matrix.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -37,7 +38,7 @@ common=(--build-dir "$build" --rounds "$rounds" --seconds "$secs"
 	--warmup "$warm" --conns "1 50 500" --sizes "64 4096 65536" "${quick[@]}")
 rc=0
 echo "== echo servers"
-bench/run.sh "${common[@]}" --servers "epoll uring libuv ringio ringio-epoll" \
+bench/run.sh "${common[@]}" --servers "epoll uring libuv ringio ringio-epoll ringio-copy" \
 	--baseline epoll || rc=1
 echo
 echo "== proxies: loadgen -> proxy -> epoll echo"

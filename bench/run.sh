@@ -46,6 +46,7 @@ Servers (binaries relative to the build dir; a missing one is skipped):
   ringio        tools/ringio-echo --backend uring --threads 1
   ringio-epoll  tools/ringio-echo --backend epoll --threads 1
   ringio-auto   tools/ringio-echo --backend auto --threads 1
+  ringio-copy   ringio-echo on io_uring with --splice off (never splices)
   ringio-tN, ringio-epoll-tN   ringio-echo --threads N (uring / epoll):
                 the server on CPUs 0..N-1 and N generator processes on
                 CPUs N..2N-1, or on every CPU (shared, flagged) when the
@@ -133,6 +134,7 @@ server_cmd() {
 	uring) echo "bench/rio-uring-echo" ;;
 	ringio) echo "tools/ringio-echo --backend uring --threads 1" ;;
 	ringio-epoll) echo "tools/ringio-echo --backend epoll --threads 1" ;;
+	ringio-copy) echo "tools/ringio-echo --backend uring --threads 1 --splice off" ;;
 	ringio-auto) echo "tools/ringio-echo --backend auto --threads 1" ;;
 	ringio-t[1-9]*) echo "tools/ringio-echo --backend uring --threads ${1#ringio-t}" ;;
 	ringio-epoll-t[1-9]*) echo "tools/ringio-echo --backend epoll --threads ${1#ringio-epoll-t}" ;;

@@ -633,6 +633,23 @@ void t_tool_stop(pid_t pid, int out_fd, char *out, size_t cap)
 	cr_log_info("%s", out);
 }
 
+long t_rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+			break;
+	fclose(f);
+	cr_assert_gt(kib, 0, "no VmRSS in %s", path);
+	return kib;
+}
+
 uint64_t t_field(const char *out, const char *name)
 {
 	const char *f = strstr(out, name);

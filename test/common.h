@@ -199,6 +199,8 @@ void t_wait_listening(uint16_t port);
 void t_tool_stop(pid_t pid, int out_fd, char *out, size_t cap);
 /* The number after `name` in a tool's counter line (asserts it is there). */
 uint64_t t_field(const char *out, const char *name);
+/* A process's resident set (VmRSS), in KiB. */
+long t_rss_kib(pid_t pid);
 
 /* ---- data ---- */
 

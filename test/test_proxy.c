@@ -230,22 +230,6 @@ Test(proxy, all_upstreams_down_closes_the_client_promptly, .timeout = 60)
 	cr_assert_geq(t_field(out, "no_upstream="), 1);
 }
 
-static long rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	long kib = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld", &kib) == 1)
-			break;
-	fclose(f);
-	return kib;
-}
-
 /* IPv6 both sides: a client on [::1] through a --listen [::1]:P to an
  * upstream on [::1]. */
 Test(proxy, ipv6_both_sides, .timeout = 60)
@@ -346,12 +330,12 @@ static void stalled_readers(const char *const *flags, int stalled,
 	tsrv_start(&up, loop, NULL, 0);
 	proxy_start(&p, &up.port, 1, flags);
 	t_echo_check_port(loop, p.port, "warm");
-	rss0 = rss_kib(p.pid);
+	rss0 = t_rss_kib(p.pid);
 	for (int i = 0; i < stalled; i++) {
 		fds[i] = t_stall_client(loop, p.port, &n);
 		pushed += n;
 	}
-	rss1 = rss_kib(p.pid);
+	rss1 = t_rss_kib(p.pid);
 	cr_log_info("%d client(s) pushed %llu KiB into the proxy and never "
 		    "read; proxy RSS %ld -> %ld KiB", stalled,
 		    (unsigned long long)(pushed >> 10), rss0, rss1);

@@ -41,34 +41,144 @@ Test(tool_echo, every_thread_serves, .timeout = 60)
 #endif
 }
 
-/* Clients that send and never read share the buffer pool (128 x 64 KiB
- * here) with everyone else: each holds a few dozen buffers at most (its
- * receive stops while its echoes wait; on io_uring the kernel may fill up
- * to 32 more in one go before the stop lands), so the next client is
- * still echoed. Were they to keep receiving, the megabytes they push would
- * take the whole pool and that echo would never come. */
-Test(tool_echo, stalled_readers_leave_the_pool_to_others, .timeout = 90)
+/* ringio-echo with `flags` (NULL-terminated, at most 8) on a port of
+ * its own. */
+static pid_t echo_spawn(const char *const *flags, uint16_t *port, int *so)
+{
+	static char ports[8];
+	char *argv[16] = { RIO_ECHO_BIN, "--port", ports };
+	int n = 3;
+
+	*port = t_closed_port();
+	snprintf(ports, sizeof(ports), "%u", *port);
+	for (; flags && *flags; flags++) {
+		cr_assert_lt(n, 14);
+		argv[n++] = (char *)*flags;
+	}
+	argv[n] = NULL;
+	pid_t pid = t_tool_spawn(argv, NULL, so);
+	t_wait_listening(*port);
+	return pid;
+}
+
+/* 64 MiB echoed while it is sent, then SHUT_WR: every byte comes back
+ * unchanged, then the EOF. Returns the echo's `spliced=` count. */
+static uint64_t sixty_four_mib(const char *splice)
+{
+	const char *const flags[] = { "--splice", splice, NULL };
+	rio_loop *loop = t_loop(); /* runs nothing: the server is a process */
+	t_stream s = { .total = 64ull << 20 };
+	char out[4096];
+	uint16_t port;
+	int so;
+	pid_t echo = echo_spawn(flags, &port, &so);
+
+	s.fd = t_connect(AF_INET, port);
+	t_timeouts(s.fd, 60);
+	t_stream_run(loop, &s, 150000);
+	close(s.fd);
+	t_tool_stop(echo, so, out, sizeof(out));
+	t_loop_done(loop);
+	return t_field(out, " spliced=");
+}
+
+/* By default (--splice auto) a bulk stream fills whole buffers, so its
+ * connection moves on to a pipe: the bytes are still echoed unchanged,
+ * and the end of the stream still comes through. */
+Test(tool_echo, bulk_is_spliced_and_unchanged, .timeout = 180)
 {
 #ifndef RIO_ECHO_BIN
 	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
 #else
-	enum { STALLED = 2 };
-	uint16_t port = t_closed_port();
-	char ports[8], out[4096], buf[4];
-	char *argv[] = { RIO_ECHO_BIN, "--port", ports, "--buf-count", "128",
-			 NULL };
-	uint64_t pushed = 0, n;
-	int so, fds[STALLED];
+	cr_assert_eq(sixty_four_mib("auto"), 1, "the bulk stream was not spliced");
+#endif
+}
 
-	snprintf(ports, sizeof(ports), "%u", port);
-	pid_t echo = t_tool_spawn(argv, NULL, &so);
-	t_wait_listening(port);
-	for (int i = 0; i < STALLED; i++) {
+Test(tool_echo, bulk_copying_is_unchanged, .timeout = 180)
+{
+#ifndef RIO_ECHO_BIN
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#else
+	cr_assert_eq(sixty_four_mib("off"), 0);
+#endif
+}
+
+/* Small messages never fill a 64 KiB buffer: with --splice auto they keep
+ * copying (which is faster for them); with --splice on they splice from
+ * the first byte, and are echoed just the same. */
+static void ping_pong(const char *splice, int spliced)
+{
+	enum { CONNS = 4, ROUNDS = 100 };
+	const char *const flags[] = { "--splice", splice, NULL };
+	char out[4096], msg[100], buf[100];
+	int fds[CONNS], so;
+	uint16_t port;
+	pid_t echo = echo_spawn(flags, &port, &so);
+
+	for (int i = 0; i < CONNS; i++) {
+		fds[i] = t_connect(AF_INET, port);
+		t_timeouts(fds[i], 5);
+	}
+	for (int r = 0; r < ROUNDS; r++)
+		for (int i = 0; i < CONNS; i++) {
+			t_pat_fill(msg, sizeof(msg), (uint64_t)(r * CONNS + i));
+			cr_assert_eq(send(fds[i], msg, sizeof(msg), 0),
+				     (ssize_t)sizeof(msg));
+			cr_assert_eq(recv(fds[i], buf, sizeof(buf), MSG_WAITALL),
+				     (ssize_t)sizeof(buf), "round %d: %s", r,
+				     strerror(errno));
+			cr_assert_eq(memcmp(buf, msg, sizeof(msg)), 0);
+		}
+	for (int i = 0; i < CONNS; i++)
+		close(fds[i]);
+	t_tool_stop(echo, so, out, sizeof(out));
+	/* the t_wait_listening probe is one more connection */
+	cr_assert_eq(t_field(out, " spliced="), spliced ? CONNS + 1 : 0);
+}
+
+Test(tool_echo, small_messages_keep_copying, .timeout = 60)
+{
+#ifndef RIO_ECHO_BIN
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#else
+	ping_pong("auto", 0);
+#endif
+}
+
+Test(tool_echo, small_messages_spliced, .timeout = 60)
+{
+#ifndef RIO_ECHO_BIN
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#else
+	ping_pong("on", 1);
+#endif
+}
+
+/* `stalled` clients that send and never read, then one that reads: it is
+ * echoed, and the server's memory grew by less than `max_kib`. */
+static void stalled_readers(const char *const *flags, int stalled,
+			    long max_kib)
+{
+	uint64_t pushed = 0, n;
+	char out[4096], buf[4];
+	int so, fds[8];
+	uint16_t port;
+
+	cr_assert_leq(stalled, 8);
+	pid_t echo = echo_spawn(flags, &port, &so);
+	long rss0 = t_rss_kib(echo);
+
+	for (int i = 0; i < stalled; i++) {
 		fds[i] = t_stall_client(NULL, port, &n);
 		pushed += n;
 	}
-	cr_log_info("%d clients pushed %llu KiB and never read", STALLED,
-		    (unsigned long long)(pushed >> 10));
+	long rss1 = t_rss_kib(echo);
+
+	cr_log_info("%d client(s) pushed %llu KiB and never read; echo RSS "
+		    "%ld -> %ld KiB", stalled,
+		    (unsigned long long)(pushed >> 10), rss0, rss1);
+	cr_assert_lt(rss1 - rss0, max_kib, "echo memory grew by %ld KiB",
+		     rss1 - rss0);
 	int fd = t_connect(AF_INET, port);
 
 	t_timeouts(fd, 5);
@@ -78,8 +188,36 @@ Test(tool_echo, stalled_readers_leave_the_pool_to_others, .timeout = 90)
 		     strerror(errno));
 	cr_assert_eq(memcmp(buf, "ping", 4), 0);
 	close(fd);
-	for (int i = 0; i < STALLED; i++)
+	for (int i = 0; i < stalled; i++)
 		close(fds[i]);
 	t_tool_stop(echo, so, out, sizeof(out));
+}
+
+/* Clients that send and never read share the buffer pool (128 x 64 KiB
+ * here, copying) with everyone else: each holds a few dozen buffers at
+ * most (its receive stops while its echoes wait; on io_uring the kernel
+ * may fill up to 32 more in one go before the stop lands), so the next
+ * client is still echoed. Were they to keep receiving, the megabytes they
+ * push would take the whole pool and that echo would never come. */
+Test(tool_echo, stalled_readers_leave_the_pool_to_others, .timeout = 90)
+{
+#ifndef RIO_ECHO_BIN
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#else
+	const char *const flags[] = { "--splice", "off", "--buf-count", "128",
+				      NULL };
+
+	stalled_readers(flags, 2, 8192);
+#endif
+}
+
+/* Spliced (the default: what a stalled client pushes is bulk), each holds
+ * its pipe, and no pool buffer at all. */
+Test(tool_echo, stalled_readers_spliced, .timeout = 90)
+{
+#ifndef RIO_ECHO_BIN
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#else
+	stalled_readers(NULL, 4, 2048);
 #endif
 }

@@ -4,7 +4,10 @@
  * each connection back to itself: multishot recv into a buffer pool, the
  * received buffer sent straight back (no copy), and the receive cancelled
  * while too many buffers wait to be echoed (a client that sends but does
- * not read), so one slow reader cannot hold the whole pool.
+ * not read), so one slow reader cannot hold the whole pool. With
+ * --splice auto (the default) a connection that fills a whole buffer in
+ * one recv is bulk: it moves on to a pipe of its own, and its bytes go
+ * back out without ever being copied into user memory.
  *
  * Accepting goes through rio_listener (the accept policy: client errors
  * retried, load errors backed off, fatal errors reported). Connections sit
@@ -34,9 +37,8 @@
 struct cfg {
 	const char *addr;
 	int port;
-	struct tool_common com; /* --threads, --backend, --idle-timeout */
-	unsigned buf_count;
-	size_t buf_size;
+	struct tool_common com; /* --threads, --backend, --idle-timeout,
+				 * --buf-count, --buf-size, --splice */
 	uint64_t drain_ms; /* graceful shutdown: how long in-flight echoes get */
 	unsigned max_conns; /* per thread; 0: no limit */
 };
@@ -190,7 +192,8 @@ static int worker_init(struct tool_worker *t)
 {
 	struct worker *w = (struct worker *)t;
 	const struct cfg *cfg = w->cfg;
-	int r = relay_pool_init(&w->rp, w->t.loop, cfg->buf_count, cfg->buf_size);
+	int r = relay_pool_init(&w->rp, w->t.loop, cfg->com.buf_count,
+				cfg->com.buf_size, cfg->com.splice);
 	if (r < 0) {
 		fprintf(stderr, "ringio-echo: buffer pool: %s\n", rio_strerror(r));
 		return r;
@@ -215,12 +218,8 @@ static int worker_init(struct tool_worker *t)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ringio-echo --port P [--addr A] [--threads N] "
-		   "[--backend auto|uring|epoll|kqueue]\n"
-		   "                   [--buf-count N (power of 2)] "
-		   "[--buf-size BYTES]\n"
-		   "                   [--idle-timeout MS] [--max-conns N] "
-		   "[--drain-timeout MS]\n");
+	fprintf(f, "usage: ringio-echo --port P [--addr A] [--max-conns N] "
+		   "[--drain-timeout MS]\n" TOOL_COMMON_USAGE);
 }
 
 static int parse_args(int argc, char **argv, struct cfg *cfg)
@@ -229,8 +228,6 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		{"port", required_argument, 0, 'p'},
 		{"addr", required_argument, 0, 'a'},
 		TOOL_COMMON_OPTIONS,
-		{"buf-count", required_argument, 0, 'n'},
-		{"buf-size", required_argument, 0, 's'},
 		{"max-conns", required_argument, 0, 'm'},
 		{"drain-timeout", required_argument, 0, 'd'},
 		{"help", no_argument, 0, 'h'},
@@ -238,7 +235,7 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 	};
 	int c;
 	long v;
-	while ((c = getopt_long(argc, argv, "p:a:n:s:m:d:h" TOOL_COMMON_SHORT, opts,
+	while ((c = getopt_long(argc, argv, "p:a:m:d:h" TOOL_COMMON_SHORT, opts,
 				NULL)) != -1) {
 		const char *bad = NULL;
 		if (tool_common_flag(c, optarg, &cfg->com, &bad))
@@ -252,15 +249,6 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 			break;
 		case 'a':
 			cfg->addr = optarg;
-			break;
-		case 'n':
-			if (tool_parse_long(optarg, 1, 32768, &v) || (v & (v - 1)))
-				bad = "--buf-count";
-			else cfg->buf_count = (unsigned)v;
-			break;
-		case 's':
-			if (tool_parse_long(optarg, 64, 1 << 24, &v)) bad = "--buf-size";
-			else cfg->buf_size = (size_t)v;
 			break;
 		case 'm':
 			if (tool_parse_long(optarg, 0, 1 << 24, &v)) bad = "--max-conns";
@@ -313,7 +301,7 @@ static void report(struct worker *ws, int n)
 {
 	rio_counters t = {0};
 	rio_accept_counters a = {0};
-	uint64_t idle = 0, resets = 0;
+	uint64_t idle = 0, resets = 0, spliced = 0;
 	for (int i = 0; i < n; i++) {
 		rio_counters c;
 		rio_accept_counters la;
@@ -323,6 +311,7 @@ static void report(struct worker *ws, int n)
 		tool_add_counters(&t, &c);
 		idle += ws[i].idle_closed;
 		resets += ws[i].resets;
+		spliced += ws[i].rp.spliced;
 		if (!ws[i].l)
 			continue;
 		rio_listener_counters(ws[i].l, &la);
@@ -339,10 +328,11 @@ static void report(struct worker *ws, int n)
 	       " network_errors=%" PRIu64 " load_errors=%" PRIu64
 	       " early_resumes=%" PRIu64 " limit_pauses=%" PRIu64
 	       " shed=%" PRIu64 " fatal_errors=%" PRIu64
-	       " idle_closed=%" PRIu64 " resets=%" PRIu64 "\n",
+	       " idle_closed=%" PRIu64 " resets=%" PRIu64 " spliced=%" PRIu64
+	       "\n",
 	       a.accepted, a.client_errors, a.network_errors, a.load_errors,
 	       a.early_resumes, a.limit_pauses, a.shed, a.fatal_errors, idle,
-	       resets);
+	       resets, spliced);
 	printf("ringio-echo: ops=%" PRIu64 " completions=%" PRIu64
 	       " enters=%" PRIu64 " cq_overflows=%" PRIu64
 	       " enobufs_rearms=%" PRIu64 " multishot_rearms=%" PRIu64
@@ -369,8 +359,8 @@ int main(int argc, char **argv)
 	/* 64 KiB buffers: a 64 KiB message in one recv and one send (16 KiB
 	 * buffers cost ~1.35x the CPU per round trip at that size). */
 	struct cfg cfg = {.addr = "127.0.0.1", .port = -1, .com.threads = 1,
-			  .buf_count = 1024, .buf_size = 65536,
-			  .drain_ms = 5000};
+			  .com.buf_count = 1024, .com.buf_size = 65536,
+			  .com.splice = RELAY_SPLICE_AUTO, .drain_ms = 5000};
 	if (parse_args(argc, argv, &cfg) < 0)
 		return 2;
 	struct worker *ws = calloc((size_t)cfg.com.threads, sizeof *ws);

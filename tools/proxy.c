@@ -26,16 +26,12 @@
  * moved a byte for that long (a sweep over the sessions in order of
  * activity).
  *
- * Splice: a direction may move its bytes through a pipe of its own
- * (rio_splice_in / rio_splice_out) instead, so they never cross into user
- * memory. Measured here (bench/matrix.sh), that pays for bulk transfers
- * and costs for small messages, where two splices and a pipe do more work
- * than a recv and a send. So by default (--splice auto) a direction starts
- * by copying and switches to splicing, for good, the first time a recv
- * fills a whole buffer (the relay sends what it holds first); --splice on
- * splices from the first byte, --splice off never. Spliced, a direction
- * does one splice in, then splices out until the pipe is empty, then the
- * next: the pipe is its bound.
+ * Splice (relay.h): a direction may move its bytes through a pipe of its
+ * own instead, so they never cross into user memory. Measured here
+ * (bench/matrix.sh), that pays for bulk transfers and costs for small
+ * messages. So by default (--splice auto) a direction starts by copying
+ * and switches to splicing, for good, the first time a recv fills a whole
+ * buffer; --splice on splices from the first byte, --splice off never.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -70,15 +66,12 @@ struct cfg {
 	int nlisten, nup;
 	struct tool_common com; /* --threads, --backend, --idle-timeout */
 	uint64_t connect_ms;
-	unsigned buf_count;
-	size_t buf_size;
-	enum { SPLICE_AUTO, SPLICE_ON, SPLICE_OFF } splice;
 };
 
 struct stats {
 	uint64_t accepted, upstream_ok, upstream_refused, upstream_timeouts,
 		upstream_other, no_upstream, idle_closed, bytes_up, bytes_down,
-		sessions_done, spliced_dirs;
+		sessions_done;
 };
 
 struct worker {
@@ -99,11 +92,8 @@ struct session;
 struct pipe_dir {
 	struct session *s;
 	int from_fd_is_client;
-	int done;        /* saw end of stream and passed it on */
-	int pipe[2];     /* splicing: its relay pipe; -1 while copying */
-	size_t len, off; /* splicing: bytes in the pipe, and sent of them */
-	struct relay r;  /* copying */
-	rio_op op;       /* splicing */
+	int done;       /* saw end of stream and passed it on */
+	struct relay r;
 };
 
 struct session {
@@ -118,18 +108,10 @@ struct session {
 	rio_op connect_op, close_c, close_u;
 };
 
-/* Bytes a splice moves at most: a default pipe's capacity. */
-enum { SPLICE_LEN = 65536 };
-
 /* ---- session teardown ---- */
 
 static void session_free(struct session *s)
 {
-	for (int i = 0; i < 2; i++) /* no op uses them: all have completed */
-		if (s->dir[i].pipe[0] >= 0) {
-			close(s->dir[i].pipe[0]);
-			close(s->dir[i].pipe[1]);
-		}
 	rio_listener_release(s->l);
 	s->w->st.sessions_done++;
 	free(s);
@@ -172,8 +154,6 @@ static void session_close(struct session *s)
 
 /* ---- pumping ---- */
 
-static void splice_cb(rio_loop *loop, rio_op *op, int res);
-
 static int dir_from(const struct pipe_dir *d)
 {
 	return d->from_fd_is_client ? d->s->cfd : d->s->ufd;
@@ -201,40 +181,19 @@ static void dir_moved(struct pipe_dir *d, int n)
 	tool_idle_touch(&w->sessions, &d->s->node);
 }
 
-static void dir_splice_in(struct pipe_dir *d);
-
-/* Give the direction a pipe: it splices from now on. */
-static int dir_make_pipe(struct pipe_dir *d)
-{
-	if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-		d->pipe[0] = d->pipe[1] = -1;
-		return -1;
-	}
-	d->s->w->st.spliced_dirs++;
-	return 0;
-}
-
-/* Copying: the relay through the worker's buffer pool. */
 static void on_relay(struct relay *r, enum relay_event ev, int res)
 {
 	struct pipe_dir *d = container_of(r, struct pipe_dir, r);
 	struct session *s = d->s;
 	switch (ev) {
 	case RELAY_RECEIVED:
-		/* a full buffer: bulk, so splice from now on, if a pipe can
-		 * be had (the relay sends what it holds first) */
-		if ((size_t)res == s->w->rp.size && d->pipe[0] < 0 &&
-		    s->w->cfg->splice == SPLICE_AUTO && dir_make_pipe(d) == 0)
-			relay_hand_off(r);
 		break;
 	case RELAY_SENT:
 		dir_moved(d, res);
 		break;
 	case RELAY_END:
-		if (res == RELAY_EOF)
+		if (res == 0)
 			dir_eof(d);
-		else if (res == RELAY_HANDED)
-			dir_splice_in(d);
 		else
 			session_close(s);
 		break;
@@ -245,57 +204,11 @@ static void on_relay(struct relay *r, enum relay_event ev, int res)
 	}
 }
 
-/* Splicing: one splice into the pipe, then out of it until it is empty. */
-static void dir_splice_in(struct pipe_dir *d)
-{
-	d->len = 0;
-	rio_splice_in(d->s->w->t.loop, &d->op, dir_from(d), d->pipe[1],
-		      SPLICE_LEN, splice_cb);
-}
-
-static void dir_splice_out(struct pipe_dir *d)
-{
-	rio_splice_out(d->s->w->t.loop, &d->op, d->pipe[0], dir_to(d),
-		       d->len - d->off, splice_cb);
-}
-
-static void splice_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct pipe_dir *d = container_of(op, struct pipe_dir, op);
-	if (d->s->closing)
-		return;
-	if (res < 0) {
-		session_close(d->s);
-		return;
-	}
-	if (d->len == 0) { /* a splice in completed */
-		if (res == 0) {
-			dir_eof(d);
-			return;
-		}
-		d->len = (size_t)res;
-		d->off = 0;
-		dir_splice_out(d);
-		return;
-	}
-	dir_moved(d, res);
-	d->off += (size_t)res;
-	if (d->off < d->len)
-		dir_splice_out(d);
-	else
-		dir_splice_in(d);
-}
-
 static void session_start_pumps(struct session *s)
 {
 	s->pumping = 1;
-	for (int i = 0; i < 2; i++) {
-		struct pipe_dir *d = &s->dir[i];
-		if (s->w->cfg->splice == SPLICE_ON && dir_make_pipe(d) == 0)
-			dir_splice_in(d);
-		else
-			relay_start(&d->r, dir_from(d), dir_to(d));
-	}
+	for (int i = 0; i < 2; i++)
+		relay_start(&s->dir[i].r, dir_from(&s->dir[i]), dir_to(&s->dir[i]));
 }
 
 /* ---- upstream connect, round robin with failover ---- */
@@ -375,9 +288,7 @@ static void on_accept(rio_listener *l, int fd, void *data)
 	for (int i = 0; i < 2; i++) {
 		s->dir[i].s = s;
 		s->dir[i].from_fd_is_client = i == 0;
-		s->dir[i].pipe[0] = s->dir[i].pipe[1] = -1;
 		relay_init(&s->dir[i].r, &w->rp, on_relay);
-		rio_op_init(&s->dir[i].op);
 	}
 	rio_op_init(&s->connect_op);
 	rio_op_init(&s->close_c);
@@ -417,7 +328,8 @@ static int worker_init(struct tool_worker *t)
 {
 	struct worker *w = (struct worker *)t;
 	const struct cfg *cfg = w->cfg;
-	int r = relay_pool_init(&w->rp, w->t.loop, cfg->buf_count, cfg->buf_size);
+	int r = relay_pool_init(&w->rp, w->t.loop, cfg->com.buf_count,
+				cfg->com.buf_size, cfg->com.splice);
 	if (r < 0) {
 		fprintf(stderr, "ringio-proxy: buffer pool: %s\n", rio_strerror(r));
 		return r;
@@ -490,10 +402,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: ringio-proxy --listen ADDR:PORT [--listen ...] "
 		"--upstream ADDR:PORT [--upstream ...]\n"
-		"                    [--threads N] [--backend auto|uring|epoll|kqueue]\n"
-		"                    [--connect-timeout MS] [--idle-timeout MS] "
-		"[--splice auto|on|off]\n"
-		"                    [--buf-size BYTES] [--buf-count N (power of 2)]\n"
+		"  [--connect-timeout MS]\n" TOOL_COMMON_USAGE
 		"ADDR is numeric IPv4, or IPv6 in brackets: [::1]:8080\n");
 }
 
@@ -536,15 +445,12 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		{"upstream", required_argument, 0, 'u'},
 		TOOL_COMMON_OPTIONS,
 		{"connect-timeout", required_argument, 0, 'c'},
-		{"buf-size", required_argument, 0, 's'},
-		{"buf-count", required_argument, 0, 'n'},
-		{"splice", required_argument, 0, 'S'},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
 	int c;
 	long v;
-	while ((c = getopt_long(argc, argv, "l:u:c:s:n:S:h" TOOL_COMMON_SHORT, opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:u:c:h" TOOL_COMMON_SHORT, opts, NULL)) != -1) {
 		const char *bad = NULL;
 		if (tool_common_flag(c, optarg, &cfg->com, &bad))
 			c = 0; /* handled */
@@ -562,21 +468,6 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		case 'c':
 			if (tool_parse_long(optarg, 1, 3600000, &v)) bad = "--connect-timeout";
 			else cfg->connect_ms = (uint64_t)v;
-			break;
-		case 's':
-			if (tool_parse_long(optarg, 512, 1 << 24, &v)) bad = "--buf-size";
-			else cfg->buf_size = (size_t)v;
-			break;
-		case 'n':
-			if (tool_parse_long(optarg, 1, 32768, &v) || (v & (v - 1)))
-				bad = "--buf-count";
-			else cfg->buf_count = (unsigned)v;
-			break;
-		case 'S':
-			if (!strcmp(optarg, "auto")) cfg->splice = SPLICE_AUTO;
-			else if (!strcmp(optarg, "on")) cfg->splice = SPLICE_ON;
-			else if (!strcmp(optarg, "off")) cfg->splice = SPLICE_OFF;
-			else bad = "--splice";
 			break;
 		case 'h':
 			usage(stdout);
@@ -602,8 +493,10 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 static void report(struct worker *ws, int n)
 {
 	struct stats t = {0};
+	uint64_t spliced = 0;
 	for (int i = 0; i < n; i++) {
 		const struct stats *s = &ws[i].st;
+		spliced += ws[i].rp.spliced;
 		t.accepted += s->accepted;
 		t.upstream_ok += s->upstream_ok;
 		t.upstream_refused += s->upstream_refused;
@@ -614,7 +507,6 @@ static void report(struct worker *ws, int n)
 		t.bytes_up += s->bytes_up;
 		t.bytes_down += s->bytes_down;
 		t.sessions_done += s->sessions_done;
-		t.spliced_dirs += s->spliced_dirs;
 	}
 	printf("ringio-proxy: accepted=%" PRIu64 " upstream_ok=%" PRIu64
 	       " upstream_refused=%" PRIu64 " upstream_timeouts=%" PRIu64
@@ -625,7 +517,7 @@ static void report(struct worker *ws, int n)
 	       t.accepted, t.upstream_ok, t.upstream_refused,
 	       t.upstream_timeouts, t.upstream_other, t.no_upstream,
 	       t.idle_closed, t.bytes_up, t.bytes_down, t.sessions_done,
-	       t.spliced_dirs);
+	       spliced);
 	fflush(stdout);
 }
 
@@ -636,7 +528,8 @@ int main(int argc, char **argv)
 			   * 1,000 busy connections that complete in one batch
 			   * (256 ran dry at 500 x 64 B and cost ~10%), and a
 			   * stalled direction's few dozen are a small share. */
-			  .buf_count = 1024, .buf_size = 16384};
+			  .com.buf_count = 1024, .com.buf_size = 16384,
+			  .com.splice = RELAY_SPLICE_AUTO};
 	if (parse_args(argc, argv, &cfg) < 0)
 		return 2;
 	struct worker *ws = calloc((size_t)cfg.com.threads, sizeof *ws);

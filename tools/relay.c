@@ -1,8 +1,10 @@
 /* A relay through a buffer pool: see relay.h. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "relay.h"
 
@@ -10,12 +12,13 @@
 #define NONE 0xffffu
 
 int relay_pool_init(struct relay_pool *p, rio_loop *loop, unsigned count,
-		    size_t size)
+		    size_t size, enum relay_splice splice)
 {
 	memset(p, 0, sizeof *p);
 	p->loop = loop;
 	p->size = size;
 	p->count = count;
+	p->splice = splice;
 	int r = rio_bufpool_create(loop, count, size, &p->pool);
 	if (r < 0)
 		return r;
@@ -40,6 +43,7 @@ void relay_pool_fini(struct relay_pool *p)
 static void recv_cb(rio_loop *loop, rio_op *op, int res);
 static void send_cb(rio_loop *loop, rio_op *op, int res);
 static void pause_cb(rio_loop *loop, rio_op *op, int res);
+static void splice_cb(rio_loop *loop, rio_op *op, int res);
 
 static void end(struct relay *r, int res)
 {
@@ -95,14 +99,99 @@ static void send_head(struct relay *r)
 		end(r, e);
 }
 
-/* The recv has ended for good (`handed`: by hand-off); END once the
- * queue is empty. */
+/* ---- splicing: one splice into the pipe, then out until it is empty */
+
+static int make_pipe(struct relay *r)
+{
+	if (pipe2(r->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+		r->pipe[0] = r->pipe[1] = -1;
+		return -1;
+	}
+	r->p->spliced++;
+	return 0;
+}
+
+static void splice_in(struct relay *r)
+{
+	r->plen = r->poff = 0;
+	int e = rio_splice_in(r->p->loop, &r->splice_op, r->from, r->pipe[1],
+			      RELAY_SPLICE_LEN, splice_cb);
+	if (e < 0)
+		end(r, e);
+}
+
+static void splice_out(struct relay *r)
+{
+	int e = rio_splice_out(r->p->loop, &r->splice_op, r->pipe[0], r->to,
+			       r->plen - r->poff, splice_cb);
+	if (e < 0)
+		end(r, e);
+}
+
+static void splice_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct relay *r = container_of(op, struct relay, splice_op);
+	if (r->silent)
+		return;
+	if (r->plen == 0) { /* a splice in: 0 is the end of the stream */
+		if (res <= 0) {
+			end(r, res);
+			return;
+		}
+		r->plen = (uint32_t)res;
+		r->cb(r, RELAY_RECEIVED, res);
+		if (!r->silent)
+			splice_out(r);
+		return;
+	}
+	if (res <= 0) { /* 0 from a splice of > 0 bytes: the peer is gone */
+		end(r, res < 0 ? res : -EPIPE);
+		return;
+	}
+	r->poff += (uint32_t)res;
+	if (r->poff < r->plen)
+		splice_out(r);
+	else
+		splice_in(r);
+	if (!r->silent)
+		r->cb(r, RELAY_SENT, res);
+}
+
+/* ---- copying through the pool ---- */
+
+/* The recv is over and everything received has been sent: the end of
+ * the stream, or on to the pipe after a hand-off. */
+static void drained(struct relay *r)
+{
+	if (r->handed)
+		splice_in(r);
+	else
+		end(r, 0);
+}
+
+/* The recv has ended for good (`handed`: by hand-off); on once the queue
+ * is empty. */
 static void recv_over(struct relay *r, int handed)
 {
 	r->recv_done = 1;
 	r->handed = (uint8_t)handed;
 	if (r->head == NONE)
-		end(r, handed ? RELAY_HANDED : RELAY_EOF);
+		drained(r);
+}
+
+/* Stop receiving; send what was received, then splice (or END, if the
+ * stream ended or failed first). */
+static void hand_off(struct relay *r)
+{
+	if (r->hand_off || r->silent)
+		return;
+	r->hand_off = 1;
+	if (r->recv_done)
+		return; /* it ended already: END says how */
+	if (!rio_op_in_flight(&r->recv_op))
+		recv_over(r, 1); /* paused, the recv already cancelled */
+	else
+		stop_recv(r);
 }
 
 static void recv_cb(rio_loop *loop, rio_op *op, int res)
@@ -128,6 +217,11 @@ static void recv_cb(rio_loop *loop, rio_op *op, int res)
 				send_head(r);
 			if (queue_full(r) && (op->flags & RIO_OP_F_MORE))
 				stop_recv(r);
+			/* a full buffer: bulk, so splice from now on */
+			if ((size_t)res == p->size &&
+			    p->splice == RELAY_SPLICE_AUTO && r->pipe[0] < 0 &&
+			    (op->flags & RIO_OP_F_MORE) && make_pipe(r) == 0)
+				hand_off(r);
 			if (!r->silent)
 				r->cb(r, RELAY_RECEIVED, res);
 		}
@@ -178,7 +272,7 @@ static void send_cb(rio_loop *loop, rio_op *op, int res)
 		return;
 	r->cb(r, RELAY_SENT, res);
 	if (r->head == NONE && r->recv_done)
-		end(r, r->handed ? RELAY_HANDED : RELAY_EOF);
+		drained(r);
 }
 
 static void pause_cb(rio_loop *loop, rio_op *op, int res)
@@ -205,34 +299,31 @@ void relay_init(struct relay *r, struct relay_pool *p, relay_cb *cb)
 	r->cb = cb;
 	r->from = r->to = -1;
 	r->head = r->tail = NONE;
+	r->pipe[0] = r->pipe[1] = -1;
 	rio_op_init(&r->recv_op);
 	rio_op_init(&r->send_op);
 	rio_op_init(&r->pause_op);
+	rio_op_init(&r->splice_op);
 }
 
 void relay_start(struct relay *r, int from, int to)
 {
 	r->from = from;
 	r->to = to;
-	arm(r);
-}
-
-void relay_hand_off(struct relay *r)
-{
-	if (r->hand_off || r->silent)
-		return;
-	r->hand_off = 1;
-	if (r->recv_done)
-		return; /* it ended already: END says how */
-	if (!rio_op_in_flight(&r->recv_op))
-		recv_over(r, 1); /* paused, the recv already cancelled */
+	if (r->p->splice == RELAY_SPLICE_ON && make_pipe(r) == 0)
+		splice_in(r);
 	else
-		stop_recv(r);
+		arm(r);
 }
 
 int relay_idle(const struct relay *r)
 {
-	return r->head == NONE;
+	return r->head == NONE && r->plen == 0;
+}
+
+int relay_spliced(const struct relay *r)
+{
+	return r->pipe[0] >= 0;
 }
 
 void relay_silence(struct relay *r)
@@ -250,6 +341,11 @@ void relay_release(struct relay *r)
 	}
 	r->tail = NONE;
 	r->qlen = 0;
+	if (r->pipe[0] >= 0) { /* no op uses it: they were on the sockets */
+		close(r->pipe[0]);
+		close(r->pipe[1]);
+		r->pipe[0] = r->pipe[1] = -1;
+	}
 	r->released = 1;
 	if (!rio_op_in_flight(&r->pause_op))
 		r->cb(r, RELAY_FREED, 0);

@@ -13,6 +13,17 @@
  * sender. While three quarters of the pool are lent out, a relay stops at
  * RELAY_Q_TIGHT instead, so slow readers cannot take the whole pool
  * between them before the owner's idle timeout ends them.
+ *
+ * Splice: a relay may move its bytes through a pipe of its own instead
+ * (rio_splice_in / rio_splice_out), so they never cross into user memory:
+ * one splice in, then splices out until the pipe is empty, then the next.
+ * The pipe (64 KiB) is its bound, and it holds no pool buffer. That pays
+ * for bulk transfers and costs for small messages, where two splices and
+ * a pipe do more work than a recv and a send. RELAY_SPLICE_AUTO starts
+ * every relay copying and switches it, for good, the first time a recv
+ * fills a whole buffer: it stops receiving, sends what it holds, then
+ * splices. RELAY_SPLICE_ON splices from the first byte (falling back to
+ * copying if no pipe can be had), RELAY_SPLICE_OFF never.
  */
 #ifndef RIO_RELAY_H
 #define RIO_RELAY_H
@@ -24,6 +35,11 @@
 
 enum { RELAY_Q_HIGH = 4, RELAY_Q_TIGHT = 2, RELAY_Q_LOW = 1 };
 
+enum relay_splice { RELAY_SPLICE_OFF, RELAY_SPLICE_AUTO, RELAY_SPLICE_ON };
+
+/* Bytes one splice moves at most: a default pipe's capacity. */
+enum { RELAY_SPLICE_LEN = 65536 };
+
 /* A loop's pool and what the relays of that loop keep per buffer. */
 struct relay_pool {
 	rio_loop *loop;
@@ -31,26 +47,24 @@ struct relay_pool {
 	size_t size;    /* of each buffer */
 	unsigned count; /* buffers in the pool */
 	unsigned out;   /* of them, lent to relays */
+	enum relay_splice splice;
+	uint64_t spliced; /* relays that have moved to a pipe */
 	uint16_t *next; /* per buffer id: the next one on its queue */
 	uint32_t *len;  /* per buffer id: bytes received into it */
 };
 
 /* Returns 0, or -errno (the pool's, or -ENOMEM). */
 int relay_pool_init(struct relay_pool *p, rio_loop *loop, unsigned count,
-		    size_t size);
+		    size_t size, enum relay_splice splice);
 void relay_pool_fini(struct relay_pool *p);
 
 enum relay_event {
-	RELAY_RECEIVED, /* res bytes arrived */
+	RELAY_RECEIVED, /* res bytes arrived (into a buffer or the pipe) */
 	RELAY_SENT,     /* res bytes went out */
-	RELAY_END,      /* the relay is over, see below */
+	RELAY_END,      /* the relay is over: res is 0 at end of stream from
+			 * `from` with everything sent, or the recv's, a
+			 * send's or a splice's -errno (bytes may be left) */
 	RELAY_FREED,    /* after relay_release: it may be freed now */
-};
-/* RELAY_END's res: */
-enum {
-	RELAY_EOF = 0,    /* end of stream from `from`, and everything sent */
-	RELAY_HANDED = 1, /* relay_hand_off() was called, and all sent */
-	/* < 0: the recv's or a send's -errno; bytes may be left unsent */
 };
 
 struct relay;
@@ -61,28 +75,30 @@ struct relay {
 	relay_cb *cb;
 	int from, to;
 	uint8_t recv_done; /* the recv has ended for good */
-	uint8_t handed;    /* ... because of relay_hand_off() */
-	uint8_t paused;    /* its recv is cancelled for backpressure */
+	uint8_t handed;    /* ... to move on to the pipe */
+	uint8_t paused;    /* its recv is cancelled (backpressure, hand-off) */
 	uint8_t hand_off, silent, released;
 	uint16_t head, tail, qlen; /* received, not yet sent */
 	uint32_t off;              /* bytes of `head` already sent */
+	int pipe[2];               /* splicing: its pipe; -1 while copying */
+	uint32_t plen, poff;       /* bytes in the pipe, and sent of them */
 	rio_op recv_op, send_op, pause_op;
+	rio_op splice_op;
 };
 
 /* Set up (nothing in flight, nothing queued), then start relaying from
  * `from` to `to`; from == to echoes. `cb` hears of it. */
 void relay_init(struct relay *r, struct relay_pool *p, relay_cb *cb);
 void relay_start(struct relay *r, int from, int to);
-/* Stop receiving; RELAY_END with RELAY_HANDED once what was received has
- * been sent (or RELAY_EOF / an error, if that came first). */
-void relay_hand_off(struct relay *r);
-/* Nothing queued (so nothing being sent). */
+/* Nothing received and not yet sent. */
 int relay_idle(const struct relay *r);
+/* It moves its bytes through a pipe. */
+int relay_spliced(const struct relay *r);
 /* Its owner is closing the sockets, through the loop (which completes the
  * relay's ops): from now on no event but RELAY_FREED. */
 void relay_silence(struct relay *r);
-/* Once those closes have completed: give the queue back to the pool.
- * RELAY_FREED follows, at once or when the relay's last op not tied to
+/* Once those closes have completed: give the queue back to the pool and
+ * close the pipe. RELAY_FREED follows, at once or when the relay's last op not tied to
  * the sockets (a cancel) completes. */
 void relay_release(struct relay *r);
 

@@ -46,6 +46,28 @@ int tool_common_flag(int c, const char *arg, struct tool_common *com,
 		else
 			com->idle_ms = (uint64_t)v;
 		return 1;
+	case 'n':
+		if (tool_parse_long(arg, 1, 32768, &v) || (v & (v - 1)))
+			*bad = "--buf-count";
+		else
+			com->buf_count = (unsigned)v;
+		return 1;
+	case 's':
+		if (tool_parse_long(arg, 64, 1 << 24, &v))
+			*bad = "--buf-size";
+		else
+			com->buf_size = (size_t)v;
+		return 1;
+	case 'S':
+		if (!strcmp(arg, "auto"))
+			com->splice = RELAY_SPLICE_AUTO;
+		else if (!strcmp(arg, "on"))
+			com->splice = RELAY_SPLICE_ON;
+		else if (!strcmp(arg, "off"))
+			com->splice = RELAY_SPLICE_OFF;
+		else
+			*bad = "--splice";
+		return 1;
 	default:
 		return 0;
 	}

@@ -12,6 +12,8 @@
 
 #include <ringio.h>
 
+#include "relay.h"
+
 #define TOOL_MAX_THREADS 256
 
 /* The flags every tool takes, parsed one way. */
@@ -19,14 +21,26 @@ struct tool_common {
 	int threads;              /* --threads N: one loop per thread */
 	rio_backend_kind backend; /* --backend auto|uring|epoll|kqueue */
 	uint64_t idle_ms;         /* --idle-timeout MS; 0: none */
+	unsigned buf_count;       /* --buf-count N: a power of 2 */
+	size_t buf_size;          /* --buf-size BYTES */
+	enum relay_splice splice; /* --splice auto|on|off */
 };
 
 /* Their getopt_long entries, for a tool's option table. */
 #define TOOL_COMMON_OPTIONS                                   \
 	{ "threads", required_argument, 0, 't' },             \
 	{ "backend", required_argument, 0, 'b' },             \
-	{ "idle-timeout", required_argument, 0, 'i' }
-#define TOOL_COMMON_SHORT "t:b:i:"
+	{ "idle-timeout", required_argument, 0, 'i' },        \
+	{ "buf-count", required_argument, 0, 'n' },           \
+	{ "buf-size", required_argument, 0, 's' },            \
+	{ "splice", required_argument, 0, 'S' }
+#define TOOL_COMMON_SHORT "t:b:i:n:s:S:"
+/* Their usage lines. */
+#define TOOL_COMMON_USAGE                                                  \
+	"  [--threads N] [--backend auto|uring|epoll|kqueue] "             \
+	"[--idle-timeout MS]\n"                                             \
+	"  [--buf-count N (power of 2)] [--buf-size BYTES] "                \
+	"[--splice auto|on|off]\n"
 
 /* getopt_long's `c` with its `arg`: if it is a common flag, store it (or
  * point *bad at the flag's name when the value is wrong) and return 1;
