@@ -281,7 +281,11 @@ RIO_API int rio_recvmsg(rio_loop *loop, rio_op *op, int fd,
  * When the pool runs dry the receive pauses and resumes by itself once a
  * buffer is given back (counted in enobufs_rearms); -ENOBUFS never reaches
  * the callback. Final completion: res 0 (end of stream), -ECANCELED, or
- * another -errno.
+ * another -errno. Results already received when a cancel is asked for
+ * still arrive first: on io_uring the loop arms the recv for 4 buffers'
+ * worth of bytes at a time and re-arms it itself (Linux 6.17+; older
+ * kernels fill up to 32 buffers in one pass), so a cancel for
+ * backpressure lands within a few buffers.
  */
 RIO_API int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd,
 			       rio_bufpool *pool, rio_cb *cb);

@@ -9,7 +9,7 @@
 
 static const char *const names[RIO__F_COUNT] = {
 	"spurious", "errhup", "eagain", "short_write",
-	"accept_abort", "accept_eproto", "enobufs",
+	"accept_abort", "accept_eproto", "enobufs", "nocap",
 };
 
 static int parse_errno(const char *v)

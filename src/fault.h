@@ -18,6 +18,8 @@
  *   accept_abort  an accepted connection is reset: -ECONNABORTED (both)
  *   accept_eproto likewise, -EPROTO (both)
  *   enobufs       a multishot recv finds its buffer ring dry (both)
+ *   nocap         the kernel refuses a multishot recv's length cap, as
+ *                 kernels before 6.17 do (io_uring)
  */
 #ifndef RIO_FAULT_H
 #define RIO_FAULT_H
@@ -32,6 +34,7 @@ enum rio__fault_kind {
 	RIO__F_ACCEPT_ABORT,
 	RIO__F_ACCEPT_EPROTO,
 	RIO__F_ENOBUFS,
+	RIO__F_NOCAP,
 	RIO__F_COUNT,
 };
 

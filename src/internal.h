@@ -51,6 +51,7 @@ enum rio__state {
 #define RIO__B_DEADLINE 0x10u  /* its deadline applies (set by the core) */
 #define RIO__B_FDCOUNTED 0x20u /* counted in the backend's per-fd table */
 #define RIO__B_FAULTEND 0x40u  /* a fault is ending it with priv.n0 (errno) */
+#define RIO__B_CAPPED 0x80u    /* io_uring: armed with a length cap */
 #define RIO__B_CQES_SHIFT 8    /* backend: completions still outstanding */
 #define RIO__B_CQES_MASK (0xffu << RIO__B_CQES_SHIFT)
 

@@ -43,7 +43,14 @@ struct uring {
 	rio_op wake_op;
 	unsigned setup_flags;
 	int rearm_parked; /* a buffer came back while recvs were parked */
+	int recv_nocap;   /* the kernel refused a multishot recv's length cap */
 };
+
+/* A multishot recv is armed for this many of its pool's buffers' worth of
+ * bytes at a time, and re-armed by the loop when the kernel ends it there
+ * (the length cap, Linux 6.17+). Otherwise one pass of the kernel may fill
+ * up to 32 buffers before a cancel (backpressure) lands. */
+enum { RECV_CAP_BUFS = 4 };
 
 static struct uring *U(rio_loop *loop) { return loop->be_data; }
 
@@ -136,11 +143,23 @@ static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 	case RIO__OP_SENDMSG:
 		io_uring_prep_sendmsg(sqe, fd, p, op->priv.n0);
 		break;
-	case RIO__OP_RECV_MULTI:
+	case RIO__OP_RECV_MULTI: {
+		rio_bufpool *pool = p;
+		size_t cap = RECV_CAP_BUFS * pool->size;
 		io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
 		sqe->flags |= IOSQE_BUFFER_SELECT;
-		sqe->buf_group = ((rio_bufpool *)p)->bgid;
+		sqe->buf_group = pool->bgid;
+		op->priv.bits &= ~RIO__B_CAPPED;
+		if (!u->recv_nocap) {
+			/* sqe->optlen in newer headers: the same field */
+			sqe->file_index = cap > (1u << 30) ? 1u << 30 : (unsigned)cap;
+			op->priv.bits |= RIO__B_CAPPED;
+			/* an old kernel's refusal, by a field it checks */
+			if (rio__fault(loop, RIO__F_NOCAP))
+				sqe->addr2 = 1;
+		}
 		break;
+	}
 	case RIO__OP_SPLICE_IN: /* wait for the socket; splice on the CQE */
 		io_uring_prep_poll_add(sqe, fd, POLLIN);
 		break;
@@ -414,6 +433,17 @@ static void rearm_parked(rio_loop *loop)
 	}
 }
 
+/* The kernel ended a multishot op on its own (pool dry, length cap) while
+ * a cancel aimed at it was on its way: that cancel will find nothing
+ * (-ENOENT), yet it is the cancel that ends the stream for the caller. */
+static void ended_before_cancel(rio_op *op)
+{
+	if (op->priv.p1) {
+		((rio_op *)op->priv.p1)->priv.u1 = 1;
+		op->priv.p1 = NULL;
+	}
+}
+
 /* A multishot CQE. Without F_MORE the kernel ended the stream: re-arm it
  * unless it ended in an error or a cancel; -ENOBUFS parks the recv until
  * a buffer is given back. */
@@ -443,19 +473,24 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 		res = -(int)op->priv.n0;
 		op->priv.bits &= ~RIO__B_FAULTEND;
 	}
-	if (res == -ENOBUFS && is_recv) {
+	/* A kernel without the length cap (before 6.17) refuses it, before
+	 * receiving anything: arm without it from now on. */
+	int capless = res == -EINVAL && is_recv &&
+		      (op->priv.bits & RIO__B_CAPPED);
+	if (capless)
+		U(loop)->recv_nocap = 1;
+	if ((res == -ENOBUFS || capless) && is_recv) {
 		if (!cancelled) {
-			park(loop, op);
+			if (capless)
+				enqueue(loop, op);
+			else
+				park(loop, op);
 			return;
 		}
-		/* The pool ran dry as it was cancelled: the kernel ended the
-		 * request first, so the cancel will find nothing (-ENOENT),
-		 * yet it is the cancel that ends the stream for the caller. */
+		/* The pool ran dry (or the cap was refused) as it was
+		 * cancelled. */
 		res = -ECANCELED;
-		if (op->priv.p1) {
-			((rio_op *)op->priv.p1)->priv.u1 = 1;
-			op->priv.p1 = NULL;
-		}
+		ended_before_cancel(op);
 	}
 	int result = is_recv ? res > 0 : res >= 0;
 	if (result && !cancelled) {
@@ -465,6 +500,7 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 		return;
 	}
 	if (result) { /* a last result raced the cancel: deliver it first */
+		ended_before_cancel(op);
 		rio__complete(loop, op, res, flags);
 		res = -ECANCELED;
 	}

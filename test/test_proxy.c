@@ -365,9 +365,9 @@ Test(proxy, stalled_reader_keeps_memory_bounded_copying, .timeout = 60)
 }
 
 /* Two stalled sessions share a 128 x 64 KiB pool with
- * everyone else: each direction holds a few dozen buffers at most (its
- * relay stops receiving; on io_uring the kernel may fill up to 32 more in
- * one go before the stop lands), so a third client is still served. Were
+ * everyone else: each direction holds a few buffers at most (its relay
+ * stops receiving, and the stop lands within a few more: test_recv_cap),
+ * so a third client is still served. Were
  * they to keep receiving, the megabytes they push would take the whole
  * pool and the last echo would never come back. */
 Test(proxy, stalled_readers_leave_the_pool_to_others, .timeout = 90)

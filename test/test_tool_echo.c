@@ -194,10 +194,9 @@ static void stalled_readers(const char *const *flags, int stalled,
 }
 
 /* Clients that send and never read share the buffer pool (128 x 64 KiB
- * here, copying) with everyone else: each holds a few dozen buffers at
- * most (its receive stops while its echoes wait; on io_uring the kernel
- * may fill up to 32 more in one go before the stop lands), so the next
- * client is still echoed. Were they to keep receiving, the megabytes they
+ * here, copying) with everyone else: each holds a few buffers at most
+ * (its receive stops while its echoes wait, and the stop lands within a
+ * few more: test_recv_cap), so the next client is still echoed. Were they to keep receiving, the megabytes they
  * push would take the whole pool and that echo would never come. */
 Test(tool_echo, stalled_readers_leave_the_pool_to_others, .timeout = 90)
 {

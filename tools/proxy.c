@@ -527,7 +527,7 @@ int main(int argc, char **argv)
 			  /* 16 MiB a thread. Enough buffers for the recvs of
 			   * 1,000 busy connections that complete in one batch
 			   * (256 ran dry at 500 x 64 B and cost ~10%), and a
-			   * stalled direction's few dozen are a small share. */
+			   * stalled direction's few are a small share. */
 			  .com.buf_count = 1024, .com.buf_size = 16384,
 			  .com.splice = RELAY_SPLICE_AUTO};
 	if (parse_args(argc, argv, &cfg) < 0)
