@@ -45,6 +45,12 @@ static void send_cb(rio_loop *loop, rio_op *op, int res);
 static void pause_cb(rio_loop *loop, rio_op *op, int res);
 static void splice_cb(rio_loop *loop, rio_op *op, int res);
 
+/* A send or splice out of > 0 bytes that moved none: the peer is gone. */
+static int out_err(int res)
+{
+	return res < 0 ? res : -EPIPE;
+}
+
 static void end(struct relay *r, int res)
 {
 	if (r->silent)
@@ -144,8 +150,8 @@ static void splice_cb(rio_loop *loop, rio_op *op, int res)
 			splice_out(r);
 		return;
 	}
-	if (res <= 0) { /* 0 from a splice of > 0 bytes: the peer is gone */
-		end(r, res < 0 ? res : -EPIPE);
+	if (res <= 0) {
+		end(r, out_err(res));
 		return;
 	}
 	r->poff += (uint32_t)res;
@@ -249,8 +255,8 @@ static void send_cb(rio_loop *loop, rio_op *op, int res)
 	struct relay_pool *p = r->p;
 	if (r->silent)
 		return;
-	if (res <= 0) { /* 0 from a send of > 0 bytes: the peer is gone */
-		end(r, res < 0 ? res : -EPIPE);
+	if (res <= 0) {
+		end(r, out_err(res));
 		return;
 	}
 	r->off += (uint32_t)res;
@@ -319,11 +325,6 @@ void relay_start(struct relay *r, int from, int to)
 int relay_idle(const struct relay *r)
 {
 	return r->head == NONE && r->plen == 0;
-}
-
-int relay_spliced(const struct relay *r)
-{
-	return r->pipe[0] >= 0;
 }
 
 void relay_silence(struct relay *r)

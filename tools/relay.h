@@ -92,8 +92,6 @@ void relay_init(struct relay *r, struct relay_pool *p, relay_cb *cb);
 void relay_start(struct relay *r, int from, int to);
 /* Nothing received and not yet sent. */
 int relay_idle(const struct relay *r);
-/* It moves its bytes through a pipe. */
-int relay_spliced(const struct relay *r);
 /* Its owner is closing the sockets, through the loop (which completes the
  * relay's ops): from now on no event but RELAY_FREED. */
 void relay_silence(struct relay *r);
