@@ -6,8 +6,9 @@
  * last one without RIO_OP_F_MORE). A completion carries what an io_uring CQE
  * carries: res >= 0 is a byte count, an fd or 0; res < 0 is -errno.
  *
- * Threading: a loop belongs to the thread that runs it. Only rio_post(),
- * rio_loop_wake() and rio_loop_stop() may be called from other threads.
+ * Threading: a loop belongs to the thread that first runs it, whichever
+ * thread created it. Only rio_post(), rio_loop_wake() and rio_loop_stop()
+ * may be called from other threads.
  *
  * Errors: functions return 0 (or a count / fd) on success and -errno on
  * failure. A submit function returns -EINVAL or -EBUSY only for API misuse it
@@ -86,11 +87,13 @@ typedef struct rio_loop_opts {
 } rio_loop_opts;
 
 /*
- * Create a loop, on the thread that will run it: io_uring ties a ring to
- * the thread that set it up (SINGLE_ISSUER, the registered ring fd), and
- * rio_loop_run() from another thread fails. `opts` may be NULL for
- * defaults. On success stores the loop
- * in *out and returns 0. Errors: -EINVAL (bad options, out NULL, unknown
+ * Create a loop, on any thread. It becomes the loop of the thread that first
+ * runs it (rio_loop_run), on every backend; io_uring ties its ring to that
+ * thread then (SINGLE_ISSUER, the registered ring fd). Before that first
+ * run, the creating thread may create pools and submit ops (they wait in
+ * user space when the ring is full) as long as it hands the loop over
+ * properly (e.g. pthread_create). `opts` may be NULL for defaults. On
+ * success stores the loop in *out and returns 0. Errors: -EINVAL (bad options, out NULL, unknown
  * RINGIO_BACKEND value), -ENOMEM, -EMFILE/-ENFILE, -ENOSYS (the forced
  * backend is not available on this machine), or the error io_uring setup
  * returned when io_uring was forced.
@@ -112,9 +115,11 @@ typedef enum rio_run_mode {
 
 /*
  * Run the loop on the calling thread. Returns the number of user ops still
- * in flight (0: the loop is idle), or -errno if the backend failed (the
- * loop is then unusable except for destroy). Must not be called from a
- * callback.
+ * in flight (0: the loop is idle), -EPERM (and runs nothing) on a thread
+ * other than the one that ran it first, -EBUSY from a callback, or -errno
+ * if the backend failed (the loop is then unusable except for destroy).
+ * Destroy the loop on that thread, or once that thread has exited: until
+ * then io_uring keeps the ring registered to it.
  */
 RIO_API int rio_loop_run(rio_loop *loop, rio_run_mode mode);
 

@@ -6,6 +6,7 @@
 #define RIO_INTERNAL_H
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include "ringio.h"
@@ -67,6 +68,9 @@ struct rio__backend {
 	int (*init)(rio_loop *loop, const rio_loop_opts *opts, char *why,
 		    size_t why_len);
 	void (*fini)(rio_loop *loop);
+	/* The first rio_loop_run(), on the thread that will own the loop;
+	 * -errno fails that run. May be NULL. */
+	int (*bind)(rio_loop *loop);
 	/* Take an op (any kind but POST). Never completes it inline. */
 	void (*submit)(rio_loop *loop, rio_op *op);
 	/* Flush submissions, wait for events if `block`, run completions. */
@@ -96,6 +100,8 @@ struct rio_loop {
 	uint32_t npools;
 	uint16_t next_bgid;
 	int in_run;
+	int owned;         /* owner is set: the loop has been run */
+	pthread_t owner;   /* the thread that first ran the loop */
 	rio__opq pending;  /* completions to deliver on the next turn */
 	_Atomic(rio_op *) posted;    /* cross-thread stack, newest first */
 	atomic_uint posted_count;

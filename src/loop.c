@@ -496,6 +496,15 @@ int rio_loop_run(rio_loop *loop, rio_run_mode mode)
 {
 	if (!loop || (unsigned)mode > RIO_RUN_NOWAIT)
 		return -EINVAL;
+	if (!loop->owned) {
+		int b = loop->be->bind ? loop->be->bind(loop) : 0;
+		if (b < 0)
+			return b;
+		loop->owner = pthread_self();
+		loop->owned = 1;
+	} else if (!pthread_equal(loop->owner, pthread_self())) {
+		return -EPERM;
+	}
 	if (loop->in_run)
 		return -EBUSY;
 	loop->in_run = 1;

@@ -15,6 +15,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -44,6 +45,7 @@ struct uring {
 	unsigned setup_flags;
 	int rearm_parked; /* a buffer came back while recvs were parked */
 	int recv_nocap;   /* the kernel refused a multishot recv's length cap */
+	int bound;        /* enabled for (and its fd registered by) a thread */
 };
 
 /* A multishot recv is armed for this many of its pool's buffers' worth of
@@ -221,10 +223,12 @@ static void enqueue(rio_loop *loop, rio_op *op)
 		if (prep(loop, u, op) == 0)
 			return;
 		loop->ctr.sq_full++;
-		io_uring_submit(&u->ring);
-		loop->ctr.enters++;
-		if (prep(loop, u, op) == 0)
-			return;
+		if (u->bound) { /* before the first run, only sqwait can wait */
+			io_uring_submit(&u->ring);
+			loop->ctr.enters++;
+			if (prep(loop, u, op) == 0)
+				return;
+		}
 	} else {
 		loop->ctr.sq_full++;
 	}
@@ -710,7 +714,8 @@ static void flags_str(unsigned f, char *buf, size_t len)
 
 /* Drop the setup flag the kernel is least likely to know, in the order
  * they appeared: DEFER_TASKRUN (6.1; COOP_TASKRUN, 5.19, stands in for
- * it), then COOP_TASKRUN, SINGLE_ISSUER (6.0), SUBMIT_ALL (5.18). */
+ * it), then COOP_TASKRUN, SINGLE_ISSUER (6.0), SUBMIT_ALL (5.18),
+ * R_DISABLED (5.10). */
 static int drop_flag(unsigned *f)
 {
 	if (*f & IORING_SETUP_DEFER_TASKRUN) {
@@ -722,6 +727,8 @@ static int drop_flag(unsigned *f)
 		*f &= ~IORING_SETUP_SINGLE_ISSUER;
 	} else if (*f & IORING_SETUP_SUBMIT_ALL) {
 		*f &= ~IORING_SETUP_SUBMIT_ALL;
+	} else if (*f & IORING_SETUP_R_DISABLED) {
+		*f &= ~IORING_SETUP_R_DISABLED;
 	} else {
 		return 0;
 	}
@@ -768,8 +775,10 @@ static int setup_ring(rio_loop *loop, struct uring *u,
 		      const rio_loop_opts *opts, char *why, size_t why_len)
 {
 	unsigned entries = opts->sq_entries ? opts->sq_entries : 256;
+	/* R_DISABLED: the ring is enabled by the thread that first runs the
+	 * loop (uring_bind), which SINGLE_ISSUER then ties it to. */
 	unsigned f = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
-		     IORING_SETUP_DEFER_TASKRUN;
+		     IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
 	for (;;) {
 		struct io_uring_params p;
 		memset(&p, 0, sizeof p);
@@ -823,7 +832,6 @@ static int uring_init(rio_loop *loop, const rio_loop_opts *opts, char *why,
 		free(u);
 		return r;
 	}
-	io_uring_register_ring_fd(&u->ring); /* saves an fd lookup per enter */
 	loop->be_data = u;
 	char fl[96];
 	flags_str(u->setup_flags, fl, sizeof fl);
@@ -834,6 +842,25 @@ static int uring_init(rio_loop *loop, const rio_loop_opts *opts, char *why,
 	u->wake_op.priv.bits = RIO__B_INTERNAL;
 	u->wake_op.priv.state = RIO__ST_KERNEL;
 	enqueue(loop, &u->wake_op);
+	return 0;
+}
+
+/* The first rio_loop_run(): the ring becomes this thread's. Enabling it
+ * makes this thread its SINGLE_ISSUER (and the one DEFER_TASKRUN runs task
+ * work on); the ring fd is registered in this thread's io_uring context,
+ * so an enter skips the fd lookup. */
+static int uring_bind(rio_loop *loop)
+{
+	struct uring *u = U(loop);
+	if (u->setup_flags & IORING_SETUP_R_DISABLED) {
+		/* By hand: Debian's liburing 2.3 declares
+		 * io_uring_enable_rings() but does not export it. */
+		if (syscall(__NR_io_uring_register, u->ring.ring_fd,
+			    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+			return -errno;
+	}
+	io_uring_register_ring_fd(&u->ring); /* optional: ignore a refusal */
+	u->bound = 1;
 	return 0;
 }
 
@@ -915,6 +942,7 @@ const struct rio__backend rio__backend_uring = {
 	.kind = RIO_BACKEND_URING,
 	.init = uring_init,
 	.fini = uring_fini,
+	.bind = uring_bind,
 	.submit = uring_submit,
 	.poll = uring_poll,
 	.wake = uring_wake,

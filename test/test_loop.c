@@ -1,7 +1,10 @@
 /* The loop itself: destroy contract, run modes, counters, op state. */
 #include "common.h"
 
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 struct op_rec {
@@ -160,4 +163,111 @@ Test(loop, counters_count_each_multishot_result, .timeout = 20)
 		close(cfd[i]);
 	close(lfd);
 	t_loop_done(loop);
+}
+
+/*
+ * A loop created on one thread and run on another: the first thread to run
+ * it owns it. Ops queued on the creating thread before that (more than the
+ * 4-entry ring holds, so some wait in user space) complete on the runner;
+ * a run from any other thread is refused with -EPERM and changes nothing,
+ * and the owner goes on using the loop.
+ */
+enum { XT_TIMERS = 12 };
+
+struct xthread {
+	rio_loop *loop;
+	int fd;
+	char in[8];
+	struct op_rec timers[XT_TIMERS], rx, tx, later;
+	int run1, run2, submit2;
+	sem_t ran, again;
+};
+
+static void *xthread_main(void *arg)
+{
+	struct xthread *x = arg;
+
+	/* RIO_RUN_DEFAULT returns once no op is in flight; every op here
+	 * ends by itself (timers, data already sent), and the test's
+	 * .timeout bounds the rest. No cr_assert off the test's thread. */
+	x->run1 = rio_loop_run(x->loop, RIO_RUN_DEFAULT);
+	sem_post(&x->ran);
+	while (sem_wait(&x->again) != 0)
+		;
+	x->submit2 = rio_timeout(x->loop, &x->later.op, 1 * T_MS, rec_cb);
+	x->run2 = rio_loop_run(x->loop, RIO_RUN_DEFAULT);
+	return NULL;
+}
+
+static void wait_sem(sem_t *s, unsigned ms)
+{
+	struct timespec ts;
+	int r;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	while ((r = sem_timedwait(s, &ts)) != 0 && errno == EINTR)
+		;
+	cr_assert_eq(r, 0, "the loop's thread did not report in %u ms", ms);
+}
+
+Test(loop, belongs_to_the_thread_that_first_runs_it, .timeout = 20)
+{
+	static struct xthread x; /* zeroed */
+	rio_loop *loop = t_loop_opts(4, 0);
+	int peer;
+	pthread_t th;
+	int n;
+
+	x.loop = loop;
+	t_pair(&x.fd, &peer);
+	cr_assert_eq(sem_init(&x.ran, 0, 0), 0);
+	cr_assert_eq(sem_init(&x.again, 0, 0), 0);
+	for (int i = 0; i < XT_TIMERS; i++)
+		cr_assert_eq(rio_timeout(loop, &x.timers[i].op,
+					 (uint64_t)(i + 1) * T_MS, rec_cb),
+			     0);
+	cr_assert_eq(write(peer, "ping", 4), 4);
+	cr_assert_eq(rio_recv(loop, &x.rx.op, x.fd, x.in, sizeof(x.in), 0,
+			      rec_cb),
+		     0);
+	cr_assert_eq(rio_send(loop, &x.tx.op, x.fd, "pong", 4, 0, rec_cb), 0);
+
+	cr_assert_eq(pthread_create(&th, NULL, xthread_main, &x), 0);
+	wait_sem(&x.ran, 10000);
+	cr_assert_eq(x.run1, 0, "first run on the new thread: %d", x.run1);
+	for (int i = 0; i < XT_TIMERS; i++) {
+		cr_assert_eq(x.timers[i].calls, 1, "timer %d", i);
+		cr_assert_eq(x.timers[i].res, 0, "timer %d", i);
+	}
+	cr_assert_eq(x.rx.calls, 1);
+	cr_assert_eq(x.rx.res, 4, "recv: %d", x.rx.res);
+	cr_assert_eq(memcmp(x.in, "ping", 4), 0);
+	cr_assert_eq(x.tx.res, 4, "send: %d", x.tx.res);
+
+	/* The creating thread no longer may run it; nothing is touched. */
+	cr_assert_eq(rio_loop_run(loop, RIO_RUN_NOWAIT), -EPERM);
+	cr_assert_eq(rio_loop_run(loop, RIO_RUN_DEFAULT), -EPERM);
+
+	sem_post(&x.again);
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	cr_assert_eq(x.submit2, 0);
+	cr_assert_eq(x.run2, 0, "second run on the owner: %d", x.run2);
+	cr_assert_eq(x.later.calls, 1);
+	cr_assert_eq(x.later.res, 0);
+	char got[8];
+	n = (int)read(peer, got, sizeof(got));
+	cr_assert_eq(n, 4, "peer read %d", n);
+	cr_assert_eq(memcmp(got, "pong", 4), 0);
+	close(peer);
+	close(x.fd);
+	sem_destroy(&x.ran);
+	sem_destroy(&x.again);
+	/* Nothing is in flight: destroy needs no run, from any thread. */
+	cr_assert_eq(rio_loop_destroy(loop), 0);
 }

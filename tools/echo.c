@@ -385,9 +385,9 @@ int main(int argc, char **argv)
 	fprintf(stderr, "ringio-echo: listening on %s:%d, %d thread(s), %s\n",
 		cfg.addr, cfg.port, cfg.com.threads, why);
 	tool_catch_signals();
-	tool_run_threads(ws, sizeof *ws, cfg.com.threads, tool_worker_run);
+	int rc = tool_run_threads("ringio-echo", ws, sizeof *ws, cfg.com.threads,
+				  tool_worker_run) < 0;
 	report(ws, cfg.com.threads);
-	int rc = 0;
 	for (int i = 0; i < cfg.com.threads; i++) {
 		if (ws[i].t.err)
 			rc = 1;

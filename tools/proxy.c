@@ -551,9 +551,9 @@ int main(int argc, char **argv)
 	fprintf(stderr, "ringio-proxy: %d listener(s), %d upstream(s), %d "
 		"thread(s), %s\n", cfg.nlisten, cfg.nup, cfg.com.threads, why);
 	tool_catch_signals();
-	tool_run_threads(ws, sizeof *ws, cfg.com.threads, tool_worker_run);
+	int rc = tool_run_threads("ringio-proxy", ws, sizeof *ws, cfg.com.threads,
+				  tool_worker_run) < 0;
 	report(ws, cfg.com.threads);
-	int rc = 0;
 	for (int i = 0; i < cfg.com.threads; i++) {
 		if (ws[i].t.err)
 			rc = 1;

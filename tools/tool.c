@@ -125,16 +125,26 @@ void tool_catch_signals(void)
 	sigaction(SIGTERM, &sa, NULL);
 }
 
-void tool_run_threads(void *first, size_t stride, int n,
-		      void *(*run)(void *))
+int tool_run_threads(const char *prog, void *first, size_t stride, int n,
+		     void *(*run)(void *))
 {
 	pthread_t tid[TOOL_MAX_THREADS];
 	char *w = first;
-	for (int i = 1; i < n; i++)
-		pthread_create(&tid[i], NULL, run, w + (size_t)i * stride);
+	int started = 1, err = 0;
+	for (; started < n; started++) {
+		err = pthread_create(&tid[started], NULL, run,
+				     w + (size_t)started * stride);
+		if (err) { /* the ones started stop; the process exits 1 */
+			fprintf(stderr, "%s: cannot start thread %d of %d: %s\n",
+				prog, started + 1, n, strerror(err));
+			tool_stop_all();
+			break;
+		}
+	}
 	run(w);
-	for (int i = 1; i < n; i++)
+	for (int i = 1; i < started; i++)
 		pthread_join(tid[i], NULL);
+	return err ? -err : 0;
 }
 
 /* rio_counters is a run of uint64_t and nothing else. */

@@ -67,11 +67,11 @@ void tool_catch_signals(void);
 
 /* Run `run` on each of `n` workers (`stride` bytes apart from `first`):
  * the first on this thread, the others on threads of their own; returns
- * when all have returned. A loop must be created on the thread that runs
- * it (io_uring ties a ring to the thread that set it up: SINGLE_ISSUER
- * and the registered ring fd), so `run` sets up workers 1..n-1 itself. */
-void tool_run_threads(void *first, size_t stride, int n,
-		      void *(*run)(void *));
+ * when all have returned: 0, or -errno when a thread could not be started
+ * (said on stderr; every worker is then stopped, and the ones that never
+ * started never set up). */
+int tool_run_threads(const char *prog, void *first, size_t stride, int n,
+		     void *(*run)(void *));
 
 /*
  * Idle timeout for connections: a list in order of last activity, and a
