@@ -1,0 +1,356 @@
+/*
+ * threads — the library's cross-thread paths, as a plain program so that it
+ * runs under ThreadSanitizer (Criterion's shared arena does not start under
+ * TSan). ctest runs it in every build; test/run.sh --tsan runs it (and the
+ * tools, threaded) in a -fsanitize=thread build, where a data race makes
+ * the process exit non-zero.
+ *
+ *   threads                 the library checks, on $RINGIO_BACKEND
+ *   threads --tool BIN ...  run a threaded tool (ringio-echo) on a free
+ *                           port, echo through it from several client
+ *                           threads, stop it with SIGTERM, and require
+ *                           exit status 0 and every byte back
+ *
+ * Every wait is bounded; a failed check prints what and exits 1.
+ */
+#define _GNU_SOURCE
+#include <ringio.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define CHECK(cond, ...)                                                   \
+	do {                                                               \
+		if (!(cond)) {                                             \
+			fprintf(stderr, "threads: %s:%d: %s: ", __FILE__,  \
+				__LINE__, #cond);                          \
+			fprintf(stderr, __VA_ARGS__);                      \
+			fputc('\n', stderr);                               \
+			exit(1);                                           \
+		}                                                          \
+	} while (0)
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static rio_loop *new_loop(void)
+{
+	rio_loop *loop;
+	int r = rio_loop_create(&loop, NULL); /* RINGIO_BACKEND picks */
+	CHECK(r == 0, "rio_loop_create: %s", rio_strerror(r));
+	return loop;
+}
+
+/* ---- posts from many threads into a loop run on another ---- */
+
+enum { POSTERS = 4, POSTS = 500 };
+
+struct post {
+	rio_op op;
+	int calls;      /* loop thread only */
+	int res;
+	pthread_t ran_on;
+};
+
+struct storm {
+	rio_loop *loop;
+	pthread_t loop_thread;
+	struct post posts[POSTERS][POSTS];
+	atomic_int posted, ran;
+	int post_rc[POSTERS];
+	rio_op keep;      /* a long timer: RUN_DEFAULT blocks between posts */
+	rio_op stopper;   /* cancels `keep` once every post has run */
+	int run_rc;
+	atomic_int loop_ready;
+};
+
+static struct storm sm;
+
+static void keep_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop, (void)op, (void)res;
+}
+
+static void post_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct post *p = (struct post *)op;
+	p->calls++;
+	p->res = res;
+	p->ran_on = pthread_self();
+	if (atomic_fetch_add(&sm.ran, 1) + 1 == POSTERS * POSTS)
+		rio_cancel(loop, &sm.stopper, &sm.keep, keep_cb);
+}
+
+static void *poster_main(void *arg)
+{
+	int i = (int)(intptr_t)arg;
+	while (!atomic_load(&sm.loop_ready))
+		usleep(1000);
+	for (int j = 0; j < POSTS; j++) {
+		int r = rio_post(sm.loop, &sm.posts[i][j].op, post_cb);
+		if (r < 0) {
+			sm.post_rc[i] = r;
+			return NULL;
+		}
+		atomic_fetch_add(&sm.posted, 1);
+		if (j % 64 == 0)
+			rio_loop_wake(sm.loop); /* wakes racing posts */
+	}
+	return NULL;
+}
+
+/* Created on main, first run here: this thread owns the loop. */
+static void *storm_loop_main(void *arg)
+{
+	(void)arg;
+	sm.loop_thread = pthread_self();
+	atomic_store(&sm.loop_ready, 1);
+	sm.run_rc = rio_loop_run(sm.loop, RIO_RUN_DEFAULT);
+	return NULL;
+}
+
+static void check_posts(void)
+{
+	pthread_t lt, pt[POSTERS];
+	uint64_t t0 = now_ms();
+
+	sm.loop = new_loop();
+	/* Submitted on the creating thread, before the owner runs it. */
+	rio_op_init(&sm.keep);
+	CHECK(rio_timeout(sm.loop, &sm.keep, 60ull * 1000000000, keep_cb) == 0,
+	      "timeout");
+	CHECK(pthread_create(&lt, NULL, storm_loop_main, NULL) == 0, "thread");
+	for (int i = 0; i < POSTERS; i++)
+		CHECK(pthread_create(&pt[i], NULL, poster_main,
+				     (void *)(intptr_t)i) == 0, "thread");
+	for (int i = 0; i < POSTERS; i++)
+		pthread_join(pt[i], NULL);
+	pthread_join(lt, NULL); /* ends when the last post cancels `keep` */
+	CHECK(now_ms() - t0 < 30000, "took %llu ms",
+	      (unsigned long long)(now_ms() - t0));
+	CHECK(sm.run_rc == 0, "run: %d", sm.run_rc);
+	for (int i = 0; i < POSTERS; i++)
+		CHECK(sm.post_rc[i] == 0, "rio_post: %s",
+		      rio_strerror(sm.post_rc[i]));
+	CHECK(atomic_load(&sm.ran) == POSTERS * POSTS, "ran %d of %d",
+	      atomic_load(&sm.ran), POSTERS * POSTS);
+	for (int i = 0; i < POSTERS; i++)
+		for (int j = 0; j < POSTS; j++) {
+			struct post *p = &sm.posts[i][j];
+			CHECK(p->calls == 1 && p->res == 0,
+			      "post %d/%d: %d calls, res %d", i, j, p->calls,
+			      p->res);
+			CHECK(pthread_equal(p->ran_on, sm.loop_thread),
+			      "post %d/%d ran off the loop thread", i, j);
+		}
+	/* The owner has exited; nothing is in flight. */
+	CHECK(rio_loop_destroy(sm.loop) == 0, "destroy");
+}
+
+/* ---- rio_loop_stop from another thread, many times ---- */
+
+enum { STOPS = 200 };
+
+struct stopper {
+	rio_loop *loop;
+	atomic_int round;  /* the loop thread's turn number */
+	atomic_int acked;  /* stops the stopper thread has sent */
+};
+
+static void *stopper_main(void *arg)
+{
+	struct stopper *s = arg;
+	uint64_t deadline = now_ms() + 30000;
+	for (int i = 1; i <= STOPS && now_ms() < deadline; i++) {
+		while (atomic_load(&s->round) < i && now_ms() < deadline)
+			usleep(100);
+		rio_loop_stop(s->loop);
+		atomic_store(&s->acked, i);
+	}
+	return NULL;
+}
+
+static void check_stops(void)
+{
+	struct stopper s = {.loop = new_loop()};
+	rio_op keep;
+	pthread_t th;
+
+	rio_op_init(&keep);
+	CHECK(rio_timeout(s.loop, &keep, 60ull * 1000000000, keep_cb) == 0,
+	      "timeout");
+	CHECK(pthread_create(&th, NULL, stopper_main, &s) == 0, "thread");
+	for (int i = 1; i <= STOPS; i++) {
+		atomic_store(&s.round, i);
+		/* Blocks on the 60 s timer until stop i arrives. */
+		int r = rio_loop_run(s.loop, RIO_RUN_DEFAULT);
+		CHECK(r == 1, "run %d returned %d", i, r);
+		CHECK(atomic_load(&s.acked) >= i - 1, "stop %d", i);
+	}
+	pthread_join(th, NULL);
+	rio_op cancel;
+	rio_op_init(&cancel);
+	CHECK(rio_cancel(s.loop, &cancel, &keep, keep_cb) == 0, "cancel");
+	CHECK(rio_loop_run(s.loop, RIO_RUN_DEFAULT) == 0, "drain");
+	CHECK(rio_loop_destroy(s.loop) == 0, "destroy");
+}
+
+/* ---- a threaded tool under load ---- */
+
+enum { CLIENTS = 8, ROUNDS = 300, MSG = 512 };
+
+static uint16_t tool_port;
+static atomic_int client_fail;
+
+static int connect_port(uint16_t port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons(port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	struct timeval tv = {.tv_sec = 10};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	return fd;
+}
+
+static void *client_main(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg;
+	char out[MSG], in[MSG];
+	int fd = connect_port(tool_port);
+	if (fd < 0) {
+		fprintf(stderr, "threads: connect: %s\n", strerror(-fd));
+		atomic_fetch_add(&client_fail, 1);
+		return NULL;
+	}
+	for (int r = 0; r < ROUNDS; r++) {
+		for (int i = 0; i < MSG; i++)
+			out[i] = (char)rand_r(&seed);
+		if (send(fd, out, MSG, MSG_NOSIGNAL) != MSG)
+			goto fail;
+		for (size_t got = 0; got < MSG;) {
+			ssize_t n = recv(fd, in + got, MSG - got, 0);
+			if (n <= 0)
+				goto fail;
+			got += (size_t)n;
+		}
+		if (memcmp(in, out, MSG) != 0)
+			goto fail;
+	}
+	close(fd);
+	return NULL;
+fail:
+	fprintf(stderr, "threads: client echo failed: %s\n", strerror(errno));
+	atomic_fetch_add(&client_fail, 1);
+	close(fd);
+	return NULL;
+}
+
+static uint16_t free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof a;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(fd >= 0, "socket");
+	CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0, "bind");
+	CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0, "getsockname");
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static int run_tool(int argc, char **argv)
+{
+	char port[16];
+	char *args[32];
+	int n = 0;
+	pid_t pid;
+	int st;
+
+	CHECK(argc >= 1 && argc < 28, "usage: threads --tool BIN [ARGS...]");
+	tool_port = free_port();
+	snprintf(port, sizeof port, "%u", tool_port);
+	for (int i = 0; i < argc; i++)
+		args[n++] = argv[i];
+	args[n++] = "--port";
+	args[n++] = port;
+	args[n] = NULL;
+	CHECK(posix_spawn(&pid, argv[0], NULL, NULL, args, environ) == 0,
+	      "spawn %s", argv[0]);
+	/* Up to 10 s for it to listen. */
+	int fd = -1;
+	for (uint64_t end = now_ms() + 10000; now_ms() < end; usleep(20000))
+		if ((fd = connect_port(tool_port)) >= 0)
+			break;
+	CHECK(fd >= 0, "%s never listened on %u", argv[0], tool_port);
+	close(fd);
+
+	pthread_t th[CLIENTS];
+	for (int i = 0; i < CLIENTS; i++)
+		CHECK(pthread_create(&th[i], NULL, client_main,
+				     (void *)(uintptr_t)(i + 1)) == 0, "thread");
+	for (int i = 0; i < CLIENTS; i++)
+		pthread_join(th[i], NULL);
+	kill(pid, SIGTERM);
+	/* Up to 20 s to exit (TSan's report and shutdown are slow). */
+	pid_t w = 0;
+	for (uint64_t end = now_ms() + 20000; now_ms() < end; usleep(20000))
+		if ((w = waitpid(pid, &st, WNOHANG)) != 0)
+			break;
+	if (w == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+		CHECK(0, "%s did not exit within 20 s of SIGTERM", argv[0]);
+	}
+	CHECK(atomic_load(&client_fail) == 0, "%d client(s) failed",
+	      atomic_load(&client_fail));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "%s: status %d (a sanitizer report exits non-zero)", argv[0],
+	      WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+	printf("threads: %s: %d clients x %d echoes of %d B through it, exit 0\n",
+	       argv[0], CLIENTS, ROUNDS, MSG);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "--tool") == 0)
+		return run_tool(argc - 2, argv + 2);
+	CHECK(argc == 1, "usage: threads [--tool BIN [ARGS...]]");
+	check_posts();
+	check_stops();
+	printf("threads: %d posts from %d threads into a loop handed to its "
+	       "own thread, %d cross-thread stops: ok\n",
+	       POSTERS * POSTS, POSTERS, STOPS);
+	return 0;
+}
