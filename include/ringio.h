@@ -93,10 +93,10 @@ typedef struct rio_loop_opts {
  * run, the creating thread may create pools and submit ops (they wait in
  * user space when the ring is full) as long as it hands the loop over
  * properly (e.g. pthread_create). `opts` may be NULL for defaults. On
- * success stores the loop in *out and returns 0. Errors: -EINVAL (bad options, out NULL, unknown
- * RINGIO_BACKEND value), -ENOMEM, -EMFILE/-ENFILE, -ENOSYS (the forced
- * backend is not available on this machine), or the error io_uring setup
- * returned when io_uring was forced.
+ * success stores the loop in *out and returns 0. Errors: -EINVAL (bad
+ * options, out NULL, unknown RINGIO_BACKEND value), -ENOMEM,
+ * -EMFILE/-ENFILE, -ENOSYS (the forced backend is not available on this
+ * machine), or the error io_uring setup returned when io_uring was forced.
  */
 RIO_API int rio_loop_create(rio_loop **out, const rio_loop_opts *opts);
 
