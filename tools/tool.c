@@ -79,11 +79,11 @@ int tool_bad_value(const char *prog, const char *flag, const char *val)
 	return -EINVAL;
 }
 
-int tool_no_operands(const char *prog, int argc, char **argv, int optind)
+int tool_no_operands(const char *prog, int argc, char **argv, int first)
 {
-	if (optind >= argc)
+	if (first >= argc)
 		return 0;
-	fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
+	fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[first]);
 	return -EINVAL;
 }
 

@@ -55,7 +55,7 @@ int tool_parse_long(const char *s, long lo, long hi, long *out);
 int tool_bad_value(const char *prog, const char *flag, const char *val);
 
 /* After getopt: -EINVAL (with a message) if operands are left over. */
-int tool_no_operands(const char *prog, int argc, char **argv, int optind);
+int tool_no_operands(const char *prog, int argc, char **argv, int first);
 
 /* Let SIGINT/SIGTERM (and tool_stop_all) stop worker i's loop. Any
  * thread, one slot per worker; a loop registered after a stop was asked
