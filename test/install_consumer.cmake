@@ -2,13 +2,15 @@
 # a fresh prefix, then builds test/consumer/main.c against it four ways and
 # runs each binary:
 #   a) cc + pkg-config, shared library
-#   b) cc + pkg-config --static, static archive (+ liburing via
-#      Requires.private)
+#   b) cc + pkg-config ringio-static (the archive; README's line), checked
+#      with readelf and ldd to need no libringio.so
 #   c) CMake find_package(ringio CONFIG) + ringio::ringio
 #   d) the same with ringio::ringio_static
+# and then runs the installed tools with no LD_LIBRARY_PATH (e) and reads
+# an installed man page with man -M (f).
 # Every problem found is collected and reported; the test fails if any.
 #
-# Inputs: BUILD_DIR, CONSUMER_DIR, WORK_DIR, CC, SANITIZE.
+# Inputs: BUILD_DIR, CONSUMER_DIR, WORK_DIR, CC, SANITIZE, TOOLS.
 cmake_minimum_required(VERSION 3.16)
 
 foreach(v BUILD_DIR CONSUMER_DIR WORK_DIR CC)
@@ -50,10 +52,9 @@ endif()
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
 set(prefix "${WORK_DIR}/prefix")
-# The test depends on the library being built: build it (a no-op when
-# up to date) before installing.
-run("build library" out ${CMAKE_COMMAND} --build "${BUILD_DIR}"
-    --target ringio ringio_static)
+# Install needs everything it installs built: build (a no-op when up to
+# date) first.
+run("build" out ${CMAKE_COMMAND} --build "${BUILD_DIR}")
 run("cmake --install" out ${CMAKE_COMMAND} --install "${BUILD_DIR}"
     --prefix "${prefix}")
 if(NOT out_ok)
@@ -122,6 +123,20 @@ function(check_links label bin want_shared)
   endif()
 endfunction()
 
+# ldd must not list libringio for a static binary.
+find_program(LDD ldd)
+function(check_ldd label bin)
+  if(NOT LDD OR NOT EXISTS "${bin}")
+    return()
+  endif()
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env --unset=LD_LIBRARY_PATH
+                  ${LDD} "${bin}" OUTPUT_VARIABLE out)
+  if(out MATCHES "libringio")
+    set(problems "${problems};${label}: ldd lists libringio: ${out}"
+        PARENT_SCOPE)
+  endif()
+endfunction()
+
 set(main "${CONSUMER_DIR}/main.c")
 set(ld_env "LD_LIBRARY_PATH=${libdir}:$ENV{LD_LIBRARY_PATH}")
 
@@ -136,21 +151,23 @@ if(out_ok)
       "${WORK_DIR}/a_shared")
 endif()
 
-# ---- b) pkg-config --static, the archive ----
-run("b) pkg-config --static --libs" slibs pkg-config --static --libs ringio)
-if(NOT slibs MATCHES "-luring")
-  problem("pkg-config --static --libs ringio lacks -luring: '${slibs}'")
+# ---- b) pkg-config ringio-static, the archive, as README says ----
+run("b) pkg-config --cflags --libs ringio-static" sflags
+    pkg-config --cflags --libs ringio-static)
+if(NOT sflags MATCHES "-luring")
+  problem("pkg-config --libs ringio-static lacks -luring: '${sflags}'")
 endif()
-run("b) pkg-config --cflags" scflags pkg-config --cflags ringio)
-# -lringio would pick the .so when both exist: ask for the archive.
-string(REPLACE "-lringio" "-l:libringio.a" slibs "${slibs}")
-separate_arguments(slibs UNIX_COMMAND "${slibs}")
-separate_arguments(scflags UNIX_COMMAND "${scflags}")
-run("b) cc static" out ${CC} ${san_flags} "${main}" ${scflags} -DRINGIO_STATIC
-    ${slibs} -o "${WORK_DIR}/b_static")
+if(NOT sflags MATCHES "-DRINGIO_STATIC")
+  problem("pkg-config --cflags ringio-static lacks -DRINGIO_STATIC: '${sflags}'")
+endif()
+separate_arguments(sflags UNIX_COMMAND "${sflags}")
+run("b) cc static" out ${CC} ${san_flags} "${main}" ${sflags}
+    -o "${WORK_DIR}/b_static")
 if(out_ok)
   check_links("b) static" "${WORK_DIR}/b_static" FALSE)
-  run("b) run static" out "${WORK_DIR}/b_static")
+  check_ldd("b) static" "${WORK_DIR}/b_static")
+  run("b) run static" out ${CMAKE_COMMAND} -E env --unset=LD_LIBRARY_PATH
+      "${WORK_DIR}/b_static")
 endif()
 
 # ---- c) and d) CMake package ----
@@ -182,6 +199,55 @@ foreach(variant shared static)
     run("${tag} run" out "${bdir}/consumer")
   endif()
 endforeach()
+
+# ---- e) the installed tools start from this prefix, with no help ----
+# (an $ORIGIN-relative RUNPATH: no LD_LIBRARY_PATH, no ldconfig)
+if(TOOLS)
+  foreach(t ringio-probe ringio-echo ringio-proxy)
+    set(bin "${prefix}/bin/${t}")
+    if(NOT EXISTS "${bin}")
+      problem("e) not installed: ${bin}")
+      continue()
+    endif()
+    if(READELF)
+      execute_process(COMMAND ${READELF} -d "${bin}" OUTPUT_VARIABLE dyn)
+      if(NOT dyn MATCHES "(RUNPATH|RPATH)[^\n]*\\$ORIGIN")
+        problem("e) ${t}: no $ORIGIN-relative RUNPATH")
+      endif()
+    endif()
+    if(LDD)
+      execute_process(COMMAND ${CMAKE_COMMAND} -E env --unset=LD_LIBRARY_PATH
+                      ${LDD} "${bin}" OUTPUT_VARIABLE out)
+      set(got "")
+      if(out MATCHES "libringio\\.so\\.0 => ([^ \n]+)")
+        get_filename_component(got "${CMAKE_MATCH_1}" REALPATH)
+      endif()
+      get_filename_component(want "${libdir}/libringio.so.0" REALPATH)
+      if(NOT got STREQUAL want)
+        problem("e) ${t}: ldd does not resolve libringio.so.0 to ${want}: ${out}")
+      endif()
+    endif()
+  endforeach()
+  run("e) run installed ringio-probe" out ${CMAKE_COMMAND} -E env
+      --unset=LD_LIBRARY_PATH "${prefix}/bin/ringio-probe")
+  run("e) run installed ringio-echo --help" out ${CMAKE_COMMAND} -E env
+      --unset=LD_LIBRARY_PATH "${prefix}/bin/ringio-echo" --help)
+endif()
+
+# ---- f) the man pages are installed and man finds them ----
+find_program(MAN man)
+if(MAN)
+  foreach(page rio_recv ringio rio_loop_destroy)
+    execute_process(COMMAND ${CMAKE_COMMAND} -E env MANWIDTH=80 MANPAGER=cat
+                    PAGER=cat ${MAN} -M "${prefix}/share/man" ${page}
+                    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+    if(NOT rc EQUAL 0 OR NOT out MATCHES "${page}")
+      problem("f) man -M ${prefix}/share/man ${page}: exit ${rc} ${err}")
+    endif()
+  endforeach()
+elseif(NOT EXISTS "${prefix}/share/man/man3/rio_recv.3")
+  problem("f) not installed: ${prefix}/share/man/man3/rio_recv.3")
+endif()
 
 list(REMOVE_ITEM problems "")
 if(problems)
