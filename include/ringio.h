@@ -101,9 +101,10 @@ typedef struct rio_loop_opts {
 RIO_API int rio_loop_create(rio_loop **out, const rio_loop_opts *opts);
 
 /*
- * Destroy a loop with no user op in flight. Returns -EBUSY (and destroys
- * nothing) while ops are in flight; run the loop until they complete first.
- * Buffer pools must be destroyed before the loop.
+ * Destroy a loop with no user op in flight and no buffer pool. Returns
+ * -EBUSY (and destroys nothing) while ops are in flight (run the loop until
+ * they complete first) and while a buffer pool created on the loop still
+ * exists (rio_bufpool_destroy() it first).
  */
 RIO_API int rio_loop_destroy(rio_loop *loop);
 

@@ -16,7 +16,8 @@ case "${1:-}" in
   *) echo "usage: test/run.sh [--sanitize | --tsan]" >&2; exit 2 ;;
 esac
 
-pkgs=(gcc make cmake pkg-config liburing-dev libcriterion-dev)
+pkgs=(gcc make cmake pkg-config liburing-dev libcriterion-dev groff-base man-db
+      procps redis-server redis-tools)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -102,8 +102,14 @@ static void print_uring(void)
 
 int main(int argc, char **argv)
 {
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("usage: ringio-probe (takes no arguments): prints what this "
+		       "machine offers ringio\n");
+		return 0;
+	}
 	if (argc > 1) {
-		fprintf(stderr, "usage: %s (takes no arguments)\n", argv[0]);
+		fprintf(stderr, "ringio-probe: unexpected argument '%s' "
+				"(takes no arguments)\n", argv[1]);
 		return 2;
 	}
 	struct utsname u;
