@@ -29,6 +29,8 @@ BASE_PORT=23400
 QUIET_WAIT=10  # seconds to wait for an idle machine before each run
 QUIET_PCT=15   # a CPU busier than this (percent) counts as not idle
 RAW=""
+TABLE=""
+PROGRESS=0/0 # runs done before this call / runs in the whole job (0: this call's)
 declare -A EXTRA=() # servers added with --add-server
 
 usage() {
@@ -64,6 +66,9 @@ Each server gets --port P --addr 127.0.0.1 appended.
                (default 10; runs that started on a busy machine are counted)
 --raw FILE     also keep the per-run results there
 --baseline N   the server the x_ columns divide by (default epoll)
+--progress D/T this call's runs are part of a job of T runs, D of them done
+               before it: the progress lines on stderr count the whole job
+--table FILE   also write the final table there
 Exit status: 0 all runs clean, 1 a run failed or echoed wrong, 2 bad usage.
 EOF
 }
@@ -95,6 +100,8 @@ parse_args() {
 		--quiet-wait) need_arg "$@"; QUIET_WAIT=$2; shift ;;
 		--raw) need_arg "$@"; RAW=$2; shift ;;
 		--baseline) need_arg "$@"; BASELINE=$2; shift ;;
+		--progress) need_arg "$@"; PROGRESS=$2; shift ;;
+		--table) need_arg "$@"; TABLE=$2; shift ;;
 		--quick) ROUNDS=1 SECS=1 WARMUP=0.5 QUIET_WAIT=0 ;;
 		-h | --help) usage; exit 0 ;;
 		*) die_usage "unknown argument '$1'" ;;
@@ -108,6 +115,7 @@ parse_args() {
 	is_uint "$SRV_CPU" || die_usage "bad --server-cpu '$SRV_CPU'"
 	is_uint "$LG_CPU" || die_usage "bad --loadgen-cpu '$LG_CPU'"
 	is_uint "$QUIET_WAIT" || die_usage "bad --quiet-wait '$QUIET_WAIT'"
+	[[ $PROGRESS =~ ^[0-9]+/[0-9]+$ ]] || die_usage "bad --progress '$PROGRESS' (want DONE/TOTAL)"
 	is_uint "$BASE_PORT" && [ "$BASE_PORT" -ge 1024 ] &&
 		[ "$BASE_PORT" -le 64000 ] || die_usage "bad --port '$BASE_PORT'"
 	local v
@@ -326,6 +334,22 @@ run_one() {
 	return "$rc"
 }
 
+# One progress line on stderr before each run: what runs, how far the job
+# is, and the time left at the pace of this call's runs so far (before the
+# first, at warmup + measured window + 1 s a run).
+progress() {
+	local done=$((PROG_DONE + PROG_HERE)) per left
+	if [ "$PROG_HERE" -gt 0 ]; then
+		per=$(awk -v t=$((SECONDS - PROG_T0)) -v n="$PROG_HERE" 'BEGIN { print t / n }')
+	else
+		per=$(awk -v a="$SECS" -v b="$WARMUP" 'BEGIN { print a + b + 1 }')
+	fi
+	left=$(awk -v p="$per" -v n=$((PROG_TOTAL - done)) 'BEGIN { s = int(p * n + 0.5);
+		printf "%dm%02ds", s / 60, s % 60 }')
+	printf '[bench] run %d/%d, %s left | row %s\n' $((done + 1)) "$PROG_TOTAL" \
+		"$left" "$1" >&2
+}
+
 # ---- report ------------------------------------------------------------
 
 report() {
@@ -447,21 +471,29 @@ main() {
 	echo "# server CPU $SRV_CPU, loadgen CPU $LG_CPU; $ROUNDS round(s) of ${SECS} s after ${WARMUP} s warmup"
 	echo "# servers:$ACTIVE (x_ columns: ratio to $BASELINE in the same round)"
 
-	local failed=0 round c z list srv
+	local failed=0 round c z list srv cell=0 ncells nsrv
+	ncells=$(( $(wc -w <<<"$CONNS") * $(wc -w <<<"$SIZES") ))
+	nsrv=$(wc -w <<<"$ACTIVE")
+	PROG_DONE=${PROGRESS%/*} PROG_TOTAL=${PROGRESS#*/} PROG_HERE=0
+	[ "$PROG_TOTAL" -gt 0 ] || PROG_TOTAL=$((ncells * ROUNDS * nsrv))
+	PROG_T0=$SECONDS
 	for c in $CONNS; do
 		for z in $SIZES; do
+			cell=$((cell + 1))
 			for round in $(seq "$ROUNDS"); do
 				list=$ACTIVE
 				# Every other round runs the servers in reverse order.
 				[ $((round % 2)) = 0 ] && list=$(echo $ACTIVE | awk '{ for (i = NF; i > 0; i--) printf "%s ", $i }')
 				for srv in $list; do
+					progress "$cell/$ncells: $c conns x $z B, round $round/$ROUNDS, $srv"
 					run_one "$srv" "$c" "$z" "$round" || failed=1
+					PROG_HERE=$((PROG_HERE + 1))
 				done
 			done
 		done
 	done
 	echo
-	report
+	report | tee ${TABLE:+"$TABLE"}
 	[ -n "$RAW" ] && cp "$RAWF" "$RAW"
 	return "$failed"
 }
