@@ -53,6 +53,10 @@ enum rio__state {
 #define RIO__B_FDCOUNTED 0x20u /* counted in the backend's per-fd table */
 #define RIO__B_FAULTEND 0x40u  /* a fault is ending it with priv.n0 (errno) */
 #define RIO__B_CAPPED 0x80u    /* io_uring: armed with a length cap */
+#define RIO__B_CLOSED 0x10000u /* io_uring: a close's own CQEs are in */
+#define RIO__B_RETRY 0x20000u  /* io_uring: resubmitted after -EAGAIN */
+#define RIO__B_DGRAM 0x40000u  /* multishot recv on a datagram socket: a
+				* result of 0 is an empty datagram, not EOF */
 #define RIO__B_CQES_SHIFT 8    /* backend: completions still outstanding */
 #define RIO__B_CQES_MASK (0xffu << RIO__B_CQES_SHIFT)
 

@@ -23,13 +23,26 @@
 /* TAG_FAULT: an internal cancel the fault hooks issue; its CQE is dropped */
 enum { TAG_MAIN = 0, TAG_LT = 1, TAG_AUX = 2, TAG_FAULT = 3, TAG_MASK = 7 };
 
-/* Per-fd bookkeeping so that a close completes only after every op still
+/*
+ * Per-fd bookkeeping so that a close completes only after every op still
  * pending on its fd: with DEFER_TASKRUN the cancelled ops' CQEs are posted
- * from task work and may arrive after the close's own CQE. */
+ * from task work and may arrive after the close's own CQE.
+ *
+ * Keyed by number *and generation*: once the kernel has run close(N), a
+ * callback may open a new file that gets N while the close's CQEs (or its
+ * cancelled ops' CQEs) are still to be reaped. Each rio_close() of N ends
+ * a generation: the close takes the count of that generation's ops still
+ * in flight (it completes when they have), and ops submitted after it
+ * belong to the next generation, so the new file's ops are neither waited
+ * for nor taken for cancelled. An fd-counted op keeps its generation in
+ * priv.u1; a close keeps the generation it ends in priv.u1, the old ops it
+ * still waits for in priv.u0, and the next close of the same number still
+ * waiting in priv.p1.
+ */
 struct fdslot {
-	uint32_t inflight;
-	uint32_t closing; /* closes submitted and not yet complete */
-	rio_op *closer;
+	uint32_t inflight; /* ops of the current generation in flight */
+	uint32_t gen;      /* the current generation */
+	rio_op *closers;   /* closes waiting for their generation's ops */
 };
 
 struct uring {
@@ -115,6 +128,14 @@ static size_t send_len(rio_loop *loop, const rio_op *op)
 	return len;
 }
 
+/* A retried send or receive waits for readiness before it tries again
+ * (IORING_RECVSEND_POLL_FIRST, 5.19; older kernels ignore the hint). */
+static void poll_first(const rio_op *op, struct io_uring_sqe *sqe)
+{
+	if (op->priv.bits & RIO__B_RETRY)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+}
+
 static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 		      struct io_uring_sqe *sqe)
 {
@@ -134,16 +155,20 @@ static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 		break;
 	case RIO__OP_RECV:
 		io_uring_prep_recv(sqe, fd, p, op->priv.u0, (int)op->priv.n0);
+		poll_first(op, sqe);
 		break;
 	case RIO__OP_SEND:
 		io_uring_prep_send(sqe, fd, p, send_len(loop, op),
 				   (int)op->priv.n0);
+		poll_first(op, sqe);
 		break;
 	case RIO__OP_RECVMSG:
 		io_uring_prep_recvmsg(sqe, fd, p, op->priv.n0);
+		poll_first(op, sqe);
 		break;
 	case RIO__OP_SENDMSG:
 		io_uring_prep_sendmsg(sqe, fd, p, op->priv.n0);
+		poll_first(op, sqe);
 		break;
 	case RIO__OP_RECV_MULTI: {
 		rio_bufpool *pool = p;
@@ -204,9 +229,12 @@ static int prep(rio_loop *loop, struct uring *u, rio_op *op)
 	}
 	prep_main(loop, u, op, sqe);
 	if (op->priv.bits & RIO__B_DEADLINE) {
+		/* absolute (CLOCK_MONOTONIC), fixed when the op was submitted:
+		 * time on sqwait counts, and a retried op keeps its deadline */
 		sqe->flags |= IOSQE_IO_LINK;
 		sqe = io_uring_get_sqe(&u->ring);
-		io_uring_prep_link_timeout(sqe, op_ts(op, op->deadline_ns), 0);
+		io_uring_prep_link_timeout(sqe, (void *)op->priv.ts,
+					   IORING_TIMEOUT_ABS);
 		set_ud(sqe, op, TAG_LT);
 	}
 	rio__set_cqes(op, need);
@@ -289,6 +317,33 @@ static void close_parked(rio_loop *loop, int fd)
 	}
 }
 
+/* A close ends its fd's generation: it will wait for the ops in flight
+ * now, and ops submitted from here on are the next file's. */
+static void end_generation(struct uring *u, rio_op *close_op)
+{
+	struct fdslot *s = fd_slot(u, close_op->priv.fd, 1);
+	close_op->priv.u0 = 0;
+	if (!s)
+		return; /* no table: the close completes on its own CQEs */
+	close_op->priv.u1 = s->gen;
+	close_op->priv.u0 = s->inflight;
+	s->inflight = 0;
+	s->gen++;
+	if (close_op->priv.u0) {
+		close_op->priv.p1 = s->closers;
+		s->closers = close_op;
+	}
+}
+
+/* An fd-counted op whose generation a close has ended (or is ending). */
+static int fd_closing(struct uring *u, const rio_op *op)
+{
+	if (!(op->priv.bits & RIO__B_FDCOUNTED))
+		return 0;
+	struct fdslot *s = fd_slot(u, op->priv.fd, 0);
+	return s && (uint32_t)op->priv.u1 != s->gen;
+}
+
 static int is_splice(const rio_op *op)
 {
 	return op->priv.kind == RIO__OP_SPLICE_IN ||
@@ -310,16 +365,19 @@ static void uring_submit(rio_loop *loop, rio_op *op)
 			target->priv.p1 = op; /* see multishot_cqe */
 	} else if (op->priv.kind == RIO__OP_CLOSE) {
 		close_parked(loop, op->priv.fd);
-		struct fdslot *s = fd_slot(u, op->priv.fd, 1);
-		if (s)
-			s->closing++;
+		end_generation(u, op);
 	}
 	if (needs_fd_slot(op)) {
 		struct fdslot *s = fd_slot(u, op->priv.fd, 1);
 		if (s) {
 			s->inflight++;
+			op->priv.u1 = s->gen;
 			op->priv.bits |= RIO__B_FDCOUNTED;
 		}
+	}
+	if (op->priv.bits & RIO__B_DEADLINE) {
+		uint64_t now = rio__now_ns(), d = op->deadline_ns;
+		op_ts(op, d > UINT64_MAX - now ? UINT64_MAX : now + d);
 	}
 	if (is_splice(op)) { /* try first: the socket is often ready */
 		int res = rio__splice_try(op, 0); /* not ready: the poll waits */
@@ -333,24 +391,39 @@ static void uring_submit(rio_loop *loop, rio_op *op)
 
 /* ---- completions ---- */
 
-/* Deliver a close; the fd counts as closing until then. */
-static void complete_close(rio_loop *loop, struct fdslot *s, rio_op *op,
-			   int res)
+/* A close's own CQEs are in: deliver it, unless ops of the generation it
+ * ended are still in flight (the last of them delivers it). */
+static void finish_close(rio_loop *loop, rio_op *op, int res)
 {
-	if (s && s->closing)
-		s->closing--;
+	op->res = res;
+	if (op->priv.u0 > 0) {
+		op->priv.bits |= RIO__B_CLOSED;
+		return;
+	}
 	rio__complete(loop, op, res, 0);
 }
 
-static void finish_close(rio_loop *loop, rio_op *op, int res)
+/* An fd-counted op of generation `gen` on `fd` has completed. */
+static void fd_op_done(rio_loop *loop, int fd, uint32_t gen)
 {
-	struct fdslot *s = fd_slot(U(loop), op->priv.fd, 0);
-	if (s && s->inflight > 0 && !s->closer) {
-		op->res = res;
-		s->closer = op; /* completes when the fd's last op does */
+	struct fdslot *s = fd_slot(U(loop), fd, 0);
+	assert(s);
+	if (gen == s->gen) {
+		assert(s->inflight > 0);
+		s->inflight--;
 		return;
 	}
-	complete_close(loop, s, op, res);
+	rio_op **pc = &s->closers;
+	while (*pc && (uint32_t)(*pc)->priv.u1 != gen)
+		pc = (rio_op **)&(*pc)->priv.p1;
+	rio_op *c = *pc;
+	assert(c && c->priv.u0 > 0);
+	if (--c->priv.u0 > 0)
+		return;
+	*pc = c->priv.p1; /* no op of its generation is left to find it */
+	c->priv.p1 = NULL;
+	if (c->priv.bits & RIO__B_CLOSED)
+		rio__complete(loop, c, c->res, 0);
 }
 
 static void finish(rio_loop *loop, rio_op *op, int res)
@@ -358,6 +431,9 @@ static void finish(rio_loop *loop, rio_op *op, int res)
 	unsigned bits = op->priv.bits;
 	if ((bits & RIO__B_TIMEDOUT) && (res == -ECANCELED || res == -EINTR))
 		res = -ETIMEDOUT;
+	else if (res == -EINTR && ((bits & RIO__B_CANCELLED) ||
+				   fd_closing(U(loop), op)))
+		res = -ECANCELED; /* cancelled while an io-wq worker ran it */
 	switch (op->priv.kind) {
 	case RIO__OP_TIMEOUT:
 		if (res == -ETIME)
@@ -365,6 +441,17 @@ static void finish(rio_loop *loop, rio_op *op, int res)
 		break;
 	case RIO__OP_CLOSE:
 		finish_close(loop, op, res);
+		return;
+	case RIO__OP_RECV: case RIO__OP_SEND: case RIO__OP_RECVMSG:
+	case RIO__OP_SENDMSG: case RIO__OP_ACCEPT:
+		/* The kernel's -EAGAIN (several ops on one fd: another took
+		 * the readiness this one was woken for) is no result: retry,
+		 * unless a cancel or the deadline is ending the op. */
+		if (res != -EAGAIN || (bits & (RIO__B_CANCELLED | RIO__B_TIMEDOUT)) ||
+		    fd_closing(U(loop), op))
+			break;
+		op->priv.bits |= RIO__B_RETRY;
+		enqueue(loop, op);
 		return;
 	case RIO__OP_SPLICE_IN:
 	case RIO__OP_SPLICE_OUT:
@@ -380,17 +467,11 @@ static void finish(rio_loop *loop, rio_op *op, int res)
 		break;
 	}
 	int fd = op->priv.fd;
+	uint32_t gen = (uint32_t)op->priv.u1;
 	rio__complete(loop, op, res, 0);
-	if (!(bits & RIO__B_FDCOUNTED))
-		return;
-	/* op may be reused by now: only fd and bits are used below. */
-	struct fdslot *s = fd_slot(U(loop), fd, 0);
-	assert(s && s->inflight > 0);
-	if (--s->inflight == 0 && s->closer) {
-		rio_op *c = s->closer;
-		s->closer = NULL;
-		complete_close(loop, s, c, c->res);
-	}
+	/* op may be reused by now: only fd, gen and bits are used below. */
+	if (bits & RIO__B_FDCOUNTED)
+		fd_op_done(loop, fd, gen);
 }
 
 static void cqe_done(rio_loop *loop, rio_op *op)
@@ -468,10 +549,10 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 	}
 	int cancelled = op->priv.bits & RIO__B_CANCELLED;
 	int is_recv = op->priv.kind == RIO__OP_RECV_MULTI;
-	struct fdslot *slot = fd_slot(U(loop), op->priv.fd, 0);
-	/* A close in flight on the fd ends the op, even one whose kernel
-	 * request ended on its own (-ENOBUFS) before the cancel-fd saw it. */
-	if (slot && slot->closing)
+	/* A close of its file ends the op, even one whose kernel request
+	 * ended on its own (-ENOBUFS) before the cancel-fd saw it; a close of
+	 * an earlier file with the same number does not. */
+	if (fd_closing(U(loop), op))
 		cancelled = 1;
 	if ((op->priv.bits & RIO__B_FAULTEND) && res == -ECANCELED && !cancelled) {
 		res = -(int)op->priv.n0;
@@ -496,7 +577,13 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 		res = -ECANCELED;
 		ended_before_cancel(op);
 	}
-	int result = is_recv ? res > 0 : res >= 0;
+	int result = is_recv && !(op->priv.bits & RIO__B_DGRAM) ? res > 0
+								 : res >= 0;
+	if (res == -EAGAIN && !cancelled) { /* no result: arm it again */
+		loop->ctr.multishot_rearms++;
+		enqueue(loop, op);
+		return;
+	}
 	if (result && !cancelled) {
 		loop->ctr.multishot_rearms++;
 		enqueue(loop, op);
