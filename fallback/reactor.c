@@ -261,8 +261,12 @@ static enum attempt recv_multi(rio_loop *loop, rio_op *op, int *res,
 	*res = sys(recv(op->priv.fd, buf, pool->size, MSG_DONTWAIT));
 	if (again(*res))
 		return AGAIN;
-	if (*res <= 0)
+	if (*res < 0 || (*res == 0 && !(op->priv.bits & RIO__B_DGRAM)))
 		return DONE;
+	if (*res == 0) { /* an empty datagram: no data, no buffer (io_uring's) */
+		*flags = RIO_OP_F_MORE;
+		return MORE;
+	}
 	fl->n--;
 	rio__pool_mark_lent(pool, id);
 	op->buf = buf;

@@ -247,6 +247,9 @@ RIO_API int rio_accept(rio_loop *loop, rio_op *op, int fd,
 /*
  * Connect socket `fd` (non-blocking) to `addr`, which must stay valid until
  * completion. res 0 on success; -ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH, ...
+ * -EAGAIN is a result, not retried, on every backend: an AF_UNIX listener
+ * whose backlog is full (connect(2) does not wait there), or no local port
+ * left; as nginx and haproxy do, try another address or later.
  */
 RIO_API int rio_connect(rio_loop *loop, rio_op *op, int fd,
 			const struct sockaddr *addr, socklen_t addrlen,
@@ -287,7 +290,10 @@ RIO_API int rio_recvmsg(rio_loop *loop, rio_op *op, int fd,
  * When the pool runs dry the receive pauses and resumes by itself once a
  * buffer is given back (counted in enobufs_rearms); -ENOBUFS never reaches
  * the callback. Final completion: res 0 (end of stream), -ECANCELED, or
- * another -errno. Results already received when a cancel is asked for
+ * another -errno. On a datagram socket (SOCK_DGRAM, SOCK_SEQPACKET) 0 is an
+ * empty datagram, delivered with RIO_OP_F_MORE and no buffer (RIO_OP_F_BUF
+ * clear): the receive goes on.
+ * Results already received when a cancel is asked for
  * still arrive first: on io_uring the loop arms the recv for 4 buffers'
  * worth of bytes at a time and re-arms it itself (Linux 6.17+; older
  * kernels fill up to 32 buffers in one pass), so a cancel for
@@ -489,6 +495,9 @@ RIO_API int rio_listener_fd(const rio_listener *l);
 /*
  * Free a stopped listener (after on_stop ran, or from inside on_stop).
  * Returns -EBUSY, freeing nothing, while it still runs; stop it first.
+ * Connections it accepted may still be out: then the owner still calls
+ * rio_listener_release() once for each as it closes it (the only call
+ * allowed on a destroyed listener), and the last release frees it.
  */
 RIO_API int rio_listener_destroy(rio_listener *l);
 

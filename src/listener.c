@@ -9,12 +9,15 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-enum lstate { L_RUNNING, L_STOPPING, L_STOPPED };
+/* L_DESTROYED: destroyed with connections out; the last release frees */
+enum lstate { L_RUNNING, L_STOPPING, L_STOPPED, L_DESTROYED };
 
 struct rio_listener {
 	rio_loop *loop;
@@ -84,14 +87,40 @@ static int busy(const rio_listener *l)
 	       rio_op_in_flight(&l->stop_op);
 }
 
-/* Multishot, except close to max_conns: a multishot accept may hand over
- * several connections before a cancel lands, one-shot accepts never pass
- * the limit. */
-enum { ONESHOT_HEADROOM = 64 };
+/*
+ * Multishot only while a whole accept queue fits under max_conns. One
+ * kernel pass of a multishot accept takes every connection queued, and a
+ * queue holds up to net.core.somaxconn (plus what completes its handshake
+ * during the pass): past the limit those would have to be closed, and a
+ * client that waited in the backlog is never reset because the server is
+ * busy. Nearer the limit, one-shot accepts: one connection each, so the
+ * limit holds however accepting resumes (a bulk release, the end of a
+ * pause). The reactor delivers one connection at a time either way.
+ */
+enum { QUEUE_MARGIN = 64, QUEUE_DEFAULT = 4096 };
+
+static uint32_t accept_queue_cap(void)
+{
+	static atomic_uint cap; /* read once per process */
+	unsigned c = atomic_load_explicit(&cap, memory_order_relaxed);
+	if (c)
+		return c;
+	c = QUEUE_DEFAULT;
+	FILE *f = fopen("/proc/sys/net/core/somaxconn", "re");
+	if (f) {
+		unsigned v;
+		if (fscanf(f, "%u", &v) == 1 && v > 0 && v < (1u << 24))
+			c = v;
+		fclose(f);
+	}
+	c += QUEUE_MARGIN;
+	atomic_store_explicit(&cap, c, memory_order_relaxed);
+	return c;
+}
 
 static unsigned accept_flags(const rio_listener *l)
 {
-	if (l->o.max_conns && l->o.max_conns - l->c.live <= ONESHOT_HEADROOM)
+	if (l->o.max_conns && l->o.max_conns - l->c.live <= accept_queue_cap())
 		return 0;
 	return RIO_MULTISHOT;
 }
@@ -268,6 +297,11 @@ int rio_listener_release(rio_listener *l)
 	if (!l || l->c.live == 0)
 		return -EINVAL;
 	l->c.live--;
+	if (l->state == L_DESTROYED) {
+		if (l->c.live == 0)
+			free(l);
+		return 0;
+	}
 	if (l->paused_load && l->state == L_RUNNING) {
 		l->paused_load = 0;
 		l->c.early_resumes++;
@@ -293,6 +327,12 @@ int rio_listener_destroy(rio_listener *l)
 		return -EINVAL;
 	if (l->state != L_STOPPED || busy(l))
 		return -EBUSY;
+	/* Connections still out: their owner will release them, and the
+	 * last release frees the listener. */
+	if (l->c.live > 0) {
+		l->state = L_DESTROYED;
+		return 0;
+	}
 	free(l);
 	return 0;
 }

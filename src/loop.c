@@ -382,6 +382,12 @@ int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd, rio_bufpool *pool,
 	op->priv.p0 = pool;
 	op->priv.p1 = NULL; /* io_uring: the cancel op aimed at it */
 	op->priv.bits |= RIO__B_MULTISHOT;
+	/* On a datagram socket 0 bytes is a datagram: the recv goes on. */
+	int type = 0;
+	socklen_t tl = sizeof type;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
+	    (type == SOCK_DGRAM || type == SOCK_SEQPACKET))
+		op->priv.bits |= RIO__B_DGRAM;
 	pool->users++;
 	return submit(loop, op);
 }

@@ -3,6 +3,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 struct conn {
@@ -130,6 +132,63 @@ Test(connect, many_refused_and_accepted_in_one_turn, .timeout = 20)
 			     rio_strerror(c[i].res));
 		close(fd[i]);
 	}
+	close(lfd);
+	t_loop_done(loop);
+}
+
+/* An AF_UNIX listener with a full backlog: connect(2) does not wait there,
+ * and rio_connect's -EAGAIN is its documented result on every backend (a
+ * caller tries another address or later). Once the listener accepts, a
+ * new connect succeeds. */
+Test(connect, unix_full_backlog_is_eagain, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	socklen_t sl = offsetof(struct sockaddr_un, sun_path) + 1 +
+		       (socklen_t)snprintf(sa.sun_path + 1,
+					   sizeof sa.sun_path - 1,
+					   "ringio-test-%d", (int)getpid());
+	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int queued[8], nq = 0;
+	struct conn c = {0};
+
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sl), 0);
+	cr_assert_eq(listen(lfd, 0), 0);
+	/* fill the backlog (abstract name: nothing on disk) */
+	for (; nq < 8; nq++) {
+		queued[nq] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
+				    SOCK_CLOEXEC, 0);
+		if (connect(queued[nq], (struct sockaddr *)&sa, sl) < 0) {
+			cr_assert_eq(errno, EAGAIN, "%s", strerror(errno));
+			close(queued[nq]);
+			break;
+		}
+	}
+	cr_assert(nq > 0 && nq < 8, "the backlog never filled (%d)", nq);
+
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	rio_op_init(&c.op);
+	cr_assert_eq(rio_connect(loop, &c.op, fd, (struct sockaddr *)&sa, sl,
+				 connect_cb), 0);
+	T_RUN_UNTIL(loop, c.calls == 1, 3000);
+	cr_assert_eq(c.res, -EAGAIN, "full backlog: %s", rio_strerror(c.res));
+	close(fd);
+
+	/* room again: the same connect goes through */
+	int a = accept(lfd, NULL, NULL);
+	cr_assert_geq(a, 0);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	c.calls = 0;
+	rio_op_init(&c.op);
+	cr_assert_eq(rio_connect(loop, &c.op, fd, (struct sockaddr *)&sa, sl,
+				 connect_cb), 0);
+	T_RUN_UNTIL(loop, c.calls == 1, 3000);
+	cr_assert_eq(c.res, 0, "with room: %s", rio_strerror(c.res));
+	close(fd);
+	close(a);
+	for (int i = 0; i < nq; i++)
+		close(queued[i]);
 	close(lfd);
 	t_loop_done(loop);
 }

@@ -157,3 +157,132 @@ Test(listener, error_run_pauses_then_goes_on, .timeout = 30)
 	tsrv_finish(&s);
 	t_loop_done(loop);
 }
+
+/* Destroyed (from on_stop, as ringio.h allows) while connections it
+ * accepted are still out: the owner's later rio_listener_release() calls
+ * are still valid, one per connection, and the last one frees it (ASan
+ * and valgrind see a use after free otherwise). */
+struct hold {
+	int fds[8], n, stops;
+	rio_listener *l;
+};
+
+static void hold_accept(rio_listener *l, int fd, void *data)
+{
+	struct hold *h = data;
+
+	(void)l;
+	cr_assert_lt(h->n, 8);
+	h->fds[h->n++] = fd;
+}
+
+static void destroy_on_stop(rio_listener *l, int err, void *data)
+{
+	struct hold *h = data;
+
+	cr_assert_eq(err, 0);
+	h->stops++;
+	cr_assert_eq(rio_listener_destroy(l), 0);
+}
+
+Test(listener, destroy_with_connections_out_defers_the_free, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	struct hold h = {0};
+	rio_listener_opts o = { .on_accept = hold_accept,
+				.on_stop = destroy_on_stop, .data = &h };
+	uint16_t port;
+	int lfd = t_listen(AF_INET, 8, &port);
+	int cl[3];
+
+	cr_assert_eq(rio_listener_start(loop, lfd, &o, &h.l), 0);
+	for (int i = 0; i < 3; i++)
+		cl[i] = t_connect(AF_INET, port);
+	T_RUN_UNTIL(loop, h.n == 3, 3000);
+	cr_assert_eq(rio_listener_stop(h.l), 0);
+	T_RUN_UNTIL(loop, h.stops == 1, 3000);
+	/* the three connections outlive the listener's owner-facing life */
+	for (int i = 0; i < 3; i++) {
+		close(h.fds[i]);
+		close(cl[i]);
+		cr_assert_eq(rio_listener_release(h.l), 0, "release %d", i);
+	}
+	close(lfd);
+	t_loop_done(loop);
+}
+
+/* max_conns 100 with 600 clients waiting in the backlog: the listener
+ * fills up, then all 100 are released at once (a bulk idle timeout). It
+ * must resume one connection at a time however it resumes: never more
+ * than max_conns live, and never a waiting client accepted only to be
+ * closed (shed) because the server was busy. */
+struct bulk {
+	rio_listener *l;
+	int fds[256], n, over;
+	unsigned max;
+};
+
+static void bulk_accept(rio_listener *l, int fd, void *data)
+{
+	struct bulk *b = data;
+	rio_accept_counters c;
+
+	rio_listener_counters(l, &c);
+	if (c.live > b->max)
+		b->over++;
+	if (b->n < 256)
+		b->fds[b->n++] = fd;
+	else
+		close(fd);
+}
+
+Test(listener, bulk_release_resumes_without_overshoot, .timeout = 60)
+{
+	enum { CLIENTS = 600, MAX = 100 };
+	rio_loop *loop = t_loop();
+	struct bulk *b = calloc(1, sizeof(*b));
+	rio_listener_opts o = { .on_accept = bulk_accept, .data = b,
+				.max_conns = MAX };
+	uint16_t port;
+	int lfd = t_listen(AF_INET, 1024, &port);
+	int *cl = calloc(CLIENTS, sizeof(int));
+	rio_accept_counters c;
+
+	cr_assert(b && cl);
+	cr_assert(t_raise_nofile(2 * CLIENTS + 256), "RLIMIT_NOFILE too low");
+	cr_assert_eq(rio_set_nonblock(lfd, 1), 0);
+	b->max = MAX;
+	cr_assert_eq(rio_listener_start(loop, lfd, &o, &b->l), 0);
+	/* every client completes its handshake into the backlog */
+	for (int i = 0; i < CLIENTS; i++)
+		cl[i] = t_connect(AF_INET, port);
+	T_RUN_UNTIL(loop, b->n == MAX, 5000);
+	t_loop_sleep(loop, 50);
+	cr_assert_eq(b->n, MAX);
+	/* all at once, in one turn */
+	for (int i = 0; i < MAX; i++) {
+		close(b->fds[i]);
+		cr_assert_eq(rio_listener_release(b->l), 0);
+	}
+	T_RUN_UNTIL(loop, b->n == 2 * MAX, 5000);
+	t_loop_sleep(loop, 100);
+	rio_listener_counters(b->l, &c);
+	cr_assert_eq(c.shed, 0, "%llu waiting clients accepted and closed",
+		     (unsigned long long)c.shed);
+	cr_assert_eq(b->over, 0, "%d accepts past max_conns", b->over);
+	cr_assert_eq(b->n, 2 * MAX);
+	cr_assert_eq(c.live, MAX);
+	for (int i = MAX; i < b->n; i++) {
+		close(b->fds[i]);
+		cr_assert_eq(rio_listener_release(b->l), 0);
+	}
+	cr_assert_eq(rio_listener_stop(b->l), 0);
+	for (int i = 0; i < CLIENTS; i++)
+		close(cl[i]);
+	t_drain(loop, 5000);
+	cr_assert_eq(rio_listener_destroy(b->l), 0);
+	close(lfd);
+	free(cl);
+	free(b);
+	t_loop_done(loop);
+}
