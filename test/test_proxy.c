@@ -23,11 +23,12 @@ typedef struct proxy {
 	uint16_t port;
 } proxy;
 
-/* Start ringio-proxy on a free port with `ups` upstream ports and extra
- * flags (NULL-terminated); wait for its start-up line (a probe connection
- * would be a session of its own). */
-static void proxy_start(proxy *p, const uint16_t *ups, int nups,
-			const char *const *extra)
+/* Start ringio-proxy on 127.0.0.1:`port` with `ups` upstream ports and
+ * extra flags (NULL-terminated); wait for its start-up line (a probe
+ * connection would be a session of its own). With port 0 the proxy picks
+ * one, and p->port is read from the start-up line. */
+static void proxy_start_on(proxy *p, uint16_t port, const uint16_t *ups,
+			   int nups, const char *const *extra)
 {
 	char *argv[32], lbuf[32], ubuf[8][32], line[512];
 	int so[2], se[2], n = 0;
@@ -35,7 +36,7 @@ static void proxy_start(proxy *p, const uint16_t *ups, int nups,
 
 	if (!RIO_PROXY_BIN)
 		cr_skip_test("ringio-proxy not built (RINGIO_BUILD_TOOLS=OFF)");
-	p->port = t_closed_port();
+	p->port = port;
 	snprintf(lbuf, sizeof(lbuf), "127.0.0.1:%u", p->port);
 	argv[n++] = "ringio-proxy";
 	argv[n++] = "--listen";
@@ -74,6 +75,22 @@ static void proxy_start(proxy *p, const uint16_t *ups, int nups,
 	line[have] = 0;
 	cr_assert_not_null(strstr(line, "listener(s)"), "ringio-proxy: %s", line);
 	close(se[0]);
+	/* the start-up line says where it listens */
+	const char *at = strstr(line, " on 127.0.0.1:");
+	unsigned got = 0;
+
+	cr_assert(at && sscanf(at, " on 127.0.0.1:%u", &got) == 1,
+		  "no listening address in: %s", line);
+	if (port)
+		cr_assert_eq(got, port, "%s", line);
+	p->port = (uint16_t)got;
+	cr_assert_neq(p->port, 0, "%s", line);
+}
+
+static void proxy_start(proxy *p, const uint16_t *ups, int nups,
+			const char *const *extra)
+{
+	proxy_start_on(p, t_closed_port(), ups, nups, extra);
 }
 
 /* SIGTERM; it must print its counters and exit 0. Returns the counters. */
@@ -198,10 +215,11 @@ Test(proxy, refusing_upstream_is_skipped, .timeout = 60)
 	ups[0] = t_closed_port();
 	ups[1] = up.port;
 	proxy_start(&p, ups, 2, NULL);
-	for (int i = 0; i < 4; i++) /* every other one starts on the dead one */
+	for (int i = 0; i < 4; i++) /* the first starts on the dead one */
 		t_echo_check_port(loop, p.port, "failover");
 	proxy_stop(&p, out, sizeof(out));
-	cr_assert_geq(t_field(out, "upstream_refused="), 2);
+	/* then --fail-timeout (10 s by default) keeps the others off it */
+	cr_assert_eq(t_field(out, "upstream_refused="), 1, "%s", out);
 	cr_assert_eq(t_field(out, "no_upstream="), 0);
 	tsrv_finish(&up);
 	t_loop_done(loop);
@@ -228,6 +246,129 @@ Test(proxy, all_upstreams_down_closes_the_client_promptly, .timeout = 60)
 	close(c);
 	proxy_stop(&p, out, sizeof(out));
 	cr_assert_geq(t_field(out, "no_upstream="), 1);
+}
+
+/* Listening sockets on 127.0.0.1:port in /proc/net/tcp. */
+static int listeners_on(uint16_t port)
+{
+	FILE *f = fopen("/proc/net/tcp", "r");
+	char l[256];
+	int n = 0;
+
+	cr_assert_not_null(f);
+	while (fgets(l, sizeof l, f)) {
+		unsigned lp, st;
+
+		if (sscanf(l, " %*d: %*8[0-9A-Fa-f]:%x %*8[0-9A-Fa-f]:%*x %x",
+			   &lp, &st) == 2 && lp == port && st == 0x0A)
+			n++;
+	}
+	fclose(f);
+	return n;
+}
+
+/* --listen 127.0.0.1:0 with two threads: one port for both (bound by the
+ * first thread, then by the second with SO_REUSEPORT), printed at start,
+ * and both threads serve on it. */
+Test(proxy, port_zero_is_one_port_for_every_thread, .timeout = 60)
+{
+	static const char *const extra[] = { "--threads", "2", NULL };
+	rio_loop *loop = t_loop();
+	char out[1024];
+	proxy p;
+	tsrv up;
+
+	tsrv_start(&up, loop, NULL, 0);
+	proxy_start_on(&p, 0, &up.port, 1, extra);
+	/* the second thread sets up on its own: give it a moment */
+	for (int i = 0; i < 50 && listeners_on(p.port) < 2; i++)
+		t_loop_sleep(loop, 20);
+	cr_assert_eq(listeners_on(p.port), 2, "listening sockets on port %u",
+		     p.port);
+	for (int i = 0; i < 32; i++)
+		t_echo_check_port(loop, p.port, "port zero");
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(t_field(out, "upstream_ok="), 32);
+	tsrv_finish(&up);
+	t_loop_done(loop);
+}
+
+/* Many sessions connecting at once, upstreams [live, refusing]: each
+ * session tries every upstream before it gives up, so none is given up on
+ * while the live one is there (sessions that shared one round-robin
+ * position could try the refusing one twice). */
+Test(proxy, concurrent_sessions_try_every_upstream, .timeout = 120)
+{
+	enum { CONNS = 300 };
+	char out[1024];
+	tload_result res;
+	rio_loop *loop;
+	uint16_t ups[2];
+	proxy p;
+	tsrv up;
+
+	if (!t_raise_nofile(3 * CONNS + 200))
+		cr_skip_test("RLIMIT_NOFILE hard limit below %d", 3 * CONNS + 200);
+	loop = t_loop();
+	tsrv_start(&up, loop, NULL, 0);
+	ups[0] = up.port;
+	ups[1] = t_closed_port();
+	proxy_start(&p, ups, 2, NULL);
+	tload_opts o = { .port = p.port, .conns = CONNS, .rounds = 2,
+			 .size = 512, .max_connecting = CONNS, .limit_ms = 60000,
+			 .seed = 15, .nofile = CONNS + 100 };
+	tload_all_at_once(loop, &up, &o, &res);
+	T_RUN_UNTIL(loop, up.live == 0, 20000);
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(t_field(out, "no_upstream="), 0, "%s", out);
+	cr_assert_eq(t_field(out, "upstream_ok="), CONNS, "%s", out);
+	tsrv_finish(&up);
+	t_loop_done(loop);
+}
+
+/* Passive health: upstreams [blackholed, live] with --connect-timeout
+ * 500. The first session waits out the timeout and fails over; later ones
+ * skip the dead upstream until --fail-timeout passes, then it is tried
+ * again. The blackhole is a listener whose accept queue is full: the
+ * kernel drops SYNs to it. */
+Test(proxy, failed_upstream_is_skipped_until_fail_timeout, .timeout = 60)
+{
+	static const char *const extra[] = { "--connect-timeout", "500",
+					     "--fail-timeout", "1500", NULL };
+	rio_loop *loop = t_loop();
+	uint16_t ups[2];
+	char out[1024];
+	int filler, hole;
+	uint64_t t0, first_ms, rest_ms;
+	proxy p;
+	tsrv up;
+
+	tsrv_start(&up, loop, NULL, 0);
+	hole = t_full_listener(&ups[0], &filler);
+	ups[1] = up.port;
+	proxy_start(&p, ups, 2, extra);
+	t0 = t_now_ns();
+	t_echo_check_port(loop, p.port, "first");
+	first_ms = (t_now_ns() - t0) / T_MS;
+	cr_assert_geq(first_ms, 450, "the first session did not meet the "
+		      "blackhole (%llu ms)", (unsigned long long)first_ms);
+	t0 = t_now_ns();
+	for (int i = 0; i < 8; i++)
+		t_echo_check_port(loop, p.port, "later");
+	rest_ms = (t_now_ns() - t0) / T_MS;
+	cr_assert_lt(rest_ms, 400, "8 later sessions took %llu ms: the dead "
+		     "upstream was tried again", (unsigned long long)rest_ms);
+	/* past --fail-timeout the dead one gets its try again */
+	t_loop_sleep(loop, 1600);
+	t_echo_check_port(loop, p.port, "after");
+	t_echo_check_port(loop, p.port, "after");
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(t_field(out, "upstream_timeouts="), 2, "%s", out);
+	cr_assert_eq(t_field(out, "no_upstream="), 0);
+	close(filler);
+	close(hole);
+	tsrv_finish(&up);
+	t_loop_done(loop);
 }
 
 /* IPv6 both sides: a client on [::1] through a --listen [::1]:P to an

@@ -220,3 +220,131 @@ Test(tool_echo, stalled_readers_spliced, .timeout = 90)
 	stalled_readers(NULL, 4, 2048);
 #endif
 }
+
+/* ---- start-up errors: the cause and what to do, exit 2 ---- */
+
+#ifdef RIO_ECHO_BIN
+#include <poll.h>
+#include <sys/wait.h>
+
+/* Run ringio-echo with `args` (and `env`, "NAME=VALUE" or NULL) on a port
+ * nothing uses; it must exit by itself within 10 s. Returns its exit
+ * status; its stderr goes to `err`. */
+static int echo_exit(const char *const *args, const char *env, char *err,
+		     size_t cap)
+{
+	char ports[8], *argv[24];
+	int n = 0, pe[2];
+	size_t have = 0;
+
+	snprintf(ports, sizeof ports, "%u", t_closed_port());
+	argv[n++] = RIO_ECHO_BIN;
+	argv[n++] = "--port";
+	argv[n++] = ports;
+	while (*args && n < 22)
+		argv[n++] = (char *)*args++;
+	argv[n] = NULL;
+	cr_assert_eq(pipe(pe), 0);
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		t_die_with_parent();
+		dup2(pe[1], 2);
+		unsetenv("RINGIO_BACKEND"); /* it would win over --backend */
+		if (env)
+			putenv((char *)env);
+		execv(RIO_ECHO_BIN, argv);
+		_exit(127);
+	}
+	close(pe[1]);
+	uint64_t end = t_now_ns() + 10000 * T_MS;
+	for (;;) {
+		struct pollfd pf = { .fd = pe[0], .events = POLLIN };
+		int left = (int)((end - t_now_ns()) / T_MS);
+
+		cr_assert_gt(left, 0, "ringio-echo did not exit: %.*s",
+			     (int)have, err);
+		if (poll(&pf, 1, left) <= 0)
+			continue;
+		ssize_t k = read(pe[0], err + have, cap - 1 - have);
+		if (k <= 0)
+			break;
+		have += (size_t)k;
+	}
+	err[have] = 0;
+	close(pe[0]);
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st), "ringio-echo died of signal %d", WTERMSIG(st));
+	return WEXITSTATUS(st);
+}
+#endif
+
+Test(tool_echo, bad_ringio_backend_is_named, .timeout = 30)
+{
+#ifndef RIO_ECHO_BIN
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#else
+	static const char *const none[] = { NULL };
+	char err[1024];
+
+	cr_assert_eq(echo_exit(none, "RINGIO_BACKEND=garbage", err, sizeof err),
+		     2, "%s", err);
+	cr_assert_not_null(strstr(err, "RINGIO_BACKEND='garbage'"), "%s", err);
+	cr_assert_null(strstr(err, "listening"), "%s", err);
+#endif
+}
+
+Test(tool_echo, backend_not_built_is_named, .timeout = 30)
+{
+#if !defined(RIO_ECHO_BIN)
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#elif defined(RIO_TEST_HAVE_KQUEUE)
+	cr_skip_test("this build has kqueue: no backend is missing from it");
+#else
+	static const char *const args[] = { "--backend", "kqueue", NULL };
+	char err[1024];
+
+	cr_assert_eq(echo_exit(args, NULL, err, sizeof err), 2, "%s", err);
+	cr_assert_not_null(strstr(err, "no kqueue backend"), "%s", err);
+#endif
+}
+
+/* io_uring refused, as seccomp or a container would refuse it (the fault
+ * plan makes io_uring_setup fail with EPERM): the reason is named, and
+ * what to do. */
+Test(tool_echo, refused_io_uring_says_why, .timeout = 30)
+{
+#if !defined(RIO_ECHO_BIN) || !defined(RINGIO_FAULT_HOOKS)
+	cr_skip_test("needs ringio-echo and RINGIO_FAULT_HOOKS (a fault plan "
+		     "refuses io_uring)");
+#else
+	static const char *const args[] = { "--backend", "uring", NULL };
+	char err[1024];
+
+	cr_assert_eq(echo_exit(args, "RINGIO_FAULTS=seed=1,uring_setup=EPERM",
+			       err, sizeof err), 2, "%s", err);
+	cr_assert_not_null(strstr(err, "io_uring cannot be used here"), "%s", err);
+	cr_assert_not_null(strstr(err, "seccomp or container policy"), "%s", err);
+	cr_assert_not_null(strstr(err, "--backend auto"), "%s", err);
+#endif
+}
+
+/* Buffers for every thread beyond the memory there is: refused before
+ * anything is allocated, not OOM-killed after "listening". */
+Test(tool_echo, pool_beyond_memory_is_refused, .timeout = 30)
+{
+#ifndef RIO_ECHO_BIN
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#else
+	/* 256 x 32768 x 16 MiB = 128 TiB */
+	static const char *const args[] = { "--threads", "256", "--buf-count",
+					    "32768", "--buf-size", "16777216",
+					    NULL };
+	char err[1024];
+
+	cr_assert_eq(echo_exit(args, NULL, err, sizeof err), 2, "%s", err);
+	cr_assert_not_null(strstr(err, "MiB of buffers"), "%s", err);
+	cr_assert_null(strstr(err, "listening"), "%s", err);
+#endif
+}

@@ -361,7 +361,8 @@ int main(int argc, char **argv)
 	struct cfg cfg = {.addr = "127.0.0.1", .port = -1, .com.threads = 1,
 			  .com.buf_count = 1024, .com.buf_size = 65536,
 			  .com.splice = RELAY_SPLICE_AUTO, .drain_ms = 5000};
-	if (parse_args(argc, argv, &cfg) < 0)
+	if (parse_args(argc, argv, &cfg) < 0 ||
+	    tool_preflight("ringio-echo", &cfg.com) < 0)
 		return 2;
 	struct worker *ws = calloc((size_t)cfg.com.threads, sizeof *ws);
 	if (!ws)

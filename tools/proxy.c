@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ringio.h>
@@ -66,6 +67,7 @@ struct cfg {
 	int nlisten, nup;
 	struct tool_common com; /* --threads, --backend, --idle-timeout */
 	uint64_t connect_ms;
+	uint64_t fail_ms; /* a failed upstream is skipped this long */
 };
 
 struct stats {
@@ -80,7 +82,10 @@ struct worker {
 	struct relay_pool rp;
 	int lfd[MAX_ADDRS];
 	rio_listener *l[MAX_ADDRS];
-	unsigned rr;   /* round-robin position */
+	unsigned rr;   /* round-robin position: each session starts one on */
+	/* passive health: an upstream that failed is skipped until then
+	 * (CLOCK_MONOTONIC ns); a success clears it */
+	uint64_t down_until[MAX_ADDRS];
 	int stopping;
 	struct tool_idle sessions; /* open ones, least recently active first */
 	struct stats st;
@@ -101,7 +106,8 @@ struct session {
 	struct tool_idle_node node; /* on w->sessions until it closes */
 	struct rio_listener *l;
 	int cfd, ufd;
-	unsigned tries;        /* upstreams tried */
+	unsigned start;        /* where its round robin starts */
+	unsigned tried;        /* bit i: upstream i tried */
 	unsigned up;           /* the one being tried */
 	int pumping, closing, closes_left, relays_left;
 	struct pipe_dir dir[2]; /* 0: client -> upstream, 1: back */
@@ -215,6 +221,14 @@ static void session_start_pumps(struct session *s)
 
 static void try_upstream(struct session *s);
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+
 static void failed_closed_cb(rio_loop *loop, rio_op *op, int res)
 {
 	struct session *s = container_of(op, struct session, close_u);
@@ -230,6 +244,7 @@ static void connect_cb(rio_loop *loop, rio_op *op, int res)
 		return;
 	if (res == 0) {
 		w->st.upstream_ok++;
+		w->down_until[s->up] = 0;
 		rio_set_nodelay(s->ufd, 1);
 		if (w->stopping)
 			session_close(s);
@@ -243,22 +258,45 @@ static void connect_cb(rio_loop *loop, rio_op *op, int res)
 		w->st.upstream_timeouts++;
 	else
 		w->st.upstream_other++;
+	if (w->cfg->fail_ms)
+		w->down_until[s->up] = now_ns() + w->cfg->fail_ms * 1000000ull;
 	/* through the loop: the fallback forgets its registration */
 	rio_close(loop, &s->close_u, s->ufd, failed_closed_cb);
+}
+
+/* The session's next upstream: round robin from its own start, the ones
+ * not marked down first, then the down ones (a client is given up on only
+ * once every upstream has had its try). -1: all tried. */
+static int next_upstream(const struct session *s)
+{
+	const struct worker *w = s->w;
+	unsigned n = (unsigned)w->cfg->nup;
+	uint64_t now = now_ns();
+	for (int pass = 0; pass < 2; pass++)
+		for (unsigned k = 0; k < n; k++) {
+			unsigned i = (s->start + k) % n;
+			if (s->tried & (1u << i))
+				continue;
+			if (pass == 0 && w->down_until[i] > now)
+				continue;
+			return (int)i;
+		}
+	return -1;
 }
 
 static void try_upstream(struct session *s)
 {
 	struct worker *w = s->w;
 	const struct cfg *cfg = w->cfg;
-	if (w->stopping || s->tries == (unsigned)cfg->nup) {
+	int next = w->stopping ? -1 : next_upstream(s);
+	if (next < 0) {
 		if (!w->stopping)
 			w->st.no_upstream++;
 		session_close(s);
 		return;
 	}
-	s->tries++;
-	s->up = w->rr++ % (unsigned)cfg->nup;
+	s->up = (unsigned)next;
+	s->tried |= 1u << s->up;
 	const struct addr *a = &cfg->up[s->up];
 	s->ufd = rio_socket_tcp(a->ss.ss_family);
 	if (s->ufd < 0) {
@@ -293,6 +331,7 @@ static void on_accept(rio_listener *l, int fd, void *data)
 	rio_op_init(&s->connect_op);
 	rio_op_init(&s->close_c);
 	rio_op_init(&s->close_u);
+	s->start = w->rr++ % (unsigned)w->cfg->nup;
 	tool_idle_add(&w->sessions, &s->node);
 	w->st.accepted++;
 	rio_set_nodelay(fd, 1);
@@ -402,7 +441,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: ringio-proxy --listen ADDR:PORT [--listen ...] "
 		"--upstream ADDR:PORT [--upstream ...]\n"
-		"  [--connect-timeout MS]\n" TOOL_COMMON_USAGE
+		"  [--connect-timeout MS] [--fail-timeout MS]\n" TOOL_COMMON_USAGE
 		"ADDR is numeric IPv4, or IPv6 in brackets: [::1]:8080\n");
 }
 
@@ -445,12 +484,13 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		{"upstream", required_argument, 0, 'u'},
 		TOOL_COMMON_OPTIONS,
 		{"connect-timeout", required_argument, 0, 'c'},
+		{"fail-timeout", required_argument, 0, 'f'},
 		{"help", no_argument, 0, 'h'},
 		{0, 0, 0, 0},
 	};
 	int c;
 	long v;
-	while ((c = getopt_long(argc, argv, "l:u:c:h" TOOL_COMMON_SHORT, opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:u:c:f:h" TOOL_COMMON_SHORT, opts, NULL)) != -1) {
 		const char *bad = NULL;
 		if (tool_common_flag(c, optarg, &cfg->com, &bad))
 			c = 0; /* handled */
@@ -468,6 +508,10 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		case 'c':
 			if (tool_parse_long(optarg, 1, 3600000, &v)) bad = "--connect-timeout";
 			else cfg->connect_ms = (uint64_t)v;
+			break;
+		case 'f':
+			if (tool_parse_long(optarg, 0, 3600000, &v)) bad = "--fail-timeout";
+			else cfg->fail_ms = (uint64_t)v;
 			break;
 		case 'h':
 			usage(stdout);
@@ -523,14 +567,15 @@ static void report(struct worker *ws, int n)
 
 int main(int argc, char **argv)
 {
-	struct cfg cfg = {.com.threads = 1, .connect_ms = 3000,
+	struct cfg cfg = {.com.threads = 1, .connect_ms = 3000, .fail_ms = 10000,
 			  /* 16 MiB a thread. Enough buffers for the recvs of
 			   * 1,000 busy connections that complete in one batch
 			   * (256 ran dry at 500 x 64 B and cost ~10%), and a
 			   * stalled direction's few are a small share. */
 			  .com.buf_count = 1024, .com.buf_size = 16384,
 			  .com.splice = RELAY_SPLICE_AUTO};
-	if (parse_args(argc, argv, &cfg) < 0)
+	if (parse_args(argc, argv, &cfg) < 0 ||
+	    tool_preflight("ringio-proxy", &cfg.com) < 0)
 		return 2;
 	struct worker *ws = calloc((size_t)cfg.com.threads, sizeof *ws);
 	if (!ws)
@@ -546,10 +591,26 @@ int main(int argc, char **argv)
 	/* Worker 0 runs on this thread; the others set up on their own. */
 	if (tool_worker_start(&ws[0].t) < 0)
 		return 1;
+	/* A --listen port 0 is the port worker 0 got, for every thread; say
+	 * which. */
+	char where[MAX_ADDRS * 64] = "";
+	size_t wl = 0;
+	for (int i = 0; i < cfg.nlisten; i++) {
+		struct addr *a = &cfg.listen[i];
+		if (a->port == 0)
+			a->port = (uint16_t)rio_local_port(ws[0].lfd[i]);
+		int k = snprintf(where + wl, sizeof where - wl, "%s%s%s%s:%u",
+				 i ? ", " : "", a->ss.ss_family == AF_INET6 ? "[" : "",
+				 a->host, a->ss.ss_family == AF_INET6 ? "]" : "",
+				 a->port);
+		if (k > 0 && (size_t)k < sizeof where - wl)
+			wl += (size_t)k;
+	}
 	const char *why;
 	rio_loop_backend(ws[0].t.loop, NULL, &why);
-	fprintf(stderr, "ringio-proxy: %d listener(s), %d upstream(s), %d "
-		"thread(s), %s\n", cfg.nlisten, cfg.nup, cfg.com.threads, why);
+	fprintf(stderr, "ringio-proxy: %d listener(s) on %s, %d upstream(s), "
+		"%d thread(s), %s\n", cfg.nlisten, where, cfg.nup,
+		cfg.com.threads, why);
 	tool_catch_signals();
 	int rc = tool_run_threads("ringio-proxy", ws, sizeof *ws, cfg.com.threads,
 				  tool_worker_run) < 0;

@@ -159,6 +159,108 @@ void tool_add_counters(rio_counters *total, const rio_counters *c)
 		t[i] += a[i];
 }
 
+/* ---- before start ---- */
+
+static unsigned long long read_ull(const char *path, const char *fmt)
+{
+	FILE *f = fopen(path, "re");
+	char line[128];
+	unsigned long long v = 0;
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, fmt, &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/* Memory this process can still have, in bytes (0: unknown): the
+ * machine's MemAvailable, or less where a cgroup (v2) caps it. */
+static uint64_t mem_available(void)
+{
+	uint64_t have = (uint64_t)read_ull("/proc/meminfo",
+					   "MemAvailable: %llu kB") * 1024;
+	uint64_t max = read_ull("/sys/fs/cgroup/memory.max", "%llu");
+	uint64_t cur = read_ull("/sys/fs/cgroup/memory.current", "%llu");
+	if (max && max > cur && (!have || max - cur < have))
+		have = max - cur;
+	return have;
+}
+
+static int backend_preflight(const char *prog, const struct tool_common *com)
+{
+	const char *env = getenv("RINGIO_BACKEND");
+	int from_env = env && *env;
+	if (from_env && rio_backend_parse(env) < 0) {
+		fprintf(stderr, "%s: RINGIO_BACKEND='%s' names no backend: use "
+			"auto, uring, epoll or kqueue, or unset it\n", prog, env);
+		return -EINVAL;
+	}
+	rio_backend_kind want = from_env ? (rio_backend_kind)rio_backend_parse(env)
+					 : com->backend;
+	const char *how = from_env ? "RINGIO_BACKEND=" : "--backend ";
+	const char *name = rio_backend_name(want);
+	rio_loop_opts o = {.backend = com->backend};
+	rio_loop *loop;
+	int r = rio_loop_create(&loop, &o);
+	if (r == 0)
+		return rio_loop_destroy(loop) < 0 ? -EINVAL : 0;
+	if (r == -ENOSYS) {
+		fprintf(stderr, "%s: %s%s: this build of libringio has no %s "
+			"backend (kqueue: the BSDs, macOS, or Linux with "
+			"libkqueue); use auto\n", prog, how, name, name);
+		return -EINVAL;
+	}
+	if (want == RIO_BACKEND_URING) {
+		/* what auto sees says why io_uring is refused */
+		rio_loop_opts a = {.backend = RIO_BACKEND_AUTO};
+		const char *why = rio_strerror(r);
+		rio_loop *l2 = NULL;
+		char saved[64] = "";
+		if (from_env) { /* no thread runs yet: the environment is ours */
+			snprintf(saved, sizeof saved, "%s", env);
+			unsetenv("RINGIO_BACKEND");
+		}
+		if (rio_loop_create(&l2, &a) == 0)
+			rio_loop_backend(l2, NULL, &why);
+		if (from_env)
+			setenv("RINGIO_BACKEND", saved, 1);
+		fprintf(stderr, "%s: %suring: io_uring cannot be used here (%s; "
+			"%s); use --backend auto, which falls back to epoll\n",
+			prog, how, rio_strerror(r), why);
+		if (l2)
+			rio_loop_destroy(l2);
+		return -EINVAL;
+	}
+	fprintf(stderr, "%s: cannot create a %s loop: %s\n", prog, name,
+		rio_strerror(r));
+	return -EINVAL;
+}
+
+int tool_preflight(const char *prog, const struct tool_common *com)
+{
+	int r = backend_preflight(prog, com);
+	if (r < 0)
+		return r;
+	/* Pools are touched at start: all of it is committed at once. Three
+	 * quarters of what is available, so that socket buffers and the rest
+	 * still fit. */
+	uint64_t need = (uint64_t)com->threads * com->buf_count * com->buf_size;
+	uint64_t have = mem_available() / 4 * 3;
+	if (have && need > have) {
+		fprintf(stderr, "%s: %d thread(s) x --buf-count %u x --buf-size "
+			"%zu = %llu MiB of buffers, more than the %llu MiB (3/4 "
+			"of the memory available) it may take: use fewer "
+			"threads or a smaller pool\n",
+			prog, com->threads, com->buf_count, com->buf_size,
+			(unsigned long long)(need >> 20),
+			(unsigned long long)(have >> 20));
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* ---- workers ---- */
 
 int tool_worker_start(struct tool_worker *w)

@@ -57,6 +57,16 @@ int tool_bad_value(const char *prog, const char *flag, const char *val);
 /* After getopt: -EINVAL (with a message) if operands are left over. */
 int tool_no_operands(const char *prog, int argc, char **argv, int first);
 
+/*
+ * After the flags, before anything starts: refuse what cannot run here,
+ * with a message that names the cause and what to do, and -EINVAL (the
+ * tool exits 2): a RINGIO_BACKEND that names no backend, a backend this
+ * build or this machine does not have (io_uring refused: the reason, as
+ * ringio-probe gives it), buffers for every thread (com->threads x
+ * com->buf_count x com->buf_size) beyond the memory available.
+ */
+int tool_preflight(const char *prog, const struct tool_common *com);
+
 /* Let SIGINT/SIGTERM (and tool_stop_all) stop worker i's loop. Any
  * thread, one slot per worker; a loop registered after a stop was asked
  * for is stopped at once. */
