@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -281,7 +282,7 @@ Test(proxy, port_zero_is_one_port_for_every_thread, .timeout = 60)
 	tsrv_start(&up, loop, NULL, 0);
 	proxy_start_on(&p, 0, &up.port, 1, extra);
 	/* the second thread sets up on its own: give it a moment */
-	for (int i = 0; i < 50 && listeners_on(p.port) < 2; i++)
+	for (int i = 0; i < 250 && listeners_on(p.port) < 2; i++)
 		t_loop_sleep(loop, 20);
 	cr_assert_eq(listeners_on(p.port), 2, "listening sockets on port %u",
 		     p.port);
@@ -289,6 +290,47 @@ Test(proxy, port_zero_is_one_port_for_every_thread, .timeout = 60)
 		t_echo_check_port(loop, p.port, "port zero");
 	proxy_stop(&p, out, sizeof(out));
 	cr_assert_eq(t_field(out, "upstream_ok="), 32);
+	tsrv_finish(&up);
+	t_loop_done(loop);
+}
+
+/* The proxy at RLIMIT_NOFILE 64 with 200 clients x 64 KiB: when no fd is
+ * left for an upstream socket, the accepted client waits (and the
+ * listener pauses on its own EMFILE) instead of being closed; every
+ * client is served once fds come back. */
+Test(proxy, fd_exhaustion_waits_instead_of_closing, .timeout = 120)
+{
+	enum { CONNS = 200, NOFILE = 64 };
+	char out[1024];
+	tload_result res;
+	rio_loop *loop = t_loop();
+	struct rlimit rl = { NOFILE, NOFILE };
+	proxy p;
+	tsrv up;
+	int rfd;
+
+	tsrv_start(&up, loop, NULL, 0);
+	proxy_start(&p, &up.port, 1, NULL);
+	cr_assert_eq(prlimit(p.pid, RLIMIT_NOFILE, &rl, NULL), 0, "%s",
+		     strerror(errno));
+	tload_opts o = { .port = p.port, .conns = CONNS, .rounds = 1,
+			 .size = 65536, .max_connecting = CONNS, .hold_fd = -1,
+			 .limit_ms = 60000, .seed = 21, .nofile = CONNS + 100 };
+	pid_t pid = tload_spawn(&o, &rfd);
+	tload_finish(loop, pid, rfd, 90000, &res);
+	proxy_stop(&p, out, sizeof(out));
+	cr_log_info("at NOFILE %d: %s", NOFILE, out);
+	cr_assert_eq(res.ok, CONNS, "served %d of %d (failed %d, aborted %d, "
+		     "connect errors %d); proxy: %s", res.ok, CONNS, res.failed,
+		     res.aborted, res.connect_errors, out);
+	cr_assert_eq(res.mismatches, 0);
+	cr_assert_eq(t_field(out, "upstream_ok="), CONNS, "%s", out);
+	/* On io_uring a multishot accept takes the last fds and sessions
+	 * wait for one (fd_waits > 0; the old proxy served 25 of 200 here);
+	 * on epoll accepts and upstream sockets interleave and the accept
+	 * meets EMFILE first. Either way every client is served. */
+	cr_log_info("fd_waits=%llu",
+		    (unsigned long long)t_field(out, "fd_waits="));
 	tsrv_finish(&up);
 	t_loop_done(loop);
 }
@@ -356,7 +398,8 @@ Test(proxy, failed_upstream_is_skipped_until_fail_timeout, .timeout = 60)
 	for (int i = 0; i < 8; i++)
 		t_echo_check_port(loop, p.port, "later");
 	rest_ms = (t_now_ns() - t0) / T_MS;
-	cr_assert_lt(rest_ms, 400, "8 later sessions took %llu ms: the dead "
+	/* trying the dead one again would cost 500 ms a session (4 s) */
+	cr_assert_lt(rest_ms, 2000, "8 later sessions took %llu ms: the dead "
 		     "upstream was tried again", (unsigned long long)rest_ms);
 	/* past --fail-timeout the dead one gets its try again */
 	t_loop_sleep(loop, 1600);

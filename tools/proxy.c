@@ -73,8 +73,10 @@ struct cfg {
 struct stats {
 	uint64_t accepted, upstream_ok, upstream_refused, upstream_timeouts,
 		upstream_other, no_upstream, idle_closed, bytes_up, bytes_down,
-		sessions_done;
+		sessions_done, fd_waits, fd_shed;
 };
+
+struct session;
 
 struct worker {
 	struct tool_worker t; /* first: its loop, slot and error */
@@ -88,10 +90,15 @@ struct worker {
 	uint64_t down_until[MAX_ADDRS];
 	int stopping;
 	struct tool_idle sessions; /* open ones, least recently active first */
+	/* Sessions waiting for an fd for their upstream socket (EMFILE or
+	 * ENFILE), oldest first; tried again when a session ends and on a
+	 * backoff timer (10 ms doubling to 1 s). */
+	struct session *fdwait_head, *fdwait_tail;
+	uint32_t fdwait_ms;
+	uint64_t nsessions, nwaiting;
+	rio_op fdwait_timer, fdwait_cancel;
 	struct stats st;
 };
-
-struct session;
 
 /* One direction: from one socket to the other. */
 struct pipe_dir {
@@ -106,6 +113,8 @@ struct session {
 	struct tool_idle_node node; /* on w->sessions until it closes */
 	struct rio_listener *l;
 	int cfd, ufd;
+	struct session *fdwait_prev, *fdwait_next;
+	int fdwaiting;
 	unsigned start;        /* where its round robin starts */
 	unsigned tried;        /* bit i: upstream i tried */
 	unsigned up;           /* the one being tried */
@@ -116,11 +125,16 @@ struct session {
 
 /* ---- session teardown ---- */
 
+static void fdwait_retry(struct worker *w);
+
 static void session_free(struct session *s)
 {
+	struct worker *w = s->w;
 	rio_listener_release(s->l);
-	s->w->st.sessions_done++;
+	w->st.sessions_done++;
+	w->nsessions--;
 	free(s);
+	fdwait_retry(w); /* its fds are free again */
 }
 
 /* Both sockets closed, so every op on them has completed: give the
@@ -143,12 +157,26 @@ static void closed_u_cb(rio_loop *loop, rio_op *op, int res)
 	closed(container_of(op, struct session, close_u));
 }
 
+static void fdwait_del(struct worker *w, struct session *s)
+{
+	if (!s->fdwaiting)
+		return;
+	*(s->fdwait_prev ? &s->fdwait_prev->fdwait_next : &w->fdwait_head) =
+		s->fdwait_next;
+	*(s->fdwait_next ? &s->fdwait_next->fdwait_prev : &w->fdwait_tail) =
+		s->fdwait_prev;
+	s->fdwait_prev = s->fdwait_next = NULL;
+	s->fdwaiting = 0;
+	w->nwaiting--;
+}
+
 /* Close both sockets; their pending ops complete with -ECANCELED first. */
 static void session_close(struct session *s)
 {
 	if (s->closing)
 		return;
 	s->closing = 1;
+	fdwait_del(s->w, s);
 	relay_silence(&s->dir[0].r);
 	relay_silence(&s->dir[1].r);
 	tool_idle_del(&s->w->sessions, &s->node);
@@ -284,6 +312,53 @@ static int next_upstream(const struct session *s)
 	return -1;
 }
 
+/* ---- waiting for an fd ---- */
+
+static void fdwait_timer_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct worker *w = container_of(op, struct worker, fdwait_timer);
+	if (w->fdwait_head && w->fdwait_ms < 1000)
+		w->fdwait_ms *= 2;
+	/* Every session waits, so none will free an fd (a multishot accept
+	 * took them all): give the newest client up, so the oldest can go. */
+	if (w->nwaiting && w->nwaiting == w->nsessions && !w->stopping) {
+		w->st.fd_shed++;
+		session_close(w->fdwait_tail);
+		return; /* its close frees an fd: session_free retries */
+	}
+	fdwait_retry(w);
+}
+
+static void fdwait_push(struct worker *w, struct session *s)
+{
+	w->st.fd_waits++;
+	w->nwaiting++;
+	s->fdwaiting = 1;
+	s->fdwait_next = NULL;
+	s->fdwait_prev = w->fdwait_tail;
+	*(w->fdwait_tail ? &w->fdwait_tail->fdwait_next : &w->fdwait_head) = s;
+	w->fdwait_tail = s;
+	if (!w->fdwait_ms)
+		w->fdwait_ms = 10;
+	if (!rio_op_in_flight(&w->fdwait_timer) && !w->stopping)
+		rio_timeout(w->t.loop, &w->fdwait_timer,
+			    (uint64_t)w->fdwait_ms * 1000000ull, fdwait_timer_cb);
+}
+
+/* Try the waiting sessions again, oldest first; one that still finds no
+ * fd goes back on the list, and the ones behind it wait too. */
+static void fdwait_retry(struct worker *w)
+{
+	struct session *s;
+	while ((s = w->fdwait_head)) {
+		fdwait_del(w, s);
+		try_upstream(s);
+		if (s->fdwaiting)
+			return; /* still none: the timer (re-armed) tries later */
+	}
+	w->fdwait_ms = 0; /* all served: the next wait starts short */
+}
+
 static void try_upstream(struct session *s)
 {
 	struct worker *w = s->w;
@@ -296,9 +371,15 @@ static void try_upstream(struct session *s)
 		return;
 	}
 	s->up = (unsigned)next;
-	s->tried |= 1u << s->up;
 	const struct addr *a = &cfg->up[s->up];
 	s->ufd = rio_socket_tcp(a->ss.ss_family);
+	if (s->ufd == -EMFILE || s->ufd == -ENFILE) {
+		/* no fd now: not the upstream's fault; wait for one */
+		s->ufd = -1;
+		fdwait_push(w, s);
+		return;
+	}
+	s->tried |= 1u << s->up;
 	if (s->ufd < 0) {
 		w->st.upstream_other++;
 		session_close(s);
@@ -332,6 +413,7 @@ static void on_accept(rio_listener *l, int fd, void *data)
 	rio_op_init(&s->close_c);
 	rio_op_init(&s->close_u);
 	s->start = w->rr++ % (unsigned)w->cfg->nup;
+	w->nsessions++;
 	tool_idle_add(&w->sessions, &s->node);
 	w->st.accepted++;
 	rio_set_nodelay(fd, 1);
@@ -395,6 +477,10 @@ static int worker_init(struct tool_worker *t)
 	return 0;
 }
 
+static void fdwait_cancel_cb(rio_loop *loop, rio_op *op, int res)
+{
+}
+
 static void worker_stop(struct tool_worker *t)
 {
 	struct worker *w = (struct worker *)t;
@@ -403,7 +489,11 @@ static void worker_stop(struct tool_worker *t)
 		if (w->l[i])
 			rio_listener_stop(w->l[i]);
 	tool_idle_stop(&w->sessions);
-	/* a session still connecting closes itself when that ends */
+	if (rio_op_in_flight(&w->fdwait_timer))
+		rio_cancel(w->t.loop, &w->fdwait_cancel, &w->fdwait_timer,
+			   fdwait_cancel_cb);
+	/* a session still connecting closes itself when that ends; one
+	 * waiting for an fd is closed here */
 	struct tool_idle_node *n = w->sessions.head;
 	while (n) {
 		struct tool_idle_node *next = n->next;
@@ -442,7 +532,10 @@ static void usage(FILE *f)
 		"usage: ringio-proxy --listen ADDR:PORT [--listen ...] "
 		"--upstream ADDR:PORT [--upstream ...]\n"
 		"  [--connect-timeout MS] [--fail-timeout MS]\n" TOOL_COMMON_USAGE
-		"ADDR is numeric IPv4, or IPv6 in brackets: [::1]:8080\n");
+		"ADDR is numeric IPv4, or IPv6 in brackets: [::1]:8080\n"
+		"Defaults: --connect-timeout 3000, --fail-timeout 10000, "
+		"--idle-timeout 600000\n(a session that moves nothing for 10 "
+		"minutes ends; 0 keeps it forever)\n");
 }
 
 /* "1.2.3.4:80" or "[::1]:80", appended to list[*n] */
@@ -551,23 +644,30 @@ static void report(struct worker *ws, int n)
 		t.bytes_up += s->bytes_up;
 		t.bytes_down += s->bytes_down;
 		t.sessions_done += s->sessions_done;
+		t.fd_waits += s->fd_waits;
+		t.fd_shed += s->fd_shed;
 	}
 	printf("ringio-proxy: accepted=%" PRIu64 " upstream_ok=%" PRIu64
 	       " upstream_refused=%" PRIu64 " upstream_timeouts=%" PRIu64
 	       " upstream_other=%" PRIu64 " no_upstream=%" PRIu64
 	       " idle_closed=%" PRIu64 " bytes_up=%" PRIu64
 	       " bytes_down=%" PRIu64 " sessions_done=%" PRIu64
-	       " spliced_dirs=%" PRIu64 "\n",
+	       " spliced_dirs=%" PRIu64 " fd_waits=%" PRIu64
+	       " fd_shed=%" PRIu64 "\n",
 	       t.accepted, t.upstream_ok, t.upstream_refused,
 	       t.upstream_timeouts, t.upstream_other, t.no_upstream,
 	       t.idle_closed, t.bytes_up, t.bytes_down, t.sessions_done,
-	       spliced);
+	       spliced, t.fd_waits, t.fd_shed);
 	fflush(stdout);
 }
 
 int main(int argc, char **argv)
 {
+	/* A session that moves nothing for 10 minutes ends (nginx's stream
+	 * proxy_timeout): a peer that vanished without a FIN or RST, or one
+	 * that reset while its reads were paused, is not held forever. */
 	struct cfg cfg = {.com.threads = 1, .connect_ms = 3000, .fail_ms = 10000,
+			  .com.idle_ms = 600000,
 			  /* 16 MiB a thread. Enough buffers for the recvs of
 			   * 1,000 busy connections that complete in one batch
 			   * (256 ran dry at 500 x 64 B and cost ~10%), and a
