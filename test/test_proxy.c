@@ -5,6 +5,7 @@
 #include "tload.h"
 #include "tserver.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -331,6 +332,88 @@ Test(proxy, fd_exhaustion_waits_instead_of_closing, .timeout = 120)
 	 * meets EMFILE first. Either way every client is served. */
 	cr_log_info("fd_waits=%llu",
 		    (unsigned long long)t_field(out, "fd_waits="));
+	tsrv_finish(&up);
+	t_loop_done(loop);
+}
+
+/* Open fds of process `pid`. */
+static int fds_of(pid_t pid)
+{
+	char path[64];
+	int n = 0;
+
+	snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(path);
+	cr_assert_not_null(d);
+	for (struct dirent *e; (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* Worse: 8 fds left, and 40 clients queued at once. A multishot accept
+ * (io_uring) can take all 8 for clients, and then every session waits for
+ * an upstream fd that no session will ever free. The proxy must not hang:
+ * it gives the newest client up (fd_shed) so the oldest can go, serves
+ * the rest, and serves as before once the burst is over. */
+Test(proxy, every_session_waiting_for_an_fd_does_not_hang, .timeout = 120)
+{
+	enum { CONNS = 40, SPARE = 8 };
+	rio_loop *loop = t_loop();
+	char out[1024], buf[4];
+	int c[CONNS], served = 0, closed = 0;
+	proxy p;
+	tsrv up;
+
+	tsrv_start(&up, loop, NULL, 0);
+	proxy_start(&p, &up.port, 1, NULL);
+	t_loop_sleep(loop, 50);
+	rlim_t lim = (rlim_t)fds_of(p.pid) + SPARE;
+	struct rlimit rl = { lim, lim };
+	cr_assert_eq(prlimit(p.pid, RLIMIT_NOFILE, &rl, NULL), 0);
+	for (int i = 0; i < CONNS; i++) {
+		c[i] = t_connect(AF_INET, p.port);
+		t_timeouts(c[i], 30);
+		cr_assert_eq(send(c[i], "ping", 4, 0), 4);
+	}
+	/* every client ends one way or the other, while the upstream runs;
+	 * a served one closes, and its session's fds come back */
+	size_t have[CONNS] = {0};
+	int done = 0;
+	uint64_t end = t_now_ns() + 30000 * T_MS;
+
+	while (done < CONNS && t_now_ns() < end) {
+		for (int i = 0; i < CONNS; i++) {
+			char x;
+
+			if (c[i] < 0)
+				continue;
+			if (t_recv_upto(c[i], buf, 4, &have[i])) {
+				served++;
+			} else {
+				ssize_t k = recv(c[i], &x, 1,
+						 MSG_PEEK | MSG_DONTWAIT);
+
+				if (!(k == 0 || (k < 0 && errno != EAGAIN)))
+					continue;
+				closed++; /* given up: closed or reset */
+			}
+			close(c[i]);
+			c[i] = -1;
+			done++;
+		}
+		t_loop_sleep(loop, 2);
+	}
+	cr_assert_eq(done, CONNS, "%d of %d clients neither served nor closed "
+		     "in 30 s", CONNS - done, CONNS);
+	/* after the burst, served as ever */
+	t_loop_sleep(loop, 200);
+	t_echo_check_port(loop, p.port, "after");
+	proxy_stop(&p, out, sizeof(out));
+	cr_log_info("served %d, given up %d: %s", served, closed, out);
+	cr_assert_gt(served, 0);
+	cr_assert_eq((uint64_t)closed, t_field(out, "fd_shed="),
+		     "clients closed for another reason: %s", out);
 	tsrv_finish(&up);
 	t_loop_done(loop);
 }
