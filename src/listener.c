@@ -57,7 +57,8 @@ static enum eclass classify(int err)
 
 static void accept_cb(rio_loop *loop, rio_op *op, int res);
 static void timer_cb(rio_loop *loop, rio_op *op, int res);
-static void cancel_cb(rio_loop *loop, rio_op *op, int res);
+static void cancel_accept_cb(rio_loop *loop, rio_op *op, int res);
+static void cancel_timer_cb(rio_loop *loop, rio_op *op, int res);
 
 static int want_accept(const rio_listener *l)
 {
@@ -65,10 +66,11 @@ static int want_accept(const rio_listener *l)
 	       !(l->o.max_conns && l->c.live >= l->o.max_conns);
 }
 
-static void cancel(rio_listener *l, rio_op *target, rio_op *cop)
+static void cancel(rio_listener *l, rio_op *target, rio_op *cop,
+		   rio_cb *cb)
 {
 	if (rio_op_in_flight(target) && !rio_op_in_flight(cop))
-		rio_cancel(l->loop, cop, target, cancel_cb);
+		rio_cancel(l->loop, cop, target, cb);
 }
 
 /* Submits of the listener's own, well-formed ops cannot fail. */
@@ -137,7 +139,7 @@ static void kick(rio_listener *l)
 		}
 	} else if (rio_op_in_flight(&l->accept_op)) {
 		l->accept_cancelled = 1;
-		cancel(l, &l->accept_op, &l->cancel_accept_op);
+		cancel(l, &l->accept_op, &l->cancel_accept_op, cancel_accept_cb);
 	}
 	if (l->paused_load && l->state == L_RUNNING) {
 		/* a timer still being cancelled is re-armed when it ends */
@@ -146,7 +148,7 @@ static void kick(rio_listener *l)
 					 (uint64_t)l->pause_ms * 1000000ull,
 					 timer_cb));
 	} else {
-		cancel(l, &l->timer_op, &l->cancel_timer_op);
+		cancel(l, &l->timer_op, &l->cancel_timer_op, cancel_timer_cb);
 	}
 	if (l->state == L_STOPPING && !busy(l)) {
 		l->state = L_STOPPED;
@@ -240,11 +242,18 @@ static void timer_cb(rio_loop *loop, rio_op *op, int res)
 	kick(l);
 }
 
-static void cancel_cb(rio_loop *loop, rio_op *op, int res)
+/* One callback per cancel op: from an op alone there is no telling which
+ * of the two it is (a single callback that guessed took the timer's
+ * cancel for the accept's, and kicked a listener one rio_op off the real
+ * one, when an early release cut a load pause short). */
+static void cancel_accept_cb(rio_loop *loop, rio_op *op, int res)
 {
-	kick(op == &L_OF(op, cancel_accept_op)->cancel_accept_op
-		     ? L_OF(op, cancel_accept_op)
-		     : L_OF(op, cancel_timer_op));
+	kick(L_OF(op, cancel_accept_op));
+}
+
+static void cancel_timer_cb(rio_loop *loop, rio_op *op, int res)
+{
+	kick(L_OF(op, cancel_timer_op));
 }
 
 static void stop_cb(rio_loop *loop, rio_op *op, int res)
