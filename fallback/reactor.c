@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 
 struct fdent {
 	rio__opq rq, wq;  /* read side: accept, recv*; write side: connect, send* */
+	rio__opq pq;      /* rio_poll ops: checked on every event of the fd */
 	uint32_t gen;
 	uint8_t registered;
 	uint8_t ready;    /* RIO__EV_IN/OUT last seen ready */
@@ -92,7 +94,22 @@ static struct fdent *fd_ent(struct reactor *r, int fd)
 
 static rio__opq *queue_of(struct fdent *e, const rio_op *op)
 {
+	if (op->priv.kind == RIO__OP_POLL)
+		return &e->pq;
 	return is_read_side(op) ? &e->rq : &e->wq;
+}
+
+/* A rio_poll op's check: poll(2), not waiting. The mask (> 0), or 0 when
+ * none of its events is ready (readiness was a hint: it waits again), or
+ * -EBADF. */
+static int poll_try(const rio_op *op)
+{
+	struct pollfd p = {.fd = op->priv.fd, .events = (short)op->priv.n0};
+	if (poll(&p, 1, 0) < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+	if (p.revents & POLLNVAL)
+		return -EBADF;
+	return p.revents & (short)op->priv.n0;
 }
 
 /* now + ns, saturating: a deadline centuries away must not wrap into the
@@ -365,6 +382,8 @@ static void flush_fd(rio_loop *loop, int fd, int res)
 		defer(loop, op, res);
 	while ((op = rio__opq_pop(&e->wq)))
 		defer(loop, op, res);
+	while ((op = rio__opq_pop(&e->pq)))
+		defer(loop, op, res);
 	op = r->parked.head;
 	while (op) {
 		rio_op *next = op->priv.next;
@@ -600,10 +619,18 @@ void rio__reactor_submit(rio_loop *loop, rio_op *op)
 		defer(loop, op, -ENOMEM);
 		return;
 	}
-	if (op->priv.kind == RIO__OP_CONNECT)
+	if (op->priv.kind == RIO__OP_CONNECT) {
 		submit_connect(loop, op, e);
-	else
+	} else if (op->priv.kind == RIO__OP_POLL) {
+		/* try first: a hang-up that came before it raises no edge */
+		res = poll_try(op);
+		if (res != 0)
+			defer(loop, op, res);
+		else
+			rio__opq_push(&e->pq, op);
+	} else {
 		submit_io(loop, op, e);
+	}
 }
 
 /* ---- poll ---- */
@@ -697,6 +724,32 @@ static void resync(rio_loop *loop)
 	}
 }
 
+/* Any event of the fd: one poll(2) says what is ready, and each rio_poll
+ * op that asked for some of it completes, oldest first; the others wait
+ * (readiness was a hint). A callback may cancel, submit or close: each
+ * completion starts again from the head, and a new file ends the pass. */
+static void run_polls(rio_loop *loop, int fd)
+{
+	struct reactor *r = R(loop);
+	uint32_t gen = r->fds[fd].gen;
+	struct pollfd p = {.fd = fd, .events = 0};
+	for (rio_op *op = r->fds[fd].pq.head; op; op = op->priv.next)
+		p.events |= (short)op->priv.n0;
+	if (poll(&p, 1, 0) <= 0)
+		return;
+	int res = p.revents & POLLNVAL ? -EBADF : 0;
+	for (int budget = BUDGET; budget > 0; budget--) {
+		struct fdent *e = &r->fds[fd];
+		rio_op *op = e->pq.head;
+		while (op && !res && !(p.revents & (short)op->priv.n0))
+			op = op->priv.next;
+		if (!op || e->gen != gen)
+			return;
+		rio__opq_remove(&e->pq, op);
+		complete(loop, op, res ? res : p.revents & (short)op->priv.n0, 0);
+	}
+}
+
 static void handle_event(rio_loop *loop, const struct rio__pev *ev)
 {
 	struct reactor *r = R(loop);
@@ -727,6 +780,9 @@ static void handle_event(rio_loop *loop, const struct rio__pev *ev)
 		e->ready |= RIO__EV_OUT;
 		run_queue(loop, ev->fd, RIO__EV_OUT, 1);
 	}
+	e = &r->fds[ev->fd];
+	if (ev->gen == e->gen && !rio__opq_empty(&e->pq))
+		run_polls(loop, ev->fd);
 }
 
 #ifdef RINGIO_FAULT_HOOKS
@@ -739,7 +795,8 @@ static int inject_events(rio_loop *loop, struct rio__pev *evs, int n)
 		struct fdent *e = &r->fds[fd];
 		unsigned ev = 0;
 		if (!e->registered || (rio__opq_empty(&e->rq) &&
-				       rio__opq_empty(&e->wq)))
+				       rio__opq_empty(&e->wq) &&
+				       rio__opq_empty(&e->pq)))
 			continue;
 		if (!rio__opq_empty(&e->wq) &&
 		    e->wq.head->priv.kind == RIO__OP_CONNECT &&

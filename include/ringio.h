@@ -334,6 +334,21 @@ RIO_API int rio_splice_out(rio_loop *loop, rio_op *op, int pipe_r, int sock,
 			   size_t len, rio_cb *cb);
 
 /*
+ * Wait until `fd` is ready for any of `events` (POLLIN, POLLOUT, POLLPRI;
+ * POLLERR, POLLHUP and POLLRDHUP are always reported: poll(2) reports the
+ * first two, and io_uring reports a peer's FIN to any poll). One
+ * completion: res is the ready mask (> 0, only those bits), or -errno
+ * (-EBADF: fd not open; -EINVAL: another bit in `events`). A deadline, a
+ * cancel or a close ends it as any op. Readiness is a hint on every
+ * backend: the next op may still find nothing to do. With `events` 0 it
+ * watches for errors and hang-ups only, which data does not end: a reset
+ * (POLLERR; SO_ERROR says which) or a FIN (POLLRDHUP) noticed while no
+ * read is pending.
+ */
+RIO_API int rio_poll(rio_loop *loop, rio_op *op, int fd, unsigned events,
+		     rio_cb *cb);
+
+/*
  * Close `fd` through the loop. Every op of this loop still pending on `fd`
  * first completes with -ECANCELED (or its real result if it finished
  * first); then this op completes with close(2)'s result. Do not reuse `fd`

@@ -32,6 +32,7 @@ enum rio__kind {
 	RIO__OP_CANCEL,
 	RIO__OP_POST,
 	RIO__OP_WAKE, /* internal: the loop's wakeup channel */
+	RIO__OP_POLL, /* priv.n0: the poll(2) events asked for */
 };
 
 /* op->priv.state: who holds the op now. */

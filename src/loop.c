@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -389,6 +390,20 @@ int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd, rio_bufpool *pool,
 	    (type == SOCK_DGRAM || type == SOCK_SEQPACKET))
 		op->priv.bits |= RIO__B_DGRAM;
 	pool->users++;
+	return submit(loop, op);
+}
+
+int rio_poll(rio_loop *loop, rio_op *op, int fd, unsigned events,
+	     rio_cb *cb)
+{
+	if (events & ~(unsigned)(POLLIN | POLLOUT | POLLPRI | POLLRDHUP |
+				 POLLERR | POLLHUP))
+		return -EINVAL;
+	int r = take(loop, op, cb, RIO__OP_POLL, fd);
+	if (r)
+		return r;
+	/* io_uring reports a peer's FIN to any poll: so do all backends */
+	op->priv.n0 = events | POLLERR | POLLHUP | POLLRDHUP;
 	return submit(loop, op);
 }
 

@@ -187,6 +187,9 @@ static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 		}
 		break;
 	}
+	case RIO__OP_POLL:
+		io_uring_prep_poll_add(sqe, fd, op->priv.n0);
+		break;
 	case RIO__OP_SPLICE_IN: /* wait for the socket; splice on the CQE */
 		io_uring_prep_poll_add(sqe, fd, POLLIN);
 		break;
@@ -676,6 +679,8 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 			res = 0;
 		if (is_splice(op) && res >= 0) /* the poll fired */
 			res = rio__splice_try(op, 1);
+		if (op->priv.kind == RIO__OP_POLL && res > 0)
+			res &= (int)op->priv.n0; /* only what was asked for */
 		op->res = res;
 		cqe_done(loop, op);
 	}
