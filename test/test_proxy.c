@@ -25,6 +25,10 @@ typedef struct proxy {
 	uint16_t port;
 } proxy;
 
+/* > 0: the next proxy_start runs the proxy with this RLIMIT_NOFILE (soft
+ * and hard), set before it starts. */
+static rlim_t proxy_nofile;
+
 /* Start ringio-proxy on 127.0.0.1:`port` with `ups` upstream ports and
  * extra flags (NULL-terminated); wait for its start-up line (a probe
  * connection would be a session of its own). With port 0 the proxy picks
@@ -59,6 +63,12 @@ static void proxy_start_on(proxy *p, uint16_t port, const uint16_t *ups,
 		t_die_with_parent();
 		dup2(so[1], 1);
 		dup2(se[1], 2);
+		if (proxy_nofile) {
+			struct rlimit rl = { proxy_nofile, proxy_nofile };
+
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+				_exit(126);
+		}
 		execv(RIO_PROXY_BIN, argv);
 		_exit(127);
 	}
@@ -295,25 +305,24 @@ Test(proxy, port_zero_is_one_port_for_every_thread, .timeout = 60)
 	t_loop_done(loop);
 }
 
-/* The proxy at RLIMIT_NOFILE 64 with 200 clients x 64 KiB: when no fd is
- * left for an upstream socket, the accepted client waits (and the
- * listener pauses on its own EMFILE) instead of being closed; every
- * client is served once fds come back. */
+/* The proxy started at RLIMIT_NOFILE 64, with 200 clients x 64 KiB: it
+ * accepts no more sessions than it has fds for (two each), and a client
+ * that still finds no fd for its upstream waits for one instead of being
+ * closed; every client is served, none given up. */
 Test(proxy, fd_exhaustion_waits_instead_of_closing, .timeout = 120)
 {
 	enum { CONNS = 200, NOFILE = 64 };
 	char out[1024];
 	tload_result res;
 	rio_loop *loop = t_loop();
-	struct rlimit rl = { NOFILE, NOFILE };
 	proxy p;
 	tsrv up;
 	int rfd;
 
 	tsrv_start(&up, loop, NULL, 0);
+	proxy_nofile = NOFILE;
 	proxy_start(&p, &up.port, 1, NULL);
-	cr_assert_eq(prlimit(p.pid, RLIMIT_NOFILE, &rl, NULL), 0, "%s",
-		     strerror(errno));
+	proxy_nofile = 0;
 	tload_opts o = { .port = p.port, .conns = CONNS, .rounds = 1,
 			 .size = 65536, .max_connecting = CONNS, .hold_fd = -1,
 			 .limit_ms = 60000, .seed = 21, .nofile = CONNS + 100 };
@@ -326,10 +335,7 @@ Test(proxy, fd_exhaustion_waits_instead_of_closing, .timeout = 120)
 		     res.aborted, res.connect_errors, out);
 	cr_assert_eq(res.mismatches, 0);
 	cr_assert_eq(t_field(out, "upstream_ok="), CONNS, "%s", out);
-	/* On io_uring a multishot accept takes the last fds and sessions
-	 * wait for one (fd_waits > 0; the old proxy served 25 of 200 here);
-	 * on epoll accepts and upstream sockets interleave and the accept
-	 * meets EMFILE first. Either way every client is served. */
+	cr_assert_eq(t_field(out, "fd_shed="), 0, "%s", out);
 	cr_log_info("fd_waits=%llu",
 		    (unsigned long long)t_field(out, "fd_waits="));
 	tsrv_finish(&up);
@@ -416,6 +422,57 @@ Test(proxy, every_session_waiting_for_an_fd_does_not_hang, .timeout = 120)
 		     "clients closed for another reason: %s", out);
 	tsrv_finish(&up);
 	t_loop_done(loop);
+}
+
+/* Sessions whose upstream never reads (its listener never accepts, so
+ * the proxy's sends stall and its reads from the client pause), then each
+ * client resets: the proxy notices at once, though nothing reads the
+ * client's socket (its reset watch), and its fds go back to where they
+ * were. --idle-timeout 0: nothing else would end these sessions. */
+static void reset_while_backpressured(const char *splice)
+{
+	enum { SESSIONS = 8 };
+	const char *const extra[] = { "--idle-timeout", "0", "--splice", splice,
+				      NULL };
+	rio_loop *loop = t_loop();
+	uint16_t up_port;
+	int up = t_listen(AF_INET, 128, &up_port), c[SESSIONS];
+	char out[1024];
+	uint64_t pushed;
+	proxy p;
+
+	proxy_start(&p, &up_port, 1, extra);
+	t_loop_sleep(loop, 50);
+	int base = fds_of(p.pid);
+	for (int i = 0; i < SESSIONS; i++)
+		c[i] = t_stall_client(loop, p.port, &pushed);
+	cr_assert_geq(fds_of(p.pid), base + 2 * SESSIONS);
+	for (int i = 0; i < SESSIONS; i++)
+		t_rst_close(c[i]);
+	uint64_t t0 = t_now_ns();
+	int now = fds_of(p.pid);
+	for (int i = 0; i < 100 && now > base; i++) {
+		t_loop_sleep(loop, 20);
+		now = fds_of(p.pid);
+	}
+	cr_assert_leq(now, base, "%d fds still held %llu ms after %d clients "
+		      "reset (base %d)", now - base,
+		      (unsigned long long)((t_now_ns() - t0) / T_MS), SESSIONS,
+		      base);
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(t_field(out, "sessions_done="), SESSIONS, "%s", out);
+	close(up);
+	t_loop_done(loop);
+}
+
+Test(proxy, reset_while_backpressured_is_noticed, .timeout = 120)
+{
+	reset_while_backpressured("off");
+}
+
+Test(proxy, reset_while_backpressured_is_noticed_spliced, .timeout = 120)
+{
+	reset_while_backpressured("on");
 }
 
 /* Many sessions connecting at once, upstreams [live, refusing]: each

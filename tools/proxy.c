@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -445,6 +446,28 @@ static void on_listener_stop(rio_listener *l, int err, void *data)
 
 /* ---- threads ---- */
 
+/*
+ * Sessions a thread may hold at once: a session needs two fds (client and
+ * upstream; a pipe for splicing is taken only if one can be had), so the
+ * fd limit decides, less a reserve for the loop, listeners and stdio.
+ * With it the listener stops accepting (one connection at a time near the
+ * limit) before the fd table is full, instead of taking the last fds for
+ * clients that then have no fd for their upstream. 0: no limit.
+ */
+static unsigned fd_budget(const struct cfg *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > (1u << 30))
+		return 0;
+	rlim_t reserve = 16 + 8 * (rlim_t)cfg->com.threads +
+			 (rlim_t)cfg->nlisten * (rlim_t)cfg->com.threads;
+	rlim_t per = rl.rlim_cur > reserve
+			     ? (rl.rlim_cur - reserve) / 2 / (rlim_t)cfg->com.threads
+			     : 1;
+	return per ? (unsigned)per : 1;
+}
+
 static int worker_init(struct tool_worker *t)
 {
 	struct worker *w = (struct worker *)t;
@@ -469,7 +492,8 @@ static int worker_init(struct tool_worker *t)
 		}
 		rio_listener_opts lo = {.on_accept = on_accept,
 					.on_stop = on_listener_stop,
-					.data = w};
+					.data = w,
+					.max_conns = fd_budget(cfg)};
 		r = rio_listener_start(w->t.loop, w->lfd[i], &lo, &w->l[i]);
 		if (r < 0)
 			return r;
@@ -677,6 +701,13 @@ int main(int argc, char **argv)
 	if (parse_args(argc, argv, &cfg) < 0 ||
 	    tool_preflight("ringio-proxy", &cfg.com) < 0)
 		return 2;
+	/* Two fds a session: take the whole fd limit the process may have
+	 * (as haproxy does), then fd_budget() shares it out. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max < (1u << 20) ? rl.rlim_max : (1u << 20);
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	struct worker *ws = calloc((size_t)cfg.com.threads, sizeof *ws);
 	if (!ws)
 		return 1;

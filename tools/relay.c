@@ -2,8 +2,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "relay.h"
@@ -44,6 +46,16 @@ static void recv_cb(rio_loop *loop, rio_op *op, int res);
 static void send_cb(rio_loop *loop, rio_op *op, int res);
 static void pause_cb(rio_loop *loop, rio_op *op, int res);
 static void splice_cb(rio_loop *loop, rio_op *op, int res);
+static void watch_cb(rio_loop *loop, rio_op *op, int res);
+
+/* Nothing reads `from` for now: watch it for a reset (once; the watch
+ * lasts until it fires or the owner closes the socket). */
+static void watch(struct relay *r)
+{
+	if (r->silent || r->from < 0 || rio_op_in_flight(&r->watch_op))
+		return;
+	rio_poll(r->p->loop, &r->watch_op, r->from, 0, watch_cb);
+}
 
 /* A send or splice out of > 0 bytes that moved none: the peer is gone. */
 static int out_err(int res)
@@ -128,6 +140,7 @@ static void splice_in(struct relay *r)
 
 static void splice_out(struct relay *r)
 {
+	watch(r); /* `from` is not read until the pipe is empty */
 	int e = rio_splice_out(r->p->loop, &r->splice_op, r->pipe[0], r->to,
 			       r->plen - r->poff, splice_cb);
 	if (e < 0)
@@ -183,6 +196,8 @@ static void recv_over(struct relay *r, int handed)
 	r->handed = (uint8_t)handed;
 	if (r->head == NONE)
 		drained(r);
+	else if (handed)
+		watch(r); /* sending what it holds first */
 }
 
 /* Stop receiving; send what was received, then splice (or END, if the
@@ -239,6 +254,8 @@ static void recv_cb(rio_loop *loop, rio_op *op, int res)
 			recv_over(r, 1);
 		else if (r->qlen <= RELAY_Q_LOW)
 			arm(r); /* else send_cb arms it once drained */
+		else
+			watch(r);
 		return;
 	}
 	if (res < 0) {
@@ -281,6 +298,21 @@ static void send_cb(rio_loop *loop, rio_op *op, int res)
 		drained(r);
 }
 
+/* The watch fired: a reset (POLLERR) ends the relay with the socket's
+ * error; a FIN or hang-up is left to the relay's own ops to report. */
+static void watch_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct relay *r = container_of(op, struct relay, watch_op);
+	if (r->silent || res <= 0 || !(res & POLLERR))
+		return;
+	int err = 0;
+	socklen_t len = sizeof err;
+	if (getsockopt(r->from, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || !err)
+		err = ECONNRESET;
+	r->recv_done = 1;
+	end(r, -err);
+}
+
 static void pause_cb(rio_loop *loop, rio_op *op, int res)
 {
 	struct relay *r = container_of(op, struct relay, pause_op);
@@ -310,6 +342,7 @@ void relay_init(struct relay *r, struct relay_pool *p, relay_cb *cb)
 	rio_op_init(&r->send_op);
 	rio_op_init(&r->pause_op);
 	rio_op_init(&r->splice_op);
+	rio_op_init(&r->watch_op);
 }
 
 void relay_start(struct relay *r, int from, int to)

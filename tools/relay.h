@@ -84,6 +84,9 @@ struct relay {
 	uint32_t plen, poff;       /* bytes in the pipe, and sent of them */
 	rio_op recv_op, send_op, pause_op;
 	rio_op splice_op;
+	/* While nothing reads `from` (paused, or splicing out): a watch for a
+	 * reset there, so a peer that resets is noticed even then. */
+	rio_op watch_op;
 };
 
 /* Set up (nothing in flight, nothing queued), then start relaying from
