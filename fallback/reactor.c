@@ -624,6 +624,8 @@ void rio__reactor_submit(rio_loop *loop, rio_op *op)
 	} else if (op->priv.kind == RIO__OP_POLL) {
 		/* try first: a hang-up that came before it raises no edge */
 		res = poll_try(op);
+		if (res >= 0 && e->soerr)
+			res |= POLLERR & (int)op->priv.n0;
 		if (res != 0)
 			defer(loop, op, res);
 		else
@@ -735,7 +737,13 @@ static void run_polls(rio_loop *loop, int fd)
 	struct pollfd p = {.fd = fd, .events = 0};
 	for (rio_op *op = r->fds[fd].pq.head; op; op = op->priv.next)
 		p.events |= (short)op->priv.n0;
-	if (poll(&p, 1, 0) <= 0)
+	if (poll(&p, 1, 0) < 0)
+		return;
+	/* the poller consumed the socket's error (libkqueue reads SO_ERROR):
+	 * poll(2) no longer sees it, the op must */
+	if (r->fds[fd].soerr)
+		p.revents |= POLLERR;
+	if (!p.revents)
 		return;
 	int res = p.revents & POLLNVAL ? -EBADF : 0;
 	for (int budget = BUDGET; budget > 0; budget--) {
