@@ -41,6 +41,10 @@ struct rio__poller {
 	int (*del)(int pfd, int fd);
 	/* Wait up to timeout_ms (-1: forever) for at most `max` events. */
 	int (*wait)(int pfd, struct rio__pev *evs, int max, int timeout_ms);
+	/* A peer's FIN that follows data already reported may raise no edge
+	 * of its own (libkqueue): a short read then says nothing about what
+	 * is queued behind it. */
+	int eof_edge_unreliable;
 };
 
 #endif

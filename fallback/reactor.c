@@ -171,6 +171,13 @@ static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 	e->registered = 1;
 	e->eof = 0;
 	e->ready = RIO__EV_IN | RIO__EV_OUT; /* unknown: try the syscall */
+	/* A FIN that came before the registration raises no edge on every
+	 * poller (libkqueue reports none): ask, once, so that a short read
+	 * does not take the EOF behind it for drained. */
+	struct pollfd pf = {.fd = fd, .events = POLLRDHUP};
+	if (e->stream && poll(&pf, 1, 0) > 0 &&
+	    (pf.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+		e->eof = 1;
 	return 1;
 }
 
@@ -417,7 +424,9 @@ static enum attempt take_soerr(struct fdent *e, const rio_op *op,
 		break;
 	case RIO__OP_RECV: case RIO__OP_RECVMSG: case RIO__OP_RECV_MULTI:
 	case RIO__OP_SPLICE_IN:
-		take = a == DONE && *res == 0;
+		/* EPIPE is a reset after the peer's FIN (CLOSE_WAIT), where
+		 * Linux's recv reports the end of stream, not the error */
+		take = a == DONE && *res == 0 && e->soerr != EPIPE;
 		break;
 	case RIO__OP_SEND: case RIO__OP_SENDMSG: case RIO__OP_SPLICE_OUT:
 		take = a == DONE && *res == -EPIPE;
@@ -440,10 +449,11 @@ static enum attempt take_soerr(struct fdent *e, const rio_op *op,
  * short read says nothing about the next one. Not once a hang-up was seen:
  * the EOF (or error) behind the data raises no new edge, so only the read
  * that returns it may end the readiness. */
-static void note_short_read(struct fdent *e, const rio_op *op, int res)
+static void note_short_read(struct reactor *r, struct fdent *e,
+			    const rio_op *op, int res)
 {
 	uint64_t asked;
-	if (!e->stream || e->eof || res <= 0)
+	if (!e->stream || e->eof || res <= 0 || r->p->eof_edge_unreliable)
 		return;
 	if (op->priv.kind == RIO__OP_RECV_MULTI)
 		asked = ((rio_bufpool *)op->priv.p0)->size;
@@ -489,11 +499,11 @@ static void run_queue(rio_loop *loop, int fd, unsigned dir, int from_event)
 			park_for_buffers(loop, q, op);
 			continue;
 		case MORE:
-			note_short_read(e, op, res);
+			note_short_read(r, e, op, res);
 			complete(loop, op, res, flags);
 			break;
 		case DONE:
-			note_short_read(e, op, res);
+			note_short_read(r, e, op, res);
 			rio__opq_remove(q, op);
 			complete(loop, op, res, 0);
 			if (res == -EBADF && r->fds[fd].gen == gen)
@@ -571,7 +581,7 @@ static void submit_io(rio_loop *loop, rio_op *op, struct fdent *e)
 		enum attempt a = take_soerr(e, op, attempt(loop, op, &res, &flags),
 					    &res);
 		if (a == DONE) {
-			note_short_read(e, op, res);
+			note_short_read(r, e, op, res);
 			defer(loop, op, res);
 			if (res == -EBADF)
 				flush_fd(loop, fd, -EBADF);

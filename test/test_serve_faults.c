@@ -75,7 +75,8 @@ Test(serve_faults, in_process_server_survives_the_plan, .timeout = 200)
 	cr_log_info("faults injected: %llu", (unsigned long long)lc.faults_injected);
 	check(&res, c.accepted, c.client_errors, 0);
 	cr_assert_eq(s.stopped, 0, "the listener stopped");
-	cr_assert_eq(s.other_errors, 0, "server: %s", rio_strerror(s.last_error));
+	cr_assert_eq(s.other_errors, 0, "server: %s while %s",
+		     rio_strerror(s.other_error), s.other_sending ? "sending" : "receiving");
 	tsrv_finish(&s);
 	t_loop_done(loop);
 }

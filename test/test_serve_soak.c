@@ -54,8 +54,9 @@ static void run_load(rio_loop *loop, tsrv *s, unsigned ms, unsigned seed,
 	cr_assert_eq(res->mismatches, 0, "%d echoes differed", res->mismatches);
 	cr_assert_eq(res->connect_errors, 0);
 	cr_assert_gt(res->killed, 0, "the soak killed no connection");
-	cr_assert_eq(s->other_errors, 0, "server: %s",
-		     rio_strerror(s->last_error));
+	cr_assert_eq(s->other_errors, 0, "server: %s while %s",
+		     rio_strerror(s->other_error),
+		     s->other_sending ? "sending" : "receiving");
 }
 
 Test(serve_soak, fds_and_memory_return_after_the_storm, .timeout = 600)

@@ -59,8 +59,11 @@ static void note_error(tsrv *s, int res, int sending)
 		s->send_errors++;
 	else if (res == -ECONNRESET)
 		s->resets++;
-	else
+	else {
 		s->other_errors++;
+		s->other_error = res;
+		s->other_sending = sending;
+	}
 }
 
 static void do_recv(struct tconn *c)

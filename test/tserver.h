@@ -24,6 +24,8 @@ typedef struct tsrv {
 	int accepted, live, closed;
 	int eofs, timeouts, resets, send_errors, other_errors, cancelled;
 	int last_error;
+	int other_error; /* the last of the other_errors, with `other_sending` */
+	int other_sending;
 	uint64_t bytes;
 	uint64_t first_timeout_ns;
 } tsrv;
