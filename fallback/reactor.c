@@ -99,17 +99,20 @@ static rio__opq *queue_of(struct fdent *e, const rio_op *op)
 	return is_read_side(op) ? &e->rq : &e->wq;
 }
 
-/* A rio_poll op's check: poll(2), not waiting. The mask (> 0), or 0 when
- * none of its events is ready (readiness was a hint: it waits again), or
- * -EBADF. */
-static int poll_try(const rio_op *op)
+/* For rio_poll: what poll(2) says is ready on fd for `events`, not
+ * waiting (0: nothing; readiness was a hint), with a socket error the
+ * poller consumed (libkqueue reads SO_ERROR, so poll(2) no longer sees it)
+ * as POLLERR; -EBADF for a number that is not open. */
+static int fd_ready(struct reactor *r, int fd, short events)
 {
-	struct pollfd p = {.fd = op->priv.fd, .events = (short)op->priv.n0};
+	struct pollfd p = {.fd = fd, .events = events};
 	if (poll(&p, 1, 0) < 0)
 		return errno == EINTR || errno == EAGAIN ? 0 : -errno;
 	if (p.revents & POLLNVAL)
 		return -EBADF;
-	return p.revents & (short)op->priv.n0;
+	if (r->fds[fd].soerr)
+		p.revents |= POLLERR;
+	return p.revents;
 }
 
 /* now + ns, saturating: a deadline centuries away must not wrap into the
@@ -171,13 +174,6 @@ static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 	e->registered = 1;
 	e->eof = 0;
 	e->ready = RIO__EV_IN | RIO__EV_OUT; /* unknown: try the syscall */
-	/* A FIN that came before the registration raises no edge on every
-	 * poller (libkqueue reports none): ask, once, so that a short read
-	 * does not take the EOF behind it for drained. */
-	struct pollfd pf = {.fd = fd, .events = POLLRDHUP};
-	if (e->stream && poll(&pf, 1, 0) > 0 &&
-	    (pf.revents & (POLLRDHUP | POLLHUP | POLLERR)))
-		e->eof = 1;
 	return 1;
 }
 
@@ -633,9 +629,9 @@ void rio__reactor_submit(rio_loop *loop, rio_op *op)
 		submit_connect(loop, op, e);
 	} else if (op->priv.kind == RIO__OP_POLL) {
 		/* try first: a hang-up that came before it raises no edge */
-		res = poll_try(op);
-		if (res >= 0 && e->soerr)
-			res |= POLLERR & (int)op->priv.n0;
+		res = fd_ready(r, op->priv.fd, (short)op->priv.n0);
+		if (res > 0)
+			res &= (int)op->priv.n0;
 		if (res != 0)
 			defer(loop, op, res);
 		else
@@ -744,27 +740,21 @@ static void run_polls(rio_loop *loop, int fd)
 {
 	struct reactor *r = R(loop);
 	uint32_t gen = r->fds[fd].gen;
-	struct pollfd p = {.fd = fd, .events = 0};
+	short events = 0;
 	for (rio_op *op = r->fds[fd].pq.head; op; op = op->priv.next)
-		p.events |= (short)op->priv.n0;
-	if (poll(&p, 1, 0) < 0)
+		events |= (short)op->priv.n0;
+	int ready = fd_ready(r, fd, events);
+	if (ready == 0)
 		return;
-	/* the poller consumed the socket's error (libkqueue reads SO_ERROR):
-	 * poll(2) no longer sees it, the op must */
-	if (r->fds[fd].soerr)
-		p.revents |= POLLERR;
-	if (!p.revents)
-		return;
-	int res = p.revents & POLLNVAL ? -EBADF : 0;
 	for (int budget = BUDGET; budget > 0; budget--) {
 		struct fdent *e = &r->fds[fd];
 		rio_op *op = e->pq.head;
-		while (op && !res && !(p.revents & (short)op->priv.n0))
+		while (op && ready > 0 && !(ready & (int)op->priv.n0))
 			op = op->priv.next;
 		if (!op || e->gen != gen)
 			return;
 		rio__opq_remove(&e->pq, op);
-		complete(loop, op, res ? res : p.revents & (short)op->priv.n0, 0);
+		complete(loop, op, ready < 0 ? ready : ready & (int)op->priv.n0, 0);
 	}
 }
 
