@@ -225,6 +225,35 @@ static enum attempt verify_connect(rio_op *op, int *res)
 	return DONE;
 }
 
+/*
+ * recvmsg/sendmsg for a MSG_WAITALL op that has moved `done` bytes: the
+ * caller's message with its iovecs advanced past them (the caller's msghdr
+ * is left alone). Control data goes with the first bytes only: a resumed
+ * call passes none (a receive that finds more sets MSG_CTRUNC in the
+ * caller's msg_flags).
+ */
+static ssize_t msg_resume(int fd, struct msghdr *m, size_t done, int fl,
+			  int out)
+{
+	if (done == 0)
+		return out ? sendmsg(fd, m, fl) : recvmsg(fd, m, fl);
+	struct iovec iov[64];
+	size_t i = 0, n = 0;
+	while (i < m->msg_iovlen && done >= m->msg_iov[i].iov_len)
+		done -= m->msg_iov[i++].iov_len;
+	for (; i < m->msg_iovlen && n < 64; i++, n++) {
+		iov[n] = m->msg_iov[i];
+		iov[n].iov_base = (char *)iov[n].iov_base + done;
+		iov[n].iov_len -= done;
+		done = 0;
+	}
+	struct msghdr c = {.msg_iov = iov, .msg_iovlen = n};
+	ssize_t r = out ? sendmsg(fd, &c, fl) : recvmsg(fd, &c, fl);
+	if (r > 0 && !out)
+		m->msg_flags |= c.msg_flags & (MSG_CTRUNC | MSG_TRUNC);
+	return r;
+}
+
 static int try_io(rio_loop *loop, rio_op *op)
 {
 	int fd = op->priv.fd;
@@ -243,10 +272,11 @@ static int try_io(rio_loop *loop, rio_op *op)
 		return sys(send(fd, (char *)p + op->priv.u1, len,
 				(fl & ~MSG_WAITALL) | MSG_NOSIGNAL));
 	}
-	case RIO__OP_RECVMSG:
-		return sys(recvmsg(fd, p, fl));
+	case RIO__OP_RECVMSG: /* u1: bytes done so far, for MSG_WAITALL */
+		return sys(msg_resume(fd, p, op->priv.u1, fl & ~MSG_WAITALL, 0));
 	case RIO__OP_SENDMSG:
-		return sys(sendmsg(fd, p, fl | MSG_NOSIGNAL));
+		return sys(msg_resume(fd, p, op->priv.u1,
+				      (fl & ~MSG_WAITALL) | MSG_NOSIGNAL, 1));
 	case RIO__OP_SPLICE_IN: case RIO__OP_SPLICE_OUT:
 		/* An EAGAIN that is the pipe's must end the op: an
 		 * edge-triggered socket that is ready would never wake it. */
@@ -295,10 +325,35 @@ static enum attempt recv_multi(rio_loop *loop, rio_op *op, int *res,
 	return MORE;
 }
 
+/* The bytes a recv or send (or their msg forms) asks for. */
+static size_t io_len(const rio_op *op)
+{
+	if (op->priv.kind == RIO__OP_RECV || op->priv.kind == RIO__OP_SEND)
+		return op->priv.u0;
+	const struct msghdr *m = op->priv.p0;
+	size_t n = 0;
+	for (size_t i = 0; i < m->msg_iovlen; i++)
+		n += m->msg_iov[i].iov_len;
+	return n;
+}
+
 static int waitall(const rio_op *op)
 {
-	return (op->priv.kind == RIO__OP_RECV || op->priv.kind == RIO__OP_SEND) &&
-	       (op->priv.n0 & MSG_WAITALL) && op->priv.u0 > 0;
+	switch (op->priv.kind) {
+	case RIO__OP_RECV: case RIO__OP_SEND:
+	case RIO__OP_RECVMSG: case RIO__OP_SENDMSG:
+		return (op->priv.n0 & MSG_WAITALL) && io_len(op) > 0;
+	default:
+		return 0;
+	}
+}
+
+/* An op a cancel, a close or its deadline ends with `err`: a MSG_WAITALL
+ * op that has moved part of its bytes reports them instead, as io_uring
+ * does (they are in, or gone from, the caller's buffer). */
+static int cut_short(const rio_op *op, int err)
+{
+	return waitall(op) && op->priv.u1 > 0 ? (int)op->priv.u1 : err;
 }
 
 /* MSG_WAITALL as io_uring does it: keep going until `len` bytes are done;
@@ -307,7 +362,8 @@ static enum attempt attempt_all(rio_loop *loop, rio_op *op, int *res)
 {
 	/* Every pass makes progress or returns, so this ends within len
 	 * passes; stopping early would strand an edge-triggered fd. */
-	while (op->priv.u1 < op->priv.u0) {
+	size_t len = io_len(op);
+	while (op->priv.u1 < len) {
 		int n = try_io(loop, op);
 		if (n == -EINTR)
 			continue;
@@ -376,15 +432,17 @@ static void park_for_buffers(rio_loop *loop, rio__opq *q, rio_op *op)
 
 /* Flush both queues of fd with `res` and forget its registration: the
  * file is gone (closed through the loop, or EBADF behind its back). */
+static int cut_short(const rio_op *op, int err);
+
 static void flush_fd(rio_loop *loop, int fd, int res)
 {
 	struct reactor *r = R(loop);
 	struct fdent *e = &r->fds[fd];
 	rio_op *op;
 	while ((op = rio__opq_pop(&e->rq)))
-		defer(loop, op, res);
+		defer(loop, op, cut_short(op, res));
 	while ((op = rio__opq_pop(&e->wq)))
-		defer(loop, op, res);
+		defer(loop, op, cut_short(op, res));
 	while ((op = rio__opq_pop(&e->pq)))
 		defer(loop, op, res);
 	op = r->parked.head;
@@ -470,6 +528,9 @@ static void run_queue(rio_loop *loop, int fd, unsigned dir, int from_event)
 	uint32_t gen = r->fds[fd].gen;
 	int progress = 0;
 	for (int budget = BUDGET; budget > 0; budget--) {
+		/* Results deferred so far were decided before this attempt:
+		 * they go first (their callbacks may change the queue). */
+		rio__flush_pending(loop);
 		struct fdent *e = &r->fds[fd];
 		rio__opq *q = dir == RIO__EV_IN ? &e->rq : &e->wq;
 		rio_op *op = q->head;
@@ -524,7 +585,7 @@ static void submit_cancel(rio_loop *loop, rio_op *op)
 		assert(t->priv.state == RIO__ST_KERNEL);
 		rio__opq_remove(queue_of(&r->fds[t->priv.fd], t), t);
 	}
-	defer(loop, t, -ECANCELED);
+	defer(loop, t, cut_short(t, -ECANCELED));
 	defer(loop, op, 0);
 }
 
@@ -647,15 +708,17 @@ static void expire_timers(rio_loop *loop)
 {
 	struct reactor *r = R(loop);
 	uint64_t now = rio__now_ns();
-	rio_op *op;
-	for (int n = 0; n < 4096 && (op = rio__timer_expired(&r->timers, now));
-	     n++) {
+	for (int n = 0; n < 4096; n++) {
+		rio__flush_pending(loop); /* decided before this expiry */
+		rio_op *op = rio__timer_expired(&r->timers, now);
+		if (!op)
+			break;
 		if (op->priv.kind == RIO__OP_TIMEOUT) {
 			rio__complete(loop, op, 0, 0);
 			continue;
 		}
 		rio__opq_remove(queue_of(&r->fds[op->priv.fd], op), op);
-		rio__complete(loop, op, -ETIMEDOUT, 0);
+		rio__complete(loop, op, cut_short(op, -ETIMEDOUT), 0);
 	}
 }
 
@@ -741,6 +804,9 @@ static void run_polls(rio_loop *loop, int fd)
 	struct reactor *r = R(loop);
 	uint32_t gen = r->fds[fd].gen;
 	short events = 0;
+	rio__flush_pending(loop); /* decided before this readiness */
+	if (r->fds[fd].gen != gen)
+		return;
 	for (rio_op *op = r->fds[fd].pq.head; op; op = op->priv.next)
 		events |= (short)op->priv.n0;
 	int ready = fd_ready(r, fd, events);

@@ -365,9 +365,11 @@ RIO_API int rio_timeout(rio_loop *loop, rio_op *op, uint64_t timeout_ns,
 
 /*
  * Cancel `target`. This op completes with 0 if the target was found and
- * cancelled, -ENOENT if the target was not in flight (it had completed, or
- * was never submitted), or -EALREADY if it was already running and could
- * not be stopped. The target completes exactly once either way: with
+ * cancelled, -ENOENT if the target was not in flight when the cancel was
+ * submitted (its final callback had run, or it was never submitted), or
+ * -EALREADY if it was in flight but could not be stopped (the kernel had
+ * finished or was running it; the same on every backend). The target
+ * completes exactly once either way: with
  * -ECANCELED, or with its real result if it finished first.
  */
 RIO_API int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target,

@@ -48,7 +48,6 @@ enum rio__state {
 /* op->priv.bits */
 #define RIO__B_MULTISHOT 0x01u
 #define RIO__B_CANCELLED 0x02u /* a cancel or close asked it to stop */
-#define RIO__B_TIMEDOUT 0x04u  /* its deadline fired */
 #define RIO__B_INTERNAL 0x08u  /* the loop's own op: not counted as active */
 #define RIO__B_DEADLINE 0x10u  /* its deadline applies (set by the core) */
 #define RIO__B_FDCOUNTED 0x20u /* counted in the backend's per-fd table */
@@ -135,6 +134,11 @@ RIO__HIDDEN void rio__complete(rio_loop *loop, rio_op *op, int res,
 			       unsigned flags);
 /* Complete op with `res` on the next turn (errors found while submitting). */
 RIO__HIDDEN void rio__defer(rio_loop *loop, rio_op *op, int res);
+/* Deliver the deferred results queued so far (not those their callbacks
+ * defer): a backend calls it before a callback for a result decided after
+ * them, so that results reach the caller in the order they were decided
+ * (two ops on one fd: the bytes, the connections, in the kernel's order). */
+RIO__HIDDEN unsigned rio__flush_pending(rio_loop *loop);
 RIO__HIDDEN uint64_t rio__now_ns(void);
 
 /* One non-blocking splice(2) for a RIO__OP_SPLICE_* op: bytes or -errno.

@@ -497,15 +497,19 @@ static void drain_posted(rio_loop *loop)
 	}
 }
 
-/* Run the completions queued before this turn; ones queued by these
- * callbacks wait for the next turn, so a callback cannot recurse. */
-static void dispatch_pending(rio_loop *loop)
+/* Run the completions queued so far; ones queued by these callbacks wait
+ * for the next call, so a callback cannot recurse. Results are delivered
+ * in the order they were decided: a backend calls this before it runs a
+ * callback for a result it has just found, and each turn starts with it. */
+unsigned rio__flush_pending(rio_loop *loop)
 {
 	rio__opq q;
 	rio__opq_take(&q, &loop->pending);
 	rio_op *op;
-	while ((op = rio__opq_pop(&q)))
+	unsigned n = 0;
+	for (; (op = rio__opq_pop(&q)); n++)
 		rio__complete(loop, op, op->res, 0);
+	return n;
 }
 
 static unsigned in_flight(rio_loop *loop)
@@ -531,14 +535,17 @@ int rio_loop_run(rio_loop *loop, rio_run_mode mode)
 	loop->in_run = 1;
 	int r = 0;
 	for (;;) {
+		/* decided before this turn: a turn that delivers them has
+		 * done its work and does not wait */
+		unsigned early = rio__flush_pending(loop);
 		drain_posted(loop);
-		int block = mode != RIO_RUN_NOWAIT &&
+		int block = mode != RIO_RUN_NOWAIT && !early &&
 			    rio__opq_empty(&loop->pending) &&
 			    !atomic_load(&loop->stop) && loop->active > 0;
 		r = loop->be->poll(loop, block);
 		if (r < 0)
 			break;
-		dispatch_pending(loop);
+		rio__flush_pending(loop);
 		if (atomic_exchange(&loop->stop, 0) || mode != RIO_RUN_DEFAULT ||
 		    in_flight(loop) == 0)
 			break;

@@ -238,7 +238,10 @@ static int prep(rio_loop *loop, struct uring *u, rio_op *op)
 		sqe = io_uring_get_sqe(&u->ring);
 		io_uring_prep_link_timeout(sqe, (void *)op->priv.ts,
 					   IORING_TIMEOUT_ABS);
-		set_ud(sqe, op, TAG_LT);
+		/* Its CQE names no op and is dropped: the op completes at
+		 * its own CQE (see finish), in the kernel's order. */
+		set_ud(sqe, NULL, TAG_LT);
+		need--;
 	}
 	rio__set_cqes(op, need);
 	op->priv.state = RIO__ST_KERNEL;
@@ -429,14 +432,28 @@ static void fd_op_done(rio_loop *loop, int fd, uint32_t gen)
 		rio__complete(loop, c, c->res, 0);
 }
 
+/*
+ * What stopped an op the kernel ended with -ECANCELED (or -EINTR: an io-wq
+ * worker was running it): a cancel or a close asked for it, else its
+ * linked timeout fired. Decided from the op's own CQE: the linked
+ * timeout's CQE can come after other ops' CQEs, and waiting for it would
+ * deliver this op out of the kernel's order (two recvs on one stream
+ * would hand the caller its bytes out of order).
+ */
+static int stopped(rio_loop *loop, const rio_op *op, int res)
+{
+	if ((op->priv.bits & RIO__B_CANCELLED) || fd_closing(U(loop), op))
+		return -ECANCELED;
+	if (op->priv.bits & RIO__B_DEADLINE)
+		return -ETIMEDOUT;
+	return res;
+}
+
 static void finish(rio_loop *loop, rio_op *op, int res)
 {
 	unsigned bits = op->priv.bits;
-	if ((bits & RIO__B_TIMEDOUT) && (res == -ECANCELED || res == -EINTR))
-		res = -ETIMEDOUT;
-	else if (res == -EINTR && ((bits & RIO__B_CANCELLED) ||
-				   fd_closing(U(loop), op)))
-		res = -ECANCELED; /* cancelled while an io-wq worker ran it */
+	if (res == -ECANCELED || res == -EINTR)
+		res = stopped(loop, op, res);
 	switch (op->priv.kind) {
 	case RIO__OP_TIMEOUT:
 		if (res == -ETIME)
@@ -448,11 +465,15 @@ static void finish(rio_loop *loop, rio_op *op, int res)
 	case RIO__OP_RECV: case RIO__OP_SEND: case RIO__OP_RECVMSG:
 	case RIO__OP_SENDMSG: case RIO__OP_ACCEPT:
 		/* The kernel's -EAGAIN (several ops on one fd: another took
-		 * the readiness this one was woken for) is no result: retry,
-		 * unless a cancel or the deadline is ending the op. */
-		if (res != -EAGAIN || (bits & (RIO__B_CANCELLED | RIO__B_TIMEDOUT)) ||
-		    fd_closing(U(loop), op))
+		 * the readiness this one was woken for) is no result: retry
+		 * (a deadline that passed meanwhile fires at once), unless
+		 * a cancel or a close is ending the op. */
+		if (res != -EAGAIN)
 			break;
+		if ((bits & RIO__B_CANCELLED) || fd_closing(U(loop), op)) {
+			res = -ECANCELED;
+			break;
+		}
 		op->priv.bits |= RIO__B_RETRY;
 		enqueue(loop, op);
 		return;
@@ -460,8 +481,8 @@ static void finish(rio_loop *loop, rio_op *op, int res)
 	case RIO__OP_SPLICE_OUT:
 		if (res != -EAGAIN)
 			break;
-		if (bits & (RIO__B_CANCELLED | RIO__B_TIMEDOUT)) {
-			res = (bits & RIO__B_TIMEDOUT) ? -ETIMEDOUT : -ECANCELED;
+		if ((bits & RIO__B_CANCELLED) || fd_closing(U(loop), op)) {
+			res = -ECANCELED;
 			break;
 		}
 		enqueue(loop, op); /* a spurious wakeup: poll again */
@@ -661,10 +682,7 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 	switch (ud & TAG_MASK) {
 	case TAG_FAULT:
 		return;
-	case TAG_LT:
-		if (res == -ETIME)
-			op->priv.bits |= RIO__B_TIMEDOUT;
-		cqe_done(loop, op);
+	case TAG_LT: /* no op: see prep */
 		return;
 	case TAG_AUX:
 		cqe_done(loop, op);
@@ -674,9 +692,13 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 			multishot_cqe(loop, op, res, cf);
 			return;
 		}
-		if (op->priv.kind == RIO__OP_CANCEL && res == -ENOENT &&
-		    op->priv.u1)
-			res = 0;
+		/* The core sends the kernel only cancels whose target is in
+		 * flight for the caller; the kernel's -ENOENT then means the
+		 * target's work is done and its completion on its way: it
+		 * could not be stopped, -EALREADY as on every backend (or 0,
+		 * a multishot stream that ended by itself on the way). */
+		if (op->priv.kind == RIO__OP_CANCEL && res == -ENOENT)
+			res = op->priv.u1 ? 0 : -EALREADY;
 		if (is_splice(op) && res >= 0) /* the poll fired */
 			res = rio__splice_try(op, 1);
 		if (op->priv.kind == RIO__OP_POLL && res > 0)
@@ -726,9 +748,15 @@ static void run_done(rio_loop *loop)
 static int uring_poll(rio_loop *loop, int block)
 {
 	struct uring *u = U(loop);
+	/* decided before the CQEs this turn reaps; delivering them is this
+	 * turn's work, so it does not wait */
+	if (!rio__opq_empty(&u->done)) {
+		run_done(loop);
+		block = 0;
+	}
 	rearm_parked(loop);
 	flush_sqwait(loop);
-	if (!rio__opq_empty(&u->done))
+	if (!rio__opq_empty(&u->done) || !rio__opq_empty(&loop->pending))
 		block = 0;
 	int r = block ? io_uring_submit_and_wait(&u->ring, 1)
 		      : io_uring_submit_and_get_events(&u->ring);

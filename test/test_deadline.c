@@ -202,3 +202,60 @@ Test(deadline, close_and_cancel_take_a_deadline, .timeout = 20)
 	close(b);
 	t_loop_done(loop);
 }
+
+/*
+ * Two recvs on one stream, the later one with a deadline, data arriving
+ * between them: the later one reads first (the bytes are there when it is
+ * issued), the earlier one next. The completions must come in that order,
+ * or the caller reassembles the stream wrong. On io_uring the deadline's
+ * linked timeout posts its own CQE after the other recv's; an op that
+ * waited for it was delivered late (found by test/fuzz seed 5).
+ */
+struct chunk {
+	rio_op op;
+	char buf[8];
+	int calls, res, order;
+};
+
+static int chunk_seq;
+
+static void chunk_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct chunk *c = T_CONTAINER_OF(op, struct chunk, op);
+	(void)loop;
+	c->calls++;
+	c->res = res;
+	c->order = chunk_seq++;
+}
+
+Test(deadline, a_deadline_keeps_completions_in_stream_order, .timeout = 30)
+{
+	rio_loop *loop = t_loop();
+	int a, b;
+	t_pair(&a, &b);
+	for (int round = 0; round < 20; round++) {
+		struct chunk first = { .calls = 0 }, second = { .calls = 0 };
+		char data[16];
+		for (int i = 0; i < 16; i++)
+			data[i] = (char)(round * 16 + i);
+		chunk_seq = 0;
+		cr_assert_eq(rio_recv(loop, &first.op, b, first.buf, 8, 0,
+				      chunk_cb), 0);
+		t_loop_sleep(loop, 2); /* the first recv waits in the kernel */
+		cr_assert_eq(write(a, data, 16), 16);
+		rio_op_set_deadline(&second.op, 10000 * T_MS);
+		cr_assert_eq(rio_recv(loop, &second.op, b, second.buf, 8, 0,
+				      chunk_cb), 0);
+		T_RUN_UNTIL(loop, first.calls && second.calls, 3000);
+		cr_assert_eq(first.res, 8);
+		cr_assert_eq(second.res, 8);
+		struct chunk *early = first.order == 0 ? &first : &second;
+		cr_assert_eq(memcmp(early->buf, data, 8), 0,
+			     "round %d: the first completion (%s recv) holds "
+			     "bytes 8..15: delivered out of the kernel's order",
+			     round, early == &first ? "earlier" : "later");
+	}
+	close(a);
+	close(b);
+	t_loop_done(loop);
+}

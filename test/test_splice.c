@@ -295,3 +295,38 @@ Test(splice, not_supported_here_completes_with_eopnotsupp, .timeout = 20)
 }
 
 #endif
+
+/*
+ * A result decided at submit (io_uring tries a splice at once; the other
+ * backends refuse it at submit off Linux) is this turn's work: one
+ * RIO_RUN_ONCE delivers it and returns, with nothing else in flight and
+ * no watchdog armed. A turn that delivered it first and then waited in
+ * the kernel for more would never return (the .timeout fails it).
+ */
+Test(splice, run_once_returns_after_a_result_decided_at_submit, .timeout = 10)
+{
+	rio_loop *loop = t_loop();
+	int a, b, p[2];
+	t_pair(&a, &b);
+	cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	cr_assert_eq(write(p[1], "ready", 5), 5);
+	for (int round = 0; round < 3; round++) {
+		t_rec s = { .calls = 0 };
+		cr_assert_eq(rio_splice_out(loop, &s.op, p[0], a, 5, t_rec_cb), 0);
+		int r = rio_loop_run(loop, RIO_RUN_ONCE);
+		cr_assert_geq(r, 0, "rio_loop_run: %s", rio_strerror(r));
+		cr_assert_eq(s.calls, 1, "round %d: RUN_ONCE returned without "
+			     "the result decided at submit", round);
+		if (s.res == -EOPNOTSUPP)
+			break;
+		cr_assert_eq(s.res, 5, "splice_out: %d (%s)", s.res,
+			     rio_strerror(s.res));
+		t_drain_fd(b);
+		cr_assert_eq(write(p[1], "ready", 5), 5);
+	}
+	close(p[0]);
+	close(p[1]);
+	close(a);
+	close(b);
+	t_loop_done(loop);
+}
