@@ -1,0 +1,2229 @@
+/*
+ * fuzz — the differential backend fuzzer.
+ *
+ * A seed makes a random program of ops, on the public API only, over a
+ * handful of sockets: TCP pairs on loopback, AF_UNIX stream and datagram
+ * pairs, a TCP listener (one-shot and multishot accept) and connects (to a
+ * listener, to a port nobody listens on). Ops: recv, recvmsg, send,
+ * sendmsg, multishot recv on small pools that run dry, poll, splice
+ * through a pipe, close, cancel, timeouts, deadlines (short ones that fire,
+ * long ones that do not), rio_post from another thread. Several ops pend
+ * on one fd; a close's callback opens the next socket at once, so it gets
+ * the number just closed; peers stall, half-close, close or reset.
+ *
+ * The program runs in steps. A step does a few actions (submits, and the
+ * peers' plain syscalls), then runs the loop until it is quiet: nothing
+ * completes for a few turns and every short deadline has passed. On
+ * loopback the kernel does its part synchronously, so what completes in a
+ * step does not depend on timing, only on the program; the generator
+ * never puts a cancel or a close in the same step as peer activity on
+ * that socket, where "-ECANCELED or the real result" would be a race.
+ *
+ * The same seed runs on every backend this build has (io_uring, epoll,
+ * kqueue), and the fuzzer checks:
+ *   - the contract on each backend: every op completes exactly once, never
+ *     from inside a submit call; a close completes after every op that was
+ *     pending on its fd, and -ECANCELED reaches only ops a cancel or a
+ *     close ended; no result the contract does not list (a stray -EAGAIN,
+ *     -EINTR, -ENOBUFS); bytes arrive whole and in order in both
+ *     directions; nothing stays pending that could complete (a recv with
+ *     data waiting, an accept with a connection queued); at the end every
+ *     op drains, the loop's counters balance and no fd is left open;
+ *   - the same canonical trace on every backend: per op, its kind, the
+ *     step it was submitted and completed in, its result class and byte
+ *     count; per socket, what its peer saw. Where the contract leaves a
+ *     choice (several reads pending on one socket: which gets the bytes
+ *     and which the EOF), the trace keeps per-socket totals instead.
+ *
+ * With --faults PLAN (a RINGIO_FAULTS plan: the loop's fault hooks make
+ * the backends misbehave as the kernel can) the per-backend checks run;
+ * traces are not compared, as each backend draws its faults differently.
+ *
+ * A failure prints the one command that replays it. Seeds that found
+ * bugs are kept in test/fuzz_seeds.txt and replayed by ctest.
+ *
+ *   fuzz [--seed N | --seeds N [--first S] | --seconds S [--first S]]
+ *        [--seed-file F] [--backends uring,epoll,kqueue|all]
+ *        [--faults PLAN] [--steps N] [-v]
+ *
+ * Exit status: 0 all passed, 1 a check failed, 2 bad usage.
+ */
+#define _GNU_SOURCE
+#include <ringio.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAXCH 40       /* channel table */
+#define MAXOPS 96      /* op slots */
+#define MAXREC 4096    /* op records per program */
+#define MAXCONN 16     /* connections queued on the listeners */
+#define NPOOLS 3
+#define TXQ (64 * 1024)
+#define TX_LIMIT (16 * 1024) /* unread bytes per direction: sends never block */
+#define DGRAM_LIMIT 8        /* unread datagrams (net.unix.max_dgram_qlen 10) */
+#define DGRAM_MAX 512
+#define IOBUF 4096
+#define SHORT_NS (2 * 1000000ull)
+#define LONG_NS (30 * 1000000000ull)
+
+/* ------------------------------------------------------------------ */
+/* The program's state                                                 */
+/* ------------------------------------------------------------------ */
+
+enum kind {
+	K_RECV, K_RECVMSG, K_SEND, K_SENDMSG, K_MULTI, K_POLL, K_SPLICE_IN,
+	K_SPLICE_OUT, K_ACCEPT, K_ACCEPT_MULTI, K_CONNECT, K_CLOSE, K_CANCEL,
+	K_TIMEOUT, K_POST, K_COUNT
+};
+static const char *const kind_name[K_COUNT] = {
+	"recv", "recvmsg", "send", "sendmsg", "multi", "poll", "splice_in",
+	"splice_out", "accept", "accept_multi", "connect", "close", "cancel",
+	"timeout", "post",
+};
+
+enum ctype { CH_TCP, CH_USTREAM, CH_UDGRAM, CH_LISTEN, CH_CONNECTING };
+static const char *const ctype_name[] = {"tcp", "unix", "dgram", "listen",
+					 "connecting"};
+
+struct chan {
+	int used;
+	int id;          /* canonical number: creation order in the program */
+	int type;
+	int fd, peer;    /* ringio's end (the loop's), the peer's plain end */
+	int closing;     /* rio_close submitted */
+	int peer_wr_shut, peer_gone; /* peer half-closed / closed or reset */
+	int stall;       /* the peer does not read */
+	int touched;     /* peer activity this step */
+	int gone_now;    /* the peer closed or reset this step */
+	int waitall;     /* a MSG_WAITALL recv in flight */
+	int sub_step;    /* the last step an op was submitted on it */
+	int refused;     /* a connect that is meant to fail */
+	/* peer -> ringio */
+	uint64_t p2r_off;    /* bytes the peer wrote */
+	uint64_t r_got;      /* bytes the ringio side received, checked */
+	int dq[64], dq_h, dq_t; /* datagrams the peer sent: sizes */
+	int r_eof;           /* the ringio side saw its end of stream */
+	/* ringio -> peer */
+	uint8_t *txq;        /* bytes sent, not yet read by the peer */
+	size_t txq_len;
+	int tdq[64], tdq_h, tdq_t; /* datagrams sent: sizes */
+	uint64_t peer_got;
+	int peer_saw;        /* 0, 1 = EOF, or an errno */
+	int wbusy;           /* a write-side op in flight */
+	int wstep;           /* the step it was submitted in */
+	/* aggregates of ops whose result the contract leaves open */
+	uint64_t shared_bytes;
+	int shared_eof, shared_err[8], shared_nerr;
+};
+
+struct fop;
+struct rec {
+	int kind, chid, step_sub, step_done, res, mflags, done;
+	char note[160]; /* what the completion did, order-free */
+	unsigned completions;
+	uint64_t bytes;
+	int shared, loose;
+	unsigned aux;
+};
+
+struct fop {
+	rio_op op;
+	int used, rid, kind, ch, pool;
+	int cancel_expected, deadline, closed_by;
+	uint64_t bytes;
+	size_t len;
+	int flags;
+	unsigned events;
+	struct fop *target;
+	int target_rid;
+	int pend_rids[MAXOPS], npend; /* close: ops pending on its fd */
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	struct iovec iov[2];
+	struct msghdr msg;
+	uint8_t buf[IOBUF];
+};
+
+struct pool {
+	rio_bufpool *p;
+	unsigned count;
+	size_t size;
+	int busy;            /* a multishot uses it */
+	uint16_t held[64];
+	int nheld;
+};
+
+struct prog {
+	uint64_t seed, rng, *cur; /* cur: the action RNG, or a callback's */
+	int tearing;
+	rio_backend_kind be;
+	const char *bename;
+	int faults, verbose;
+	rio_loop *loop;
+	struct chan ch[MAXCH];
+	int nchid;
+	struct fop ops[MAXOPS];
+	struct rec recs[MAXREC];
+	int nrec;
+	struct pool pools[NPOOLS];
+	int step;
+	uint64_t quiet_until;    /* a short deadline or timer is due */
+	int in_submit;
+	uint64_t callbacks;
+	/* listeners: L1 for ringio's accepts, L2 the harness accepts from */
+	int l1, l1_ch, l2, l3; /* l3: the harness's own TCP pairs */
+	struct sockaddr_in l1_addr, l2_addr, l3_addr, dead_addr;
+	int dead_fd;
+	int conn_q[MAXCONN], conn_id[MAXCONN], nconn; /* peers queued on L1 */
+	int l2_fd[MAXCONN], l2_port[MAXCONN], nl2; /* accepted from L2 */
+	int nconnects;
+	int accept_multi;            /* rid of the multishot accept, or -1 */
+	/* the pipe of the splice relay */
+	int pipe_r, pipe_w;
+	uint8_t pipe_data[IOBUF];
+	size_t pipe_len;
+	int splice_busy;
+	/* post thread */
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct fop *post_req;
+	int post_done, th_stop;
+	/* watchdog */
+	rio_op wd;
+	/* result */
+	char fail[512];
+	char *trace;
+	size_t trace_len, trace_cap;
+	int baseline_fds;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mix(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/*
+ * The program's choices come from one RNG in action order. A callback
+ * draws from its own stream, seeded by the op and its completion number:
+ * callbacks of one step may run in another order on another backend, and
+ * the program must not change with that order.
+ */
+static uint64_t rnd(struct prog *p)
+{
+	uint64_t z = (*p->cur += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static unsigned below(struct prog *p, unsigned n)
+{
+	return n ? (unsigned)(rnd(p) % n) : 0;
+}
+
+static int chance(struct prog *p, unsigned pct)
+{
+	return below(p, 100) < pct;
+}
+
+/* The byte at offset `off` of channel `id`'s stream in direction `dir`. */
+static uint8_t pat(int id, int dir, uint64_t off)
+{
+	uint64_t x = (off + 1) * 0x9e3779b97f4a7c15ull ^
+		     ((uint64_t)id << 40) ^ ((uint64_t)dir << 48);
+	x ^= x >> 29;
+	return (uint8_t)(x >> 11);
+}
+
+static void fail(struct prog *p, const char *fmt, ...)
+{
+	if (p->fail[0])
+		return; /* the first failure is the one to read */
+	va_list ap;
+	va_start(ap, fmt);
+	int n = snprintf(p->fail, sizeof p->fail, "step %d: ", p->step);
+	vsnprintf(p->fail + n, sizeof p->fail - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+static void tracef(struct prog *p, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof line)
+		n = sizeof line - 1;
+	if (p->trace_len + (size_t)n + 2 > p->trace_cap) {
+		size_t cap = p->trace_cap ? p->trace_cap * 2 : 1 << 16;
+		while (cap < p->trace_len + (size_t)n + 2)
+			cap *= 2;
+		char *t = realloc(p->trace, cap);
+		if (!t) {
+			fprintf(stderr, "fuzz: out of memory\n");
+			exit(1);
+		}
+		p->trace = t;
+		p->trace_cap = cap;
+	}
+	memcpy(p->trace + p->trace_len, line, (size_t)n);
+	p->trace_len += (size_t)n;
+	p->trace[p->trace_len++] = '\n';
+	p->trace[p->trace_len] = '\0';
+}
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	int n = 0;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Channels                                                            */
+/* ------------------------------------------------------------------ */
+
+static struct chan *chan_at(struct prog *p, int i)
+{
+	return i >= 0 && i < MAXCH && p->ch[i].used ? &p->ch[i] : NULL;
+}
+
+/* Channels free. Actions open one only with room to spare: callbacks
+ * (accepts, a close's reuse) may open several in one step. */
+static int chans_free(const struct prog *p)
+{
+	int n = 0;
+	for (int i = 0; i < MAXCH; i++)
+		n += !p->ch[i].used;
+	return n;
+}
+
+/* TCP_NODELAY on both ends: Nagle holding a small send until an earlier
+ * segment is acknowledged (and the peer's delayed ACK) is timing, not
+ * the program's to say. */
+static void nodelay(int fd)
+{
+	int one = 1;
+	if (fd >= 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static int chan_new(struct prog *p, int type, int fd, int peer, int id)
+{
+	for (int i = 0; i < MAXCH; i++) {
+		struct chan *c = &p->ch[i];
+		if (c->used)
+			continue;
+		uint8_t *txq = c->txq;
+		memset(c, 0, sizeof *c);
+		c->txq = txq;
+		c->used = 1;
+		c->id = id >= 0 ? id : p->nchid++;
+		c->type = type;
+		c->fd = fd;
+		c->peer = peer;
+		if (type == CH_TCP || type == CH_CONNECTING) {
+			nodelay(fd);
+			nodelay(peer);
+		}
+		return i;
+	}
+	return -1;
+}
+
+static int stream(const struct chan *c)
+{
+	return c->type == CH_TCP || c->type == CH_USTREAM;
+}
+
+static int data_chan(const struct chan *c)
+{
+	return c->type == CH_TCP || c->type == CH_USTREAM ||
+	       c->type == CH_UDGRAM;
+}
+
+/* A socket pair of `type`: ringio's end in *fd, the peer's in *peer. */
+static int make_pair(struct prog *p, int type, int *fd, int *peer)
+{
+	if (type == CH_TCP) {
+		int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK |
+						SOCK_CLOEXEC, 0);
+		if (c < 0)
+			return -errno;
+		if (connect(c, (struct sockaddr *)&p->l3_addr,
+			    sizeof p->l3_addr) < 0 && errno != EINPROGRESS) {
+			close(c);
+			return -errno;
+		}
+		int a = -1;
+		for (int i = 0; i < 1000 && a < 0; i++) {
+			a = accept4(p->l3, NULL, NULL,
+				    SOCK_NONBLOCK | SOCK_CLOEXEC);
+			if (a < 0 && errno != EAGAIN)
+				break;
+			if (a < 0)
+				usleep(100);
+		}
+		if (a < 0) {
+			close(c);
+			return -EIO;
+		}
+		*fd = c; /* the connecting end is ringio's */
+		*peer = a;
+		return 0;
+	}
+	int sv[2];
+	int st = type == CH_UDGRAM ? SOCK_DGRAM : SOCK_STREAM;
+	if (socketpair(AF_UNIX, st | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	*fd = sv[0];
+	*peer = sv[1];
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Ops and their records                                               */
+/* ------------------------------------------------------------------ */
+
+static struct fop *slot(struct prog *p)
+{
+	for (int i = 0; i < MAXOPS; i++)
+		if (!p->ops[i].used) {
+			struct fop *f = &p->ops[i];
+			rio_op_init(&f->op);
+			f->used = 1;
+			f->ch = -1;
+			f->pool = -1;
+			f->cancel_expected = 0;
+			f->deadline = 0;
+			f->closed_by = -1;
+			f->bytes = 0;
+			f->target = NULL;
+			f->npend = 0;
+			return f;
+		}
+	return NULL;
+}
+
+static struct rec *rec_of(struct prog *p, const struct fop *f)
+{
+	return &p->recs[f->rid];
+}
+
+static int rd_side(int k)
+{
+	return k == K_RECV || k == K_RECVMSG || k == K_MULTI ||
+	       k == K_SPLICE_IN;
+}
+
+static int wr_side(int k)
+{
+	return k == K_SEND || k == K_SENDMSG || k == K_SPLICE_OUT;
+}
+
+/* Ops in flight on channel i. */
+static int each_on(struct prog *p, int i, struct fop **out)
+{
+	int n = 0;
+	for (int k = 0; k < MAXOPS; k++) {
+		struct fop *f = &p->ops[k];
+		if (f->used && f->ch == i && f->kind != K_CLOSE &&
+		    f->kind != K_CANCEL)
+			out[n++] = f;
+	}
+	return n;
+}
+
+static int reads_on(struct prog *p, int i)
+{
+	struct fop *on[MAXOPS];
+	int n = each_on(p, i, on), r = 0;
+	for (int k = 0; k < n; k++)
+		r += rd_side(on[k]->kind);
+	return r;
+}
+
+/*
+ * Two ops on one socket whose outcome the contract leaves open between
+ * them: reads that share the stream (which gets the bytes, which the EOF),
+ * and a poll beside a data op (readiness is a hint: the read may take what
+ * the poll saw).
+ */
+static int conflict(const struct fop *a, const struct fop *b)
+{
+	if (rd_side(a->kind) && rd_side(b->kind))
+		return 1;
+	if (a->kind == K_POLL || b->kind == K_POLL)
+		return 1;
+	/* which accept gets which connection */
+	return (a->kind == K_ACCEPT || a->kind == K_ACCEPT_MULTI) &&
+	       (b->kind == K_ACCEPT || b->kind == K_ACCEPT_MULTI);
+}
+
+static void mark_shared(struct prog *p, struct fop *f)
+{
+	if (f->ch < 0 || f->kind == K_CLOSE || f->kind == K_CANCEL)
+		return;
+	struct fop *on[MAXOPS];
+	int n = each_on(p, f->ch, on);
+	/* a poll beside a data op is the ambiguous one, never the data op:
+	 * whether the poll is still in flight is itself left open */
+	for (int k = 0; k < n; k++)
+		if (on[k] != f && conflict(on[k], f)) {
+			if (f->kind != K_POLL || on[k]->kind == K_POLL)
+				rec_of(p, on[k])->shared = 1;
+			if (on[k]->kind != K_POLL || f->kind == K_POLL)
+				rec_of(p, f)->shared = 1;
+		}
+}
+
+static void op_cb(rio_loop *loop, rio_op *op, int res);
+
+static int new_rec(struct prog *p, struct fop *f, int kind, int ch)
+{
+	if (p->nrec >= MAXREC)
+		return -1;
+	f->rid = p->nrec++;
+	f->kind = kind;
+	f->ch = ch;
+	struct rec *r = &p->recs[f->rid];
+	memset(r, 0, sizeof *r);
+	r->kind = kind;
+	struct chan *c = chan_at(p, ch);
+	r->chid = c ? c->id : -1;
+	if (c)
+		c->sub_step = p->step;
+	r->step_sub = p->step;
+	r->step_done = -1;
+	return 0;
+}
+
+static void set_deadline(struct prog *p, struct fop *f, int allowed)
+{
+	f->deadline = 0;
+	if (allowed) {
+		unsigned d = below(p, 10);
+		f->deadline = d == 0 ? 1 : d == 1 ? 2 : 0;
+	}
+	rio_op_set_deadline(&f->op, f->deadline == 1 ? SHORT_NS
+				    : f->deadline == 2 ? LONG_NS : 0);
+	if (f->deadline == 1) {
+		uint64_t due = now_ns() + SHORT_NS;
+		if (due > p->quiet_until)
+			p->quiet_until = due;
+	}
+}
+
+/* Submit through `fn`, checking the API's promise: no callback inside. */
+#define SUBMIT(p, f, call)                                                  \
+	({                                                                  \
+		(p)->in_submit = 1;                                         \
+		if ((p)->verbose > 1)                                       \
+			fprintf(stderr, "  step %d: submit #%d %s ch%d\n",  \
+				(p)->step, (f)->rid, kind_name[(f)->kind],  \
+				rec_of((p), (f))->chid);                    \
+		int r_ = (call);                                            \
+		(p)->in_submit = 0;                                         \
+		if (r_ < 0) {                                               \
+			fail((p), "%s submit refused: %s", kind_name[(f)->kind], \
+			     rio_strerror(r_));                             \
+			(f)->used = 0;                                      \
+			rec_of((p), (f))->done = -1;                        \
+		} else {                                                    \
+			mark_shared((p), (f));                              \
+		}                                                           \
+		r_;                                                         \
+	})
+
+/* ------------------------------------------------------------------ */
+/* The post thread                                                     */
+/* ------------------------------------------------------------------ */
+
+static void *post_main(void *arg)
+{
+	struct prog *p = arg;
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		while (!p->post_req && !p->th_stop)
+			pthread_cond_wait(&p->cv, &p->mu);
+		if (p->th_stop)
+			break;
+		struct fop *f = p->post_req;
+		p->post_req = NULL;
+		int r = rio_post(p->loop, &f->op, op_cb);
+		p->post_done = r == 0 ? 1 : r;
+		pthread_cond_broadcast(&p->cv);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Checking data                                                       */
+/* ------------------------------------------------------------------ */
+
+/* n bytes the ringio side received on channel c: in order, the peer's. */
+static void check_rx(struct prog *p, struct chan *c, const uint8_t *b,
+		     size_t n, const char *what)
+{
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != pat(c->id, 0, c->r_got + i)) {
+			fail(p, "ch%d %s: byte %" PRIu64 " wrong (got %u, want %u)",
+			     c->id, what, c->r_got + i, b[i],
+			     pat(c->id, 0, c->r_got + i));
+			return;
+		}
+	c->r_got += n;
+}
+
+/* A datagram's receive: `n` bytes of a datagram of `full` bytes. */
+static void check_dgram(struct prog *p, struct chan *c, const uint8_t *b,
+			size_t n, size_t cap, const char *what)
+{
+	if (c->dq_h == c->dq_t) {
+		fail(p, "ch%d %s: a datagram of %zu nobody sent", c->id, what, n);
+		return;
+	}
+	size_t full = (size_t)c->dq[c->dq_h++ % 64];
+	size_t want = full < cap ? full : cap;
+	if (n != want) {
+		fail(p, "ch%d %s: datagram of %zu bytes into %zu gave %zu",
+		     c->id, what, full, cap, n);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != pat(c->id, 0, c->r_got + i)) {
+			fail(p, "ch%d %s: datagram byte %zu wrong", c->id, what, i);
+			return;
+		}
+	c->r_got += full; /* the datagram's offset counts all of it */
+}
+
+static void tx_append(struct prog *p, struct chan *c, const uint8_t *b,
+		      size_t n)
+{
+	if (c->txq_len + n > TXQ) {
+		fail(p, "ch%d: harness tx queue overflow", c->id);
+		return;
+	}
+	memcpy(c->txq + c->txq_len, b, n);
+	c->txq_len += n;
+	if (c->type == CH_UDGRAM)
+		c->tdq[c->tdq_t++ % 64] = (int)n;
+}
+
+/* The peer reads what is there and checks it against what was sent. */
+static void peer_drain(struct prog *p, struct chan *c)
+{
+	if (c->peer < 0 || c->peer_gone)
+		return;
+	uint8_t b[IOBUF + 1];
+	for (int i = 0; i < 256; i++) {
+		ssize_t n = recv(c->peer, b, sizeof b, MSG_DONTWAIT);
+		if (p->verbose > 1)
+			fprintf(stderr, "  step %d: ch%d peer read %zd%s%s\n",
+				p->step, c->id, n, n < 0 ? " " : "",
+				n < 0 ? strerror(errno) : "");
+		if (n < 0) {
+			if (errno == EAGAIN)
+				return;
+			if (!c->peer_saw)
+				c->peer_saw = errno;
+			return;
+		}
+		if (n == 0 && c->type != CH_UDGRAM) {
+			if (c->txq_len)
+				fail(p, "ch%d: peer saw EOF with %zu bytes sent "
+				     "and not arrived", c->id, c->txq_len);
+			if (!c->peer_saw)
+				c->peer_saw = 1;
+			return;
+		}
+		if (c->type == CH_UDGRAM) {
+			if (c->tdq_h == c->tdq_t) {
+				fail(p, "ch%d: peer got a datagram nobody sent",
+				     c->id);
+				return;
+			}
+			int want = c->tdq[c->tdq_h++ % 64];
+			if (n != want) {
+				fail(p, "ch%d: peer got a datagram of %zd, sent %d",
+				     c->id, n, want);
+				return;
+			}
+		}
+		if ((size_t)n > c->txq_len ||
+		    memcmp(b, c->txq, (size_t)n) != 0) {
+			size_t d = 0;
+			while ((ssize_t)d < n && d < c->txq_len && b[d] == c->txq[d])
+				d++;
+			fail(p, "ch%d: peer got %zd bytes that were not sent "
+			     "next (offset %" PRIu64 ", %zu queued, first "
+			     "difference at %zu)", c->id, n, c->peer_got,
+			     c->txq_len, d);
+			return;
+		}
+		memmove(c->txq, c->txq + n, c->txq_len - (size_t)n);
+		c->txq_len -= (size_t)n;
+		c->peer_got += (uint64_t)n;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Completions                                                         */
+/* ------------------------------------------------------------------ */
+
+static int conn_take(struct prog *p, int k);
+
+static int port_of(int fd, int peer)
+{
+	struct sockaddr_in a;
+	socklen_t l = sizeof a;
+	int r = peer ? getpeername(fd, (struct sockaddr *)&a, &l)
+		     : getsockname(fd, (struct sockaddr *)&a, &l);
+	return r < 0 ? -1 : ntohs(a.sin_port);
+}
+
+/* The peer of a connect to L2: connects complete in any order, so match
+ * the accepted sockets by port. */
+static int l2_peer(struct prog *p, int fd)
+{
+	int port = port_of(fd, 0);
+	for (int tries = 0; tries < 100; tries++) {
+		for (int k = 0; k < p->nl2; k++)
+			if (p->l2_port[k] == port) {
+				int a = p->l2_fd[k];
+				p->nl2--;
+				p->l2_fd[k] = p->l2_fd[p->nl2];
+				p->l2_port[k] = p->l2_port[p->nl2];
+				return a;
+			}
+		int a = accept4(p->l2, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (a < 0) {
+			usleep(100);
+			continue;
+		}
+		if (p->nl2 == MAXCONN) {
+			close(a);
+			return -1;
+		}
+		p->l2_fd[p->nl2] = a;
+		p->l2_port[p->nl2++] = port_of(a, 1);
+	}
+	return -1;
+}
+
+static int allowed(const struct prog *p, const struct fop *f, int res)
+{
+	if (res == -ECANCELED)
+		return f->cancel_expected;
+	if (res == -ETIMEDOUT)
+		return f->deadline != 0;
+	switch (f->kind) {
+	case K_RECV: case K_RECVMSG: case K_SPLICE_IN:
+		return res >= 0 || res == -ECONNRESET;
+	case K_MULTI:
+		return res >= 0 || res == -ECONNRESET;
+	case K_SEND: case K_SENDMSG: case K_SPLICE_OUT:
+		return res > 0 || res == -EPIPE || res == -ECONNRESET ||
+		       res == -ECONNREFUSED || /* unix datagram, peer gone */
+		       res == -ENOTCONN ||     /* after a reset */
+		       (res == 0 && f->len == 0);
+	case K_POLL:
+		return res > 0 &&
+		       !(res & ~(int)(f->events | POLLERR | POLLHUP | POLLRDHUP));
+	case K_ACCEPT: case K_ACCEPT_MULTI:
+		return res >= 0 || (p->faults && (res == -ECONNABORTED ||
+						  res == -EPROTO));
+	case K_CONNECT:
+		return res == 0 || res == -ECONNREFUSED;
+	case K_CLOSE: case K_TIMEOUT: case K_POST:
+		return res == 0;
+	case K_CANCEL:
+		return res == 0 || res == -ENOENT || res == -EALREADY;
+	}
+	return 0;
+}
+
+static void reuse_at_once(struct prog *p, struct rec *r, int id);
+static void new_accepted(struct prog *p, struct rec *r, int fd);
+
+static void pool_put(struct prog *p, int pi, uint16_t id, int now)
+{
+	struct pool *pl = &p->pools[pi];
+	if (now || pl->nheld >= 64) {
+		int r = rio_bufpool_put(pl->p, id);
+		if (r)
+			fail(p, "rio_bufpool_put(%u): %s", id, rio_strerror(r));
+	} else {
+		pl->held[pl->nheld++] = id;
+	}
+}
+
+static void on_data(struct prog *p, struct fop *f, struct chan *c,
+		    const uint8_t *b, size_t n, size_t cap, const char *what)
+{
+	if (!c)
+		return;
+	if (c->type == CH_UDGRAM)
+		check_dgram(p, c, b, n, cap, what);
+	else
+		check_rx(p, c, b, n, what);
+	f->bytes += n;
+}
+
+static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
+		      int more);
+
+static void op_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct fop *f = (struct fop *)(void *)((char *)op - offsetof(struct fop, op));
+	struct prog *p = op->data;
+	(void)loop;
+	p->callbacks++;
+	if (p->in_submit)
+		fail(p, "%s completed inside a submit call", kind_name[f->kind]);
+	if (!f->used) {
+		fail(p, "a completion for an op not in flight (%s, res %d)",
+		     kind_name[f->kind], res);
+		return;
+	}
+	struct rec *r = rec_of(p, f);
+	int more = (op->flags & RIO_OP_F_MORE) != 0;
+	r->completions++;
+	if (p->verbose > 1)
+		fprintf(stderr, "  step %d: #%d %s ch%d res %d%s\n", p->step,
+			f->rid, kind_name[f->kind], r->chid, res,
+			more ? " F_MORE" : "");
+	uint64_t local = mix(p->seed ^ ((uint64_t)f->rid << 20) ^ r->completions);
+	uint64_t *saved = p->cur;
+	p->cur = &local;
+	op_result(p, f, r, res, more);
+	p->cur = saved;
+}
+
+static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
+		      int more)
+{
+	rio_op *op = &f->op;
+	if (r->done) {
+		fail(p, "op #%d (%s) completed twice", f->rid, kind_name[f->kind]);
+		return;
+	}
+	struct chan *c = chan_at(p, f->ch);
+	if (more && f->kind != K_MULTI && f->kind != K_ACCEPT_MULTI)
+		fail(p, "op #%d (%s) got F_MORE", f->rid, kind_name[f->kind]);
+	if (!allowed(p, f, res))
+		fail(p, "op #%d %s on ch%d: result %d (%s) is not one the "
+		     "contract lists here%s", f->rid, kind_name[f->kind],
+		     r->chid, res, rio_strerror(res),
+		     res == -ECANCELED ? " (nothing cancelled it)" : "");
+
+	switch (f->kind) {
+	case K_RECV:
+		if (c && (f->flags & MSG_WAITALL))
+			c->waitall = 0;
+		if (res > 0)
+			on_data(p, f, c, f->buf, (size_t)res, f->len, "recv");
+		else if (res == 0 && c && c->type == CH_UDGRAM)
+			on_data(p, f, c, f->buf, 0, f->len, "recv");
+		else if (res == 0 && c)
+			c->r_eof = 1;
+		break;
+	case K_RECVMSG:
+		if (c && (f->flags & MSG_WAITALL))
+			c->waitall = 0;
+		if (res >= 0 && c) {
+			uint8_t tmp[IOBUF];
+			size_t a = f->iov[0].iov_len;
+			size_t got = (size_t)res;
+			memcpy(tmp, f->iov[0].iov_base, got < a ? got : a);
+			if (got > a)
+				memcpy(tmp + a, f->iov[1].iov_base, got - a);
+			r->aux = (f->msg.msg_flags & MSG_TRUNC) ? 1 : 0;
+			if (res > 0 || c->type == CH_UDGRAM)
+				on_data(p, f, c, tmp, got, f->len, "recvmsg");
+			else
+				c->r_eof = 1;
+		}
+		break;
+	case K_MULTI:
+		if (res > 0 || (res == 0 && more)) {
+			if (res > 0 && !(op->flags & RIO_OP_F_BUF)) {
+				fail(p, "multi: data without RIO_OP_F_BUF");
+				break;
+			}
+			struct pool *pl = &p->pools[f->pool];
+			size_t cap = pl->size;
+			if (res > 0) {
+				on_data(p, f, c, op->buf, (size_t)res, cap, "multi");
+				pool_put(p, f->pool, op->buf_id, chance(p, 50));
+			} else {
+				if (!c || c->type != CH_UDGRAM)
+					fail(p, "multi: res 0 with F_MORE on a stream");
+				on_data(p, f, c, NULL, 0, cap, "multi");
+			}
+		} else if (res == 0 && c) {
+			c->r_eof = 1;
+		}
+		if (!more)
+			p->pools[f->pool].busy = 0;
+		break;
+	case K_SPLICE_IN:
+		p->splice_busy = 0;
+		if (res > 0 && c) {
+			size_t n = (size_t)res;
+			if (p->pipe_len + n > sizeof p->pipe_data) {
+				fail(p, "splice_in moved more than asked");
+				break;
+			}
+			ssize_t got = 0;
+			/* read back via the pattern: the pipe holds c's stream */
+			for (size_t i = 0; i < n; i++)
+				p->pipe_data[p->pipe_len + i] =
+					pat(c->id, 0, c->r_got + i);
+			c->r_got += n;
+			p->pipe_len += n;
+			f->bytes = n;
+			(void)got;
+		} else if (res == 0 && c) {
+			c->r_eof = 1;
+		}
+		break;
+	case K_SEND: case K_SENDMSG:
+		if (c)
+			c->wbusy = 0;
+		if (c && c->type == CH_UDGRAM && res == -ECONNREFUSED) {
+			/* Linux drops what a dead peer had sent us when a
+			 * send finds it gone (unix_dgram_disconnected) */
+			while (c->dq_h != c->dq_t)
+				c->r_got += (uint64_t)c->dq[c->dq_h++ % 64];
+		}
+		if (c && (res > 0 || (res == 0 && c->type == CH_UDGRAM))) {
+			tx_append(p, c, f->buf, (size_t)res);
+			f->bytes = (uint64_t)res;
+		}
+		break;
+	case K_SPLICE_OUT:
+		p->splice_busy = 0;
+		if (c)
+			c->wbusy = 0;
+		if (res > 0 && c) {
+			size_t n = (size_t)res;
+			if (n > p->pipe_len) {
+				fail(p, "splice_out moved more than the pipe held");
+				break;
+			}
+			tx_append(p, c, p->pipe_data, n);
+			memmove(p->pipe_data, p->pipe_data + n, p->pipe_len - n);
+			p->pipe_len -= n;
+			f->bytes = n;
+		}
+		break;
+	case K_ACCEPT: case K_ACCEPT_MULTI:
+		if (res >= 0) {
+			new_accepted(p, r, res);
+		} else if ((res == -ECONNABORTED || res == -EPROTO) &&
+			   p->nconn) {
+			/* a fault consumed a connection (closed it): the one
+			 * whose client sees its end */
+			for (int k = 0; k < p->nconn; k++) {
+				char b;
+				if (recv(p->conn_q[k], &b, 1,
+					 MSG_PEEK | MSG_DONTWAIT) == 0) {
+					close(conn_take(p, k));
+					break;
+				}
+			}
+		}
+		break;
+	case K_CONNECT:
+		if (c && res == 0 && c->type == CH_CONNECTING && !c->refused) {
+			int a = l2_peer(p, c->fd);
+			if (a < 0)
+				fail(p, "connect gave 0 but nothing to accept");
+			else {
+				c->peer = a;
+				c->type = CH_TCP;
+				nodelay(a);
+			}
+		}
+		break;
+	case K_CLOSE:
+		for (int k = 0; k < f->npend; k++)
+			if (!p->recs[f->pend_rids[k]].done)
+				fail(p, "close of ch%d completed before op #%d "
+				     "(%s) that was pending on its fd", r->chid,
+				     f->pend_rids[k],
+				     kind_name[p->recs[f->pend_rids[k]].kind]);
+		if (c) {
+			if (c->peer >= 0 && !c->peer_gone) {
+				peer_drain(p, c);
+				if (!c->peer_saw)
+					peer_drain(p, c);
+			}
+			const char *saw = c->peer_saw == 1 ? "eof"
+					  : c->peer_saw ? strerrorname_np(c->peer_saw)
+							: "-";
+			snprintf(r->note, sizeof r->note, "%s in %" PRIu64
+				 " out %" PRIu64 " unread %zu eof %d peer %s "
+				 "shared %" PRIu64 "/%d", ctype_name[c->type],
+				 c->r_got, c->peer_got, c->txq_len, c->r_eof,
+				 saw ? saw : "?", c->shared_bytes, c->shared_eof);
+			if (c->peer >= 0)
+				close(c->peer);
+			if (c->type == CH_LISTEN) {
+				p->l1 = -1;
+				for (int k = 0; k < p->nconn; k++)
+					close(p->conn_q[k]);
+				p->nconn = 0;
+			}
+			c->used = 0;
+			if (!p->tearing && chance(p, 60))
+				reuse_at_once(p, r, 100000 + f->rid);
+		}
+		break;
+	default:
+		break;
+	}
+	if (more)
+		return;
+
+	/* final completion */
+	r->done = 1;
+	r->res = res;
+	r->step_done = p->step;
+	r->bytes = f->bytes;
+	if (r->shared && c) {
+		c->shared_bytes += f->bytes;
+		if (res == 0 && rd_side(f->kind))
+			c->shared_eof++;
+	}
+	f->used = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Actions                                                             */
+/* ------------------------------------------------------------------ */
+
+/* A channel, chosen by its id (table slots depend on callback order). */
+static int pick_chan(struct prog *p, int want_data, int open_only)
+{
+	int cand[MAXCH], n = 0;
+	for (int i = 0; i < MAXCH; i++) {
+		struct chan *c = &p->ch[i];
+		if (!c->used || (open_only && (c->closing || c->gone_now)))
+			continue;
+		if (want_data && !data_chan(c))
+			continue;
+		int k = n++;
+		while (k > 0 && p->ch[cand[k - 1]].id > c->id) {
+			cand[k] = cand[k - 1];
+			k--;
+		}
+		cand[k] = i;
+	}
+	return n ? cand[below(p, (unsigned)n)] : -1;
+}
+
+static int tx_room(const struct chan *c, size_t len)
+{
+	if (c->peer < 0 || c->peer_gone)
+		return 1; /* the send fails or is dropped, never blocks */
+	if (c->type == CH_UDGRAM)
+		return c->tdq_t - c->tdq_h < DGRAM_LIMIT;
+	return c->txq_len + len <= TX_LIMIT;
+}
+
+static void fill_tx(struct prog *p, struct chan *c, uint8_t *b, size_t n)
+{
+	/* distinct bytes per send: a duplicated or lost send shows */
+	uint64_t s = rnd(p);
+	for (size_t i = 0; i < n; i++)
+		b[i] = (uint8_t)((s >> ((i % 8) * 8)) + i);
+	(void)c;
+}
+
+static void do_recv_on(struct prog *p, int kind, int i)
+{
+	struct chan *c = chan_at(p, i);
+	if (!c || c->waitall)
+		return;
+	struct fop *f = slot(p);
+	if (!f)
+		return;
+	if (new_rec(p, f, kind, i)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	f->len = c->type == CH_UDGRAM ? (chance(p, 20) ? 1 + below(p, 64)
+				      : DGRAM_MAX)
+				      : 1 + below(p, chance(p, 50) ? 64 : IOBUF);
+	int flags = 0;
+	struct fop *on[MAXOPS], *twin = NULL;
+	int n = each_on(p, i, on);
+	for (int k = 0; k < n; k++)
+		if (on[k] != f && rd_side(on[k]->kind))
+			twin = on[k];
+	/*
+	 * Reads sharing a socket are twins: recv or recvmsg of one length,
+	 * no short deadline. Which twin gets which bytes is the kernel's
+	 * choice; with twins alike the program does not depend on it.
+	 * WAITALL, multishot and splice reads stay alone: the bytes a
+	 * WAITALL recv holds while it waits would come out of order.
+	 */
+	if (twin && (twin->kind != K_RECV && twin->kind != K_RECVMSG)) {
+		f->used = 0;
+		p->nrec--;
+		return;
+	}
+	if (twin && (twin->deadline == 1 || (twin->flags & MSG_WAITALL))) {
+		f->used = 0;
+		p->nrec--;
+		return;
+	}
+	if (twin)
+		f->len = twin->len;
+	if (!twin && stream(c) && chance(p, 10) && f->len < 512) {
+		flags = MSG_WAITALL;
+		c->waitall = 1;
+	}
+	f->flags = flags;
+	set_deadline(p, f, !twin);
+	if (twin && chance(p, 10))
+		rio_op_set_deadline(&f->op, LONG_NS);
+	if (kind == K_RECV) {
+		SUBMIT(p, f, rio_recv(p->loop, &f->op, c->fd, f->buf, f->len,
+				      flags, op_cb));
+	} else {
+		size_t a = f->len / 2;
+		f->iov[0] = (struct iovec){f->buf, a};
+		f->iov[1] = (struct iovec){f->buf + 2048, f->len - a};
+		memset(&f->msg, 0, sizeof f->msg);
+		f->msg.msg_iov = f->iov;
+		f->msg.msg_iovlen = 2;
+		SUBMIT(p, f, rio_recvmsg(p->loop, &f->op, c->fd, &f->msg, flags,
+					 op_cb));
+	}
+	if (!f->used)
+		c->waitall = 0;
+}
+
+static void do_recv(struct prog *p, int kind)
+{
+	do_recv_on(p, kind, pick_chan(p, 1, 1));
+}
+
+static void do_send(struct prog *p, int kind)
+{
+	int i = pick_chan(p, 1, 1);
+	struct chan *c = chan_at(p, i);
+	if (!c || c->wbusy)
+		return;
+	size_t len = c->type == CH_UDGRAM ? below(p, DGRAM_MAX + 1)
+					  : 1 + below(p, chance(p, 70) ? 256
+								     : 4096);
+	if (!tx_room(c, len))
+		return;
+	struct fop *f = slot(p);
+	if (!f)
+		return;
+	if (new_rec(p, f, kind, i)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	f->len = len;
+	fill_tx(p, c, f->buf, len);
+	set_deadline(p, f, 1);
+	c->wbusy = 1;
+	c->wstep = p->step;
+	if (kind == K_SEND) {
+		SUBMIT(p, f, rio_send(p->loop, &f->op, c->fd, f->buf, len, 0,
+				      op_cb));
+	} else {
+		size_t a = len / 3;
+		f->iov[0] = (struct iovec){f->buf, a};
+		f->iov[1] = (struct iovec){f->buf + a, len - a};
+		memset(&f->msg, 0, sizeof f->msg);
+		f->msg.msg_iov = f->iov;
+		f->msg.msg_iovlen = 2;
+		SUBMIT(p, f, rio_sendmsg(p->loop, &f->op, c->fd, &f->msg, 0,
+					 op_cb));
+	}
+	if (!f->used)
+		c->wbusy = 0;
+}
+
+static void do_multi(struct prog *p)
+{
+	int i = pick_chan(p, 1, 1);
+	struct chan *c = chan_at(p, i);
+	int pi = (int)below(p, NPOOLS);
+	if (!c || p->pools[pi].busy || reads_on(p, i))
+		return;
+	struct fop *f = slot(p);
+	if (!f)
+		return;
+	if (new_rec(p, f, K_MULTI, i)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	f->pool = pi;
+	rio_op_set_deadline(&f->op, 0);
+	p->pools[pi].busy = 1;
+	SUBMIT(p, f, rio_recv_multishot(p->loop, &f->op, c->fd,
+					p->pools[pi].p, op_cb));
+	if (!f->used)
+		p->pools[pi].busy = 0;
+}
+
+static void do_poll(struct prog *p)
+{
+	int i = pick_chan(p, 1, 1);
+	struct chan *c = chan_at(p, i);
+	struct fop *f = slot(p);
+	if (!c || !f) {
+		if (f)
+			f->used = 0;
+		return;
+	}
+	if (new_rec(p, f, K_POLL, i)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	static const unsigned ev[] = {POLLIN, POLLOUT, 0, POLLIN | POLLOUT};
+	f->events = ev[below(p, 4)];
+	p->recs[f->rid].aux = f->events;
+	set_deadline(p, f, 1);
+	SUBMIT(p, f, rio_poll(p->loop, &f->op, c->fd, f->events, op_cb));
+}
+
+static void do_splice(struct prog *p)
+{
+	if (p->splice_busy || p->be == RIO_BACKEND_KQUEUE)
+		return;
+	int i = pick_chan(p, 1, 1);
+	struct chan *c = chan_at(p, i);
+	if (!c || !stream(c))
+		return;
+	int out = p->pipe_len > 0;
+	if (!out && reads_on(p, i))
+		return;
+	if (out && (c->wbusy || !tx_room(c, p->pipe_len)))
+		return;
+	struct fop *f = slot(p);
+	if (!f)
+		return;
+	if (new_rec(p, f, out ? K_SPLICE_OUT : K_SPLICE_IN, i)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	set_deadline(p, f, 1);
+	p->splice_busy = 1;
+	if (out) {
+		c->wbusy = 1;
+		c->wstep = p->step;
+		f->len = p->pipe_len;
+		SUBMIT(p, f, rio_splice_out(p->loop, &f->op, p->pipe_r, c->fd,
+					    f->len, op_cb));
+	} else {
+		f->len = 1 + below(p, IOBUF);
+		SUBMIT(p, f, rio_splice_in(p->loop, &f->op, c->fd, p->pipe_w,
+					   f->len, op_cb));
+	}
+	if (!f->used) {
+		p->splice_busy = 0;
+		c->wbusy = 0;
+	}
+}
+
+static void do_timeout(struct prog *p)
+{
+	struct fop *f = slot(p);
+	if (!f)
+		return;
+	if (new_rec(p, f, K_TIMEOUT, -1)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	int shortt = chance(p, 60);
+	uint64_t ns = shortt ? 1000000ull : LONG_NS;
+	if (shortt && now_ns() + ns > p->quiet_until)
+		p->quiet_until = now_ns() + ns;
+	rio_op_set_deadline(&f->op, 0);
+	SUBMIT(p, f, rio_timeout(p->loop, &f->op, ns, op_cb));
+}
+
+static void do_post(struct prog *p)
+{
+	struct fop *f = slot(p);
+	if (!f)
+		return;
+	if (new_rec(p, f, K_POST, -1)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	pthread_mutex_lock(&p->mu);
+	p->post_req = f;
+	p->post_done = 0;
+	pthread_cond_broadcast(&p->cv);
+	uint64_t end = now_ns() + 2000000000ull;
+	while (!p->post_done && now_ns() < end) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+	}
+	int r = p->post_done;
+	pthread_mutex_unlock(&p->mu);
+	if (r != 1) {
+		fail(p, "rio_post from another thread: %s",
+		     r ? rio_strerror(r) : "thread did not answer");
+		f->used = 0;
+		p->recs[f->rid].done = -1;
+	}
+}
+
+static void do_cancel(struct prog *p)
+{
+	/* a target in flight (not touched by its peer this step), or done */
+	struct fop *cand[MAXOPS];
+	int n = 0;
+	for (int k = 0; k < MAXOPS; k++) {
+		struct fop *t = &p->ops[k];
+		if (!t->used || t->kind == K_CLOSE || t->kind == K_CANCEL ||
+		    t->kind == K_POST || t->cancel_expected ||
+		    p->recs[t->rid].shared)
+			continue;
+		struct chan *c = chan_at(p, t->ch);
+		if (c && (c->touched || c->closing))
+			continue;
+		/* not an op of this step: it may or may not have run yet
+		 * (a connect the reactor tried at submit, io_uring not
+		 * yet), or a short deadline may be due any moment */
+		if (p->recs[t->rid].step_sub == p->step)
+			continue;
+		int j = n++; /* by submission number: slots depend on order */
+		while (j > 0 && cand[j - 1]->rid > t->rid) {
+			cand[j] = cand[j - 1];
+			j--;
+		}
+		cand[j] = t;
+	}
+	struct fop *f = slot(p);
+	if (!f)
+		return;
+	struct fop *t = n && chance(p, 85) ? cand[below(p, (unsigned)n)] : NULL;
+	if (new_rec(p, f, K_CANCEL, -1)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	if (t) {
+		f->target = t;
+		f->target_rid = t->rid;
+		t->cancel_expected = 1;
+		p->recs[f->rid].aux = (unsigned)t->rid;
+	} else {
+		/* a completed op: a free slot that ran before, or an op never
+		 * submitted */
+		static rio_op idle;
+		f->target = NULL;
+		f->target_rid = -1;
+		SUBMIT(p, f, rio_cancel(p->loop, &f->op, &idle, op_cb));
+		return;
+	}
+	SUBMIT(p, f, rio_cancel(p->loop, &f->op, &t->op, op_cb));
+}
+
+static void do_close(struct prog *p, int i)
+{
+	struct chan *c = chan_at(p, i);
+	/* not in the step of its peer's activity or of an op submitted on
+	 * it: "-ECANCELED or the real result" would be a race */
+	if (!c || c->closing || c->touched ||
+	    (c->sub_step == p->step && !p->tearing))
+		return;
+	struct fop *f = slot(p);
+	if (!f)
+		return;
+	if (new_rec(p, f, K_CLOSE, i)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	struct fop *on[MAXOPS];
+	int n = each_on(p, i, on);
+	for (int k = 0; k < n; k++) {
+		if (on[k] == f)
+			continue;
+		on[k]->cancel_expected = 1;
+		f->pend_rids[f->npend++] = on[k]->rid;
+	}
+	/* a splice's other end is the pipe: the pipe's data stays */
+	c->closing = 1;
+	rio_op_set_deadline(&f->op, 0);
+	SUBMIT(p, f, rio_close(p->loop, &f->op, c->fd, op_cb));
+}
+
+/* A close's callback opens the next socket at once: it gets the number
+ * just closed, while the old fd's completions may still be in the
+ * kernel's queues. Then ops on it at once. */
+static void reuse_at_once(struct prog *p, struct rec *r, int id)
+{
+	int type = chance(p, 50) ? CH_USTREAM : chance(p, 50) ? CH_TCP
+								: CH_UDGRAM;
+	int fd, peer;
+	if (make_pair(p, type, &fd, &peer))
+		return;
+	int i = chan_new(p, type, fd, peer, id);
+	if (i < 0) {
+		close(fd);
+		close(peer);
+		return;
+	}
+	size_t l = strlen(r->note);
+	snprintf(r->note + l, sizeof r->note - l, "; ch%d %s opened", id,
+		 ctype_name[type]);
+	do_recv_on(p, K_RECV, i);
+}
+
+/* Take queued connection k off L1's list: its client fd, and its id as
+ * *id. */
+static int conn_take(struct prog *p, int k)
+{
+	int fd = p->conn_q[k];
+	p->nconn--;
+	memmove(p->conn_q + k, p->conn_q + k + 1,
+		(size_t)(p->nconn - k) * sizeof *p->conn_q);
+	memmove(p->conn_id + k, p->conn_id + k + 1,
+		(size_t)(p->nconn - k) * sizeof *p->conn_id);
+	return fd;
+}
+
+static void new_accepted(struct prog *p, struct rec *r, int fd)
+{
+	/* the client whose port this connection has: in queue order on
+	 * every backend, but a fault plan's aborts are reported later */
+	int port = port_of(fd, 1), k = 0;
+	while (k < p->nconn && port_of(p->conn_q[k], 0) != port)
+		k++;
+	if (k == p->nconn) {
+		fail(p, "accept gave an fd with no connection queued");
+		close(fd);
+		return;
+	}
+	if (k != 0 && !p->faults)
+		fail(p, "accept gave connection %d of the queue, not the first",
+		     k);
+	int id = p->conn_id[k];
+	int peer = conn_take(p, k);
+	int i = chan_new(p, CH_TCP, fd, peer, id);
+	if (i < 0) {
+		close(fd);
+		close(peer);
+		fail(p, "channel table full");
+		return;
+	}
+	(void)r;
+}
+
+static int l1_open(struct prog *p)
+{
+	return p->l1 >= 0 && !p->ch[p->l1_ch].closing;
+}
+
+static void do_accept(struct prog *p, int multi)
+{
+	if (!l1_open(p))
+		return;
+	if (multi && p->accept_multi >= 0 && !p->recs[p->accept_multi].done)
+		return;
+	struct fop *f = slot(p);
+	if (!f)
+		return;
+	if (new_rec(p, f, multi ? K_ACCEPT_MULTI : K_ACCEPT, p->l1_ch)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	if (multi) {
+		rio_op_set_deadline(&f->op, 0);
+		p->accept_multi = f->rid;
+		SUBMIT(p, f, rio_accept(p->loop, &f->op, p->l1, NULL, NULL,
+					RIO_MULTISHOT, op_cb));
+	} else {
+		set_deadline(p, f, 1);
+		f->salen = sizeof f->sa;
+		SUBMIT(p, f, rio_accept(p->loop, &f->op, p->l1,
+					(struct sockaddr *)&f->sa, &f->salen, 0,
+					op_cb));
+	}
+}
+
+static void peer_connect(struct prog *p)
+{
+	if (!l1_open(p) || p->nconn >= 8 || chans_free(p) < 20)
+		return;
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return;
+	if (connect(s, (struct sockaddr *)&p->l1_addr, sizeof p->l1_addr) < 0 &&
+	    errno != EINPROGRESS) {
+		close(s);
+		return;
+	}
+	p->conn_id[p->nconn] = 1000000 + p->nconnects++;
+	p->conn_q[p->nconn++] = s;
+	p->ch[p->l1_ch].touched = 1;
+}
+
+static void do_connect(struct prog *p)
+{
+	if (chans_free(p) < 20)
+		return;
+	int s = rio_socket_tcp(AF_INET);
+	if (s < 0)
+		return;
+	int refused = chance(p, 30);
+	int i = chan_new(p, CH_CONNECTING, s, -1, -1);
+	struct fop *f = slot(p);
+	if (i < 0 || !f) {
+		if (f)
+			f->used = 0;
+		if (i >= 0)
+			p->ch[i].used = 0;
+		close(s);
+		return;
+	}
+	p->ch[i].refused = refused;
+	if (new_rec(p, f, K_CONNECT, i)) {
+		f->used = 0;
+		return;
+	}
+	f->op.data = p;
+	p->recs[f->rid].aux = (unsigned)refused;
+	set_deadline(p, f, 0);
+	if (chance(p, 20))
+		rio_op_set_deadline(&f->op, LONG_NS);
+	const struct sockaddr_in *to = refused ? &p->dead_addr : &p->l2_addr;
+	f->sa = (struct sockaddr_storage){0};
+	memcpy(&f->sa, to, sizeof *to);
+	SUBMIT(p, f, rio_connect(p->loop, &f->op, s, (struct sockaddr *)&f->sa,
+				 sizeof *to, op_cb));
+}
+
+static void peer_act(struct prog *p)
+{
+	int i = pick_chan(p, 1, 1);
+	struct chan *c = chan_at(p, i);
+	if (!c || c->peer < 0 || c->peer_gone)
+		return;
+	/* an op submitted this step may or may not have reached the kernel
+	 * yet (the reactor tries a send or a poll at submit, io_uring at
+	 * the next enter): what either side would see is not the
+	 * program's to say. Peers act first in a step. */
+	if (c->sub_step == p->step)
+		return;
+	unsigned a = below(p, 100);
+	c->touched = 1;
+	if (a < 55 && !c->peer_wr_shut) {
+		/* write */
+		uint8_t b[IOBUF];
+		size_t n;
+		if (c->type == CH_UDGRAM) {
+			if (c->dq_t - c->dq_h >= DGRAM_LIMIT)
+				return;
+			n = chance(p, 10) ? 0 : below(p, DGRAM_MAX + 1);
+		} else {
+			if (c->p2r_off - c->r_got > TX_LIMIT)
+				return;
+			n = 1 + below(p, chance(p, 60) ? 200 : IOBUF);
+		}
+		uint64_t base = c->type == CH_UDGRAM ? c->p2r_off : c->p2r_off;
+		for (size_t k = 0; k < n; k++)
+			b[k] = pat(c->id, 0, base + k);
+		ssize_t w = send(c->peer, b, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno != EAGAIN && errno != EPIPE &&
+			    errno != ECONNRESET)
+				fail(p, "peer send on ch%d: %s", c->id,
+				     strerror(errno));
+			return;
+		}
+		if (c->type == CH_UDGRAM)
+			c->dq[c->dq_t++ % 64] = (int)w;
+		c->p2r_off += (uint64_t)w;
+		tracef(p, "ch%d peer wrote %zd", c->id, w);
+	} else if (a < 65) {
+		c->stall = !c->stall;
+	} else if (a < 75 && stream(c) && !c->peer_wr_shut) {
+		shutdown(c->peer, SHUT_WR);
+		c->peer_wr_shut = 1;
+		tracef(p, "ch%d peer shut down writing", c->id);
+	} else if (a < 83) {
+		peer_drain(p, c);
+		/* a close with unread bytes resets a TCP or unix stream */
+		close(c->peer);
+		c->peer = -1;
+		c->peer_gone = c->gone_now = 1;
+		tracef(p, "ch%d peer closed", c->id);
+	} else if (a < 90 && c->type == CH_TCP) {
+		struct linger lg = {1, 0};
+		setsockopt(c->peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+		close(c->peer);
+		c->peer = -1;
+		c->peer_gone = c->gone_now = 1;
+		tracef(p, "ch%d peer reset", c->id);
+	} else {
+		c->touched = 0;
+	}
+}
+
+static void return_held(struct prog *p)
+{
+	for (int k = 0; k < NPOOLS; k++) {
+		struct pool *pl = &p->pools[k];
+		while (pl->nheld)
+			pool_put(p, k, pl->held[--pl->nheld], 1);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Running a step until the loop is quiet                              */
+/* ------------------------------------------------------------------ */
+
+static void wd_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)op;
+	(void)res;
+}
+
+static int run_quiet(struct prog *p, unsigned limit_ms)
+{
+	uint64_t start = now_ns(), end = start + (uint64_t)limit_ms * 1000000ull;
+	int quiet = 0;
+	for (unsigned it = 0; it < 200000; it++) {
+		uint64_t before = p->callbacks;
+		if (!rio_op_in_flight(&p->wd)) {
+			rio_op_init(&p->wd);
+			int r = rio_timeout(p->loop, &p->wd, 300000, wd_cb);
+			if (r) {
+				fail(p, "watchdog timeout: %s", rio_strerror(r));
+				return -1;
+			}
+		}
+		int r = rio_loop_run(p->loop, RIO_RUN_ONCE);
+		if (r < 0) {
+			fail(p, "rio_loop_run: %s", rio_strerror(r));
+			return -1;
+		}
+		quiet = p->callbacks == before ? quiet + 1 : 0;
+		uint64_t t = now_ns();
+		/* a fault plan can put off a result for a few turns in a
+		 * row (a faked dry pool re-arms next turn) */
+		if (quiet >= (p->faults ? 12 : 3) &&
+		    t >= p->quiet_until + 3000000ull)
+			return 0;
+		if (t > end)
+			return 1;
+	}
+	return 1;
+}
+
+/* After a quiet step: nothing may be left pending that could complete. */
+static void check_stuck(struct prog *p)
+{
+	for (int k = 0; k < MAXOPS; k++) {
+		struct fop *f = &p->ops[k];
+		if (!f->used)
+			continue;
+		struct chan *c = chan_at(p, f->ch);
+		const char *why = NULL;
+		if (f->deadline == 1)
+			why = "its short deadline passed";
+		else if (f->kind == K_POST)
+			why = "a post";
+		else if (c && c->waitall && f->kind != K_POLL &&
+			 !wr_side(f->kind))
+			; /* a WAITALL recv holds bytes it has not reported */
+		else if (c && (f->kind == K_RECV || f->kind == K_RECVMSG ||
+			       f->kind == K_SPLICE_IN)) {
+			if (c->type == CH_UDGRAM ? c->dq_h != c->dq_t
+						 : c->p2r_off > c->r_got)
+				why = "data is waiting";
+			else if (stream(c) && (c->peer_wr_shut || c->peer_gone))
+				why = "the peer has gone";
+		} else if (c && f->kind == K_MULTI) {
+			struct pool *pl = &p->pools[f->pool];
+			int data = c->type == CH_UDGRAM ? c->dq_h != c->dq_t
+							: c->p2r_off > c->r_got;
+			if (data && pl->nheld < (int)pl->count)
+				why = "data is waiting and the pool has buffers";
+			/* EOF needs no buffer only on io_uring's word; skip */
+		} else if (c && (f->kind == K_SEND || f->kind == K_SENDMSG ||
+				 f->kind == K_SPLICE_OUT)) {
+			why = "a send with room";
+		} else if (f->kind == K_ACCEPT && p->nconn)
+			why = "a connection is queued";
+		else if (f->kind == K_CONNECT)
+			why = "a loopback connect";
+		if (why) {
+			fail(p, "op #%d %s on ch%d still pending after a quiet "
+			     "step, though %s", f->rid, kind_name[f->kind],
+			     c ? c->id : -1, why);
+			return;
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* One program on one backend                                          */
+/* ------------------------------------------------------------------ */
+
+static int setup(struct prog *p)
+{
+	rio_loop_opts o = {.backend = p->be};
+	int r = rio_loop_create(&p->loop, &o);
+	if (r)
+		return r;
+	p->l1 = p->l2 = p->l3 = p->dead_fd = p->pipe_r = p->pipe_w = -1;
+	p->accept_multi = -1;
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	int *fds[4] = {&p->l1, &p->l2, &p->l3, &p->dead_fd};
+	struct sockaddr_in *addrs[4] = {&p->l1_addr, &p->l2_addr, &p->l3_addr,
+					&p->dead_addr};
+	for (int k = 0; k < 4; k++) {
+		int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK |
+						SOCK_CLOEXEC, 0);
+		if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) < 0 ||
+		    (k < 3 && listen(s, 64) < 0) ||
+		    getsockname(s, (struct sockaddr *)addrs[k], &al) < 0) {
+			fail(p, "listener setup: %s", strerror(errno));
+			return -EIO;
+		}
+		*fds[k] = s;
+	}
+	p->l1_ch = chan_new(p, CH_LISTEN, p->l1, -1, -1);
+	int pp[2];
+	if (pipe2(pp, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -errno;
+	p->pipe_r = pp[0];
+	p->pipe_w = pp[1];
+	for (int k = 0; k < NPOOLS; k++) {
+		struct pool *pl = &p->pools[k];
+		static const unsigned counts[] = {1, 2, 4, 8};
+		static const size_t sizes[] = {16, 64, 256, 1024};
+		pl->count = counts[below(p, 4)];
+		pl->size = sizes[below(p, 4)];
+		r = rio_bufpool_create(p->loop, pl->count, pl->size, &pl->p);
+		if (r) {
+			fail(p, "rio_bufpool_create: %s", rio_strerror(r));
+			return r;
+		}
+	}
+	int ninit = 2 + (int)below(p, 4);
+	for (int k = 0; k < ninit; k++) {
+		int type = (int)below(p, 3);
+		int fd, peer;
+		if (make_pair(p, type, &fd, &peer) == 0 &&
+		    chan_new(p, type, fd, peer, -1) < 0) {
+			close(fd);
+			close(peer);
+		}
+	}
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	if (pthread_create(&p->th, NULL, post_main, p))
+		return -EAGAIN;
+	return 0;
+}
+
+static void act(struct prog *p)
+{
+	unsigned a = below(p, 100);
+	if (a < 14)
+		do_recv(p, chance(p, 70) ? K_RECV : K_RECVMSG);
+	else if (a < 26)
+		do_send(p, chance(p, 70) ? K_SEND : K_SENDMSG);
+	else if (a < 32)
+		do_multi(p);
+	else if (a < 36)
+		do_poll(p);
+	else if (a < 40)
+		do_splice(p);
+	else if (a < 60)
+		peer_act(p);
+	else if (a < 64)
+		do_accept(p, chance(p, 40));
+	else if (a < 70)
+		peer_connect(p);
+	else if (a < 73)
+		do_connect(p);
+	else if (a < 78) {
+		int i = pick_chan(p, 0, 1);
+		/* the listener rarely: its queue holds the peers' connects */
+		if (i >= 0 && (p->ch[i].type != CH_LISTEN || chance(p, 15)))
+			do_close(p, i);
+	} else if (a < 84)
+		do_cancel(p);
+	else if (a < 88)
+		do_timeout(p);
+	else if (a < 91)
+		do_post(p);
+	else if (a < 96)
+		return_held(p);
+	else {
+		/* a new pair */
+		int type = (int)below(p, 3);
+		if (chans_free(p) < 20)
+			return;
+		int fd, peer;
+		if (make_pair(p, type, &fd, &peer) == 0) {
+			int i = chan_new(p, type, fd, peer, -1);
+			if (i < 0) {
+				close(fd);
+				close(peer);
+			} else {
+				tracef(p, "ch%d %s opened", p->ch[i].id,
+				       ctype_name[type]);
+			}
+		}
+	}
+}
+
+static void teardown(struct prog *p)
+{
+	p->step++;
+	p->tearing = 1;
+	tracef(p, "teardown");
+	for (int i = 0; i < MAXCH; i++)
+		p->ch[i].touched = p->ch[i].gone_now = 0;
+	/* the peers go, buffers go back, every fd is closed by the loop */
+	return_held(p);
+	/* in id order: table slots depend on callback order */
+	for (int last = -1;;) {
+		int best = -1;
+		for (int i = 0; i < MAXCH; i++) {
+			struct chan *c = &p->ch[i];
+			if (c->used && !c->closing && c->id > last &&
+			    (best < 0 || c->id < p->ch[best].id))
+				best = i;
+		}
+		if (best < 0)
+			break;
+		last = p->ch[best].id;
+		do_close(p, best);
+	}
+	for (int k = 0; k < MAXOPS; k++) {
+		struct fop *f = &p->ops[k];
+		if (f->used && (f->kind == K_TIMEOUT || f->kind == K_ACCEPT_MULTI ||
+				f->kind == K_POST)) {
+			if (f->cancel_expected || f->kind == K_POST)
+				continue;
+			struct fop *cx = slot(p);
+			if (!cx || new_rec(p, cx, K_CANCEL, -1))
+				break;
+			cx->op.data = p;
+			cx->target = f;
+			cx->target_rid = f->rid;
+			f->cancel_expected = 1;
+			SUBMIT(p, cx, rio_cancel(p->loop, &cx->op, &f->op, op_cb));
+		}
+	}
+	for (int round = 0; round < 50; round++) {
+		return_held(p);
+		if (run_quiet(p, 3000)) {
+			fail(p, "teardown: the loop did not go quiet in 3 s");
+			break;
+		}
+		int busy = 0;
+		for (int k = 0; k < MAXOPS; k++)
+			busy += p->ops[k].used;
+		if (!busy)
+			break;
+		if (round == 49)
+			fail(p, "teardown: ops still in flight after every "
+			     "fd was closed");
+	}
+	if (rio_op_in_flight(&p->wd)) {
+		rio_op c;
+		rio_op_init(&c);
+		rio_cancel(p->loop, &c, &p->wd, wd_cb);
+		for (int k = 0; k < 1000 && rio_loop_run(p->loop, RIO_RUN_ONCE) > 0;
+		     k++)
+			;
+	}
+	for (int k = 0; k < p->nrec; k++)
+		if (p->recs[k].done == 0)
+			fail(p, "op #%d (%s) never completed", k,
+			     kind_name[p->recs[k].kind]);
+	rio_counters cn;
+	rio_loop_counters(p->loop, &cn);
+	if (cn.ops_submitted != cn.ops_completed)
+		fail(p, "counters: %" PRIu64 " ops submitted, %" PRIu64
+		     " completed", cn.ops_submitted, cn.ops_completed);
+	for (int k = 0; k < NPOOLS; k++) {
+		int r = rio_bufpool_destroy(p->pools[k].p);
+		if (r)
+			fail(p, "rio_bufpool_destroy: %s", rio_strerror(r));
+	}
+	pthread_mutex_lock(&p->mu);
+	p->th_stop = 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	pthread_join(p->th, NULL);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv);
+	int r = rio_loop_destroy(p->loop);
+	if (r)
+		fail(p, "rio_loop_destroy: %s", rio_strerror(r));
+	for (int k = 0; k < p->nconn; k++)
+		close(p->conn_q[k]);
+	for (int k = 0; k < p->nl2; k++)
+		close(p->l2_fd[k]);
+	close(p->l2);
+	close(p->l3);
+	close(p->dead_fd);
+	close(p->pipe_r);
+	close(p->pipe_w);
+	int after = count_fds();
+	if (after != p->baseline_fds && !p->fail[0])
+		fail(p, "%d fds open after the program, %d before", after,
+		     p->baseline_fds);
+	for (int i = 0; i < MAXCH; i++)
+		free(p->ch[i].txq);
+}
+
+static void canonical(struct prog *p)
+{
+	for (int k = 0; k < p->nrec; k++) {
+		struct rec *r = &p->recs[k];
+		char res[64];
+		if (r->res >= 0 && (r->kind == K_ACCEPT || r->kind == K_ACCEPT_MULTI))
+			snprintf(res, sizeof res, "fd");
+		else if (r->res >= 0)
+			snprintf(res, sizeof res, "%d", r->res);
+		else
+			snprintf(res, sizeof res, "-%s", strerrorname_np(-r->res)
+				 ? strerrorname_np(-r->res) : "?");
+		if (r->shared)
+			tracef(p, "#%d %s ch%d @%d shared", k, kind_name[r->kind],
+			       r->chid, r->step_sub);
+		else if (r->kind == K_MULTI || r->kind == K_ACCEPT_MULTI)
+			tracef(p, "#%d %s ch%d @%d..%d %s bytes %" PRIu64, k,
+			       kind_name[r->kind], r->chid, r->step_sub,
+			       r->step_done, res, r->bytes);
+		else
+			tracef(p, "#%d %s ch%d @%d..%d %s aux %u %s", k,
+			       kind_name[r->kind], r->chid, r->step_sub,
+			       r->step_done, res, r->aux, r->note);
+	}
+}
+
+static int run_prog(struct prog *p, uint64_t seed, rio_backend_kind be,
+		    int steps)
+{
+	memset(p, 0, sizeof *p);
+	p->seed = seed;
+	p->rng = seed * 0x2545f4914f6cdd1dull + 1;
+	p->cur = &p->rng;
+	p->be = be;
+	p->bename = rio_backend_name(be);
+	p->verbose = getenv("FUZZ_DEBUG") ? 2 : 0;
+	p->faults = getenv("RINGIO_FAULTS") != NULL;
+	p->baseline_fds = count_fds();
+	for (int i = 0; i < MAXCH; i++) {
+		p->ch[i].txq = malloc(TXQ);
+		if (!p->ch[i].txq)
+			return -ENOMEM;
+	}
+	int r = setup(p);
+	if (r) {
+		if (!p->fail[0])
+			fail(p, "setup: %s", rio_strerror(r));
+		return r;
+	}
+	int nsteps = steps ? steps : 20 + (int)below(p, 41);
+	for (p->step = 1; p->step <= nsteps && !p->fail[0]; p->step++) {
+		for (int i = 0; i < MAXCH; i++)
+			p->ch[i].touched = p->ch[i].gone_now = 0;
+		p->quiet_until = 0;
+		int nact = 1 + (int)below(p, 4);
+		for (int k = 0; k < nact; k++)
+			act(p);
+		if (run_quiet(p, 3000))
+			fail(p, "the loop did not go quiet in 3 s");
+		for (int i = 0; i < MAXCH; i++) {
+			struct chan *c = &p->ch[i];
+			if (c->used && !c->stall && data_chan(c))
+				peer_drain(p, c);
+		}
+		check_stuck(p);
+	}
+	teardown(p);
+	canonical(p);
+	return p->fail[0] ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Driver                                                              */
+/* ------------------------------------------------------------------ */
+
+static rio_backend_kind avail[3];
+static int navail;
+static char plan[256];
+static int opt_steps, opt_verbose;
+
+static void replay_cmd(uint64_t seed)
+{
+	fprintf(stderr, "  replay: RINGIO_FAULTS='%s' test/fuzz --seed %" PRIu64
+		" --backends ", plan, seed);
+	for (int b = 0; b < navail; b++)
+		fprintf(stderr, "%s%s", b ? "," : "", rio_backend_name(avail[b]));
+	if (opt_steps)
+		fprintf(stderr, " --steps %d", opt_steps);
+	fprintf(stderr, " -v\n");
+}
+
+static void first_diff(const char *a, const char *b, const char *na,
+		       const char *nb)
+{
+	int line = 1;
+	const char *la = a, *lb = b;
+	while (*a && *a == *b) {
+		if (*a == '\n') {
+			line++;
+			la = a + 1;
+			lb = b + 1;
+		}
+		a++;
+		b++;
+	}
+	a = la;
+	b = lb;
+	const char *ea = strchr(a, '\n'), *eb = strchr(b, '\n');
+	fprintf(stderr, "  first difference at trace line %d:\n", line);
+	fprintf(stderr, "    %-7s %.*s\n", na, ea ? (int)(ea - a) : 80, a);
+	fprintf(stderr, "    %-7s %.*s\n", nb, eb ? (int)(eb - b) : 80, b);
+}
+
+/* Run one seed on every backend; 0 if all agree and pass. */
+static int one_seed(uint64_t seed)
+{
+	static struct prog progs[3];
+	int bad = 0;
+	for (int b = 0; b < navail; b++) {
+		struct prog *p = &progs[b];
+		free(p->trace);
+		run_prog(p, seed, avail[b], opt_steps);
+		if (opt_verbose) {
+			fprintf(stderr, "=== seed %" PRIu64 " on %s\n%s", seed,
+				p->bename, p->trace ? p->trace : "");
+		}
+		if (p->fail[0]) {
+			fprintf(stderr, "fuzz: seed %" PRIu64 " on %s: %s\n", seed,
+				p->bename, p->fail);
+			bad = 1;
+		}
+	}
+	if (!bad && !plan[0])
+		for (int b = 1; b < navail; b++) {
+			const char *t0 = progs[0].trace ? progs[0].trace : "";
+			const char *tb = progs[b].trace ? progs[b].trace : "";
+			if (strcmp(t0, tb)) {
+				fprintf(stderr, "fuzz: seed %" PRIu64 ": %s and %s "
+					"diverge\n", seed, progs[0].bename,
+					progs[b].bename);
+				first_diff(t0, tb, progs[0].bename, progs[b].bename);
+				bad = 1;
+				break;
+			}
+		}
+	if (bad)
+		replay_cmd(seed);
+	return bad;
+}
+
+static int usage(const char *why)
+{
+	fprintf(stderr, "fuzz: %s\nusage: fuzz [--seed N | --seeds N [--first S]"
+		" | --seconds S [--first S]] [--seed-file F]\n"
+		"            [--backends uring,epoll,kqueue|all] [--faults PLAN]"
+		" [--steps N] [-v]\n", why);
+	return 2;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t seed = 0, nseeds = 0, first = 1, seconds = 0, v;
+	int have_seed = 0;
+	const char *seed_file = NULL, *backends = "all";
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "-v")) {
+			opt_verbose = 1;
+			continue;
+		}
+		if (!val)
+			return usage("a flag without its value, or an unknown flag");
+		i++;
+		if (!strcmp(a, "--seed") && !parse_u64(val, &seed))
+			have_seed = 1;
+		else if (!strcmp(a, "--seeds") && !parse_u64(val, &nseeds))
+			;
+		else if (!strcmp(a, "--first") && !parse_u64(val, &first))
+			;
+		else if (!strcmp(a, "--seconds") && !parse_u64(val, &seconds))
+			;
+		else if (!strcmp(a, "--steps") && !parse_u64(val, &v) && v > 0 &&
+			 v < 1000)
+			opt_steps = (int)v;
+		else if (!strcmp(a, "--seed-file"))
+			seed_file = val;
+		else if (!strcmp(a, "--backends"))
+			backends = val;
+		else if (!strcmp(a, "--faults"))
+			snprintf(plan, sizeof plan, "%s", val);
+		else
+			return usage("bad flag or value");
+	}
+	if (!have_seed && !nseeds && !seconds && !seed_file)
+		return usage("say --seed, --seeds, --seconds or --seed-file");
+	unsetenv("RINGIO_BACKEND");
+	if (plan[0])
+		setenv("RINGIO_FAULTS", plan, 1);
+	else
+		unsetenv("RINGIO_FAULTS");
+	static const rio_backend_kind all[] = {RIO_BACKEND_URING,
+					       RIO_BACKEND_EPOLL,
+					       RIO_BACKEND_KQUEUE};
+	for (int k = 0; k < 3; k++) {
+		const char *n = rio_backend_name(all[k]);
+		if (strcmp(backends, "all") != 0) {
+			const char *s = strstr(backends, n);
+			size_t l = strlen(n);
+			if (!s || (s != backends && s[-1] != ',') ||
+			    (s[l] && s[l] != ','))
+				continue;
+		}
+		rio_loop *l;
+		rio_loop_opts o = {.backend = all[k]};
+		int r = rio_loop_create(&l, &o);
+		if (r == 0) {
+			rio_loop_destroy(l);
+			avail[navail++] = all[k];
+		} else if (strcmp(backends, "all") != 0) {
+			fprintf(stderr, "fuzz: backend %s: %s\n", n, rio_strerror(r));
+			return 2;
+		} else {
+			fprintf(stderr, "fuzz: skipping %s: %s\n", n,
+				rio_strerror(r));
+		}
+	}
+	if (!navail)
+		return usage("no backend to run");
+
+	uint64_t t0 = now_ns(), ran = 0, failed = 0;
+	if (seed_file) {
+		FILE *fp = fopen(seed_file, "r");
+		if (!fp) {
+			fprintf(stderr, "fuzz: %s: %s\n", seed_file, strerror(errno));
+			return 2;
+		}
+		char line[512];
+		while (fgets(line, sizeof line, fp)) {
+			char *e;
+			unsigned long long s = strtoull(line, &e, 10);
+			if (e == line)
+				continue; /* comment or blank */
+			ran++;
+			failed += (uint64_t)one_seed(s);
+		}
+		fclose(fp);
+	}
+	if (have_seed) {
+		ran++;
+		failed += (uint64_t)one_seed(seed);
+	}
+	if (nseeds || seconds) {
+		uint64_t end = t0 + seconds * 1000000000ull;
+		for (uint64_t s = first; ; s++) {
+			if (nseeds && s - first >= nseeds)
+				break;
+			if (seconds && now_ns() > end)
+				break;
+			ran++;
+			failed += (uint64_t)one_seed(s);
+		}
+	}
+	double secs = (double)(now_ns() - t0) / 1e9;
+	printf("fuzz: %" PRIu64 " seeds x %d backends (", ran, navail);
+	for (int b = 0; b < navail; b++)
+		printf("%s%s", b ? "," : "", rio_backend_name(avail[b]));
+	printf(")%s%s%s in %.1f s: %.1f seeds/s, %" PRIu64 " failed\n",
+	       plan[0] ? " faults " : "", plan, "", secs,
+	       secs > 0 ? (double)ran / secs : 0.0, failed);
+	return failed ? 1 : 0;
+}
