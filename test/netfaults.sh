@@ -293,10 +293,10 @@ case_crowd() {
   # (SYN_RECV, or a SYN cookie) and never accepts them
   nft add rule inet nf half ip saddr 127.0.0.2 tcp dport 7200 \
     tcp flags '&' syn == 0 drop
-  start echo5 listening "$echo" --port 7200 --max-conns 2000 --idle-timeout 600 $P || {
+  start echo5 listening "$echo" --port 7200 --max-conns 2000 --idle-timeout 400 $P || {
     failc "5 crowd" "ringio-echo did not start"; return; }
   ec=$started
-  helper 60 "$nfcl" crowd 7200 2500 2500 127.0.0.2 600 800 || ok=0
+  helper 60 "$nfcl" crowd 7200 2500 2500 127.0.0.2 400 600 || ok=0
   stop "$ec" echo5 || ok=0
   log "$work/echo5.out"
   # every idle one was closed by the idle timeout; no half-open one was
@@ -306,7 +306,7 @@ case_crowd() {
   [[ $idle == 2500 && $acc == 2503 ]] || {
     ok=0; echo "    ringio-echo: idle_closed=$idle (want 2500), accepted=$acc (want 2503)"; }
   nft flush chain inet nf half
-  ((ok)) && pass "5 2,500 half-open + 2,500 idle vs --max-conns 2000 --idle-timeout 600: good clients within 800 ms" ||
+  ((ok)) && pass "5 2,500 half-open + 2,500 idle vs --max-conns 2000 --idle-timeout 400: good clients within 600 ms" ||
     failc "5 half-open and idle crowd" "see above"
 }
 
