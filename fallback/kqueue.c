@@ -26,11 +26,19 @@ static int kq_open(void)
 	return fd < 0 ? -errno : fd;
 }
 
+/* Write filter first. libkqueue keeps one epoll registration per fd, and
+ * adding a filter rebuilds its mask from the EPOLLIN/EPOLLOUT bits of the
+ * filters already there plus the new filter's own flags: added after the
+ * read filter, the write filter drops the read filter's EPOLLRDHUP, and a
+ * peer's FIN then never comes back as EV_EOF (only a full hang-up, an
+ * error, or an empty receive queue at the moment of the event does).
+ * Added before it, the read filter brings EPOLLRDHUP in itself. Native
+ * kqueue does not care about the order. */
 static int kq_add(int pfd, int fd, uint32_t gen)
 {
 	struct kevent ch[2];
-	EV_SET(&ch[0], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, pack(fd, gen));
-	EV_SET(&ch[1], fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, pack(fd, gen));
+	EV_SET(&ch[0], fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, 0, pack(fd, gen));
+	EV_SET(&ch[1], fd, EVFILT_READ, EV_ADD | EV_CLEAR, 0, 0, pack(fd, gen));
 	if (kevent(pfd, ch, 2, NULL, 0, NULL) < 0)
 		return errno == EINVAL ? -EPERM : -errno; /* EPERM: not pollable */
 	return 0;
@@ -125,7 +133,11 @@ static const struct rio__poller kqueue_poller = {
 	.del = kq_del,
 	.wait = kq_wait,
 #ifdef __linux__
-	.eof_edge_unreliable = 1, /* libkqueue: proxy.half_close, 1 run in 6 */
+	/* libkqueue: EV_EOF for a FIN hangs on its epoll mask keeping
+	 * EPOLLRDHUP, which rests on the filter order in kq_add (read
+	 * first, it never came: bufpool.short_tail_then_eof_ends_the_stream
+	 * 10 runs in 10, proxy.half_close 1 in 6). Do not trust it. */
+	.eof_edge_unreliable = 1,
 #endif
 };
 

@@ -27,8 +27,9 @@ static void check_accounting(tsrv *s, int resets, int good)
 	cr_assert_eq(c.accepted + c.client_errors, (uint64_t)(resets + good));
 	cr_assert_eq((uint64_t)(s->resets + s->eofs), c.accepted,
 		     "a reset connection was not closed as reset or EOF");
-	cr_assert_eq(s->other_errors, 0, "last error %s",
-		     rio_strerror(s->last_error));
+	cr_assert_eq(s->other_errors, 0, "server: %s while %s",
+		     rio_strerror(s->other_error),
+		     s->other_sending ? "sending" : "receiving");
 }
 
 Test(serve_rst, resets_in_the_accept_queue_are_counted, .timeout = 60)

@@ -49,7 +49,9 @@ Test(serve_silent, silent_clients_hold_up_nobody, .timeout = 120)
 	}
 	cr_assert_eq(eofs, SILENT, "only %d silent clients saw the close", eofs);
 	cr_assert_eq(s.eofs, 1);
-	cr_assert_eq(s.other_errors, 0);
+	cr_assert_eq(s.other_errors, 0, "server: %s while %s",
+		     rio_strerror(s.other_error),
+		     s.other_sending ? "sending" : "receiving");
 	tsrv_finish(&s);
 	t_loop_done(loop);
 }

@@ -45,9 +45,12 @@ static void conn_close(struct tconn *c)
 	cr_assert_eq(rio_close(c->s->loop, &c->close_op, c->fd, close_cb), 0);
 }
 
+/* How a connection ended: res is 0 (EOF) or -errno. An EOF is no error,
+ * so it leaves last_error alone: an assertion about the errors names one. */
 static void note_error(tsrv *s, int res, int sending)
 {
-	s->last_error = res;
+	if (res != 0)
+		s->last_error = res;
 	if (res == 0)
 		s->eofs++;
 	else if (res == -ETIMEDOUT) {

@@ -23,7 +23,8 @@ typedef struct tsrv {
 	/* what happened */
 	int accepted, live, closed;
 	int eofs, timeouts, resets, send_errors, other_errors, cancelled;
-	int last_error;
+	int last_error;  /* the latest error a connection ended with, 0 if none
+			  * (an EOF is not one) */
 	int other_error; /* the last of the other_errors, with `other_sending` */
 	int other_sending;
 	uint64_t bytes;
