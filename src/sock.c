@@ -144,7 +144,9 @@ int rio_listen_tcp(const char *host, uint16_t port, int backlog,
 
 int rio_local_port(int fd)
 {
-	struct sockaddr_storage ss;
+	/* Zeroed: getsockname writes only the `len` bytes it returns, and a
+	 * family it did not write reads as AF_UNSPEC, not as garbage. */
+	struct sockaddr_storage ss = {0};
 	socklen_t len = sizeof ss;
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
 		return -errno;

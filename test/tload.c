@@ -238,9 +238,17 @@ static void client_main(const tload_opts *o, int wfd)
 	uint64_t start = t_now_ns(), end = start + (uint64_t)o->soak_ms * T_MS;
 
 	if (o->nofile) {
-		struct rlimit rl = { o->nofile, o->nofile };
+		/* The soft limit is what counts; the hard one is left where
+		 * it is unless it is lower (valgrind refuses a change to it,
+		 * and the client only needs the room). */
+		struct rlimit rl;
 
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+			s.r.setup_error = errno;
+		rl.rlim_cur = o->nofile;
+		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < o->nofile)
+			rl.rlim_max = o->nofile;
+		if (!s.r.setup_error && setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			s.r.setup_error = errno;
 	}
 	s.c = calloc((size_t)o->conns, sizeof(*s.c));
