@@ -114,6 +114,8 @@ struct chan {
 	int gone_now;    /* the peer closed or reset this step */
 	int waitall;     /* a MSG_WAITALL recv in flight */
 	int sub_step;    /* the last step an op was submitted on it */
+	int born;        /* the step it was opened in */
+	int lis;         /* handed out by the rio_listener: release on close */
 	int refused;     /* a connect that is meant to fail */
 	/* peer -> ringio */
 	uint64_t p2r_off;    /* bytes the peer wrote */
@@ -194,6 +196,12 @@ struct prog {
 	int conn_q[MAXCONN], conn_id[MAXCONN], nconn; /* peers queued on L1 */
 	int l2_fd[MAXCONN], l2_port[MAXCONN], nl2; /* accepted from L2 */
 	int nconnects;
+	/* L4: a rio_listener (the accept policy) with a small max_conns */
+	rio_listener *lis;
+	int l4, lis_stopped, lis_err;
+	uint32_t l4_max;
+	struct sockaddr_in l4_addr;
+	int q4[64], q4_id[64], nq4;
 	int accept_multi;            /* rid of the multishot accept, or -1 */
 	/* the pipe of the splice relay */
 	int pipe_r, pipe_w;
@@ -357,6 +365,7 @@ static int chan_new(struct prog *p, int type, int fd, int peer, int id)
 		c->type = type;
 		c->fd = fd;
 		c->peer = peer;
+		c->born = p->step;
 		if (type == CH_TCP || type == CH_CONNECTING) {
 			nodelay(fd);
 			nodelay(peer);
@@ -1000,11 +1009,18 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 			const char *saw = c->peer_saw == 1 ? "eof"
 					  : c->peer_saw ? strerrorname_np(c->peer_saw)
 							: "-";
-			snprintf(r->note, sizeof r->note, "%s in %" PRIu64
-				 " out %" PRIu64 " unread %zu eof %d peer %s "
-				 "shared %" PRIu64 "/%d", ctype_name[c->type],
-				 c->r_got, c->peer_got, c->txq_len, c->r_eof,
-				 saw ? saw : "?", c->shared_bytes, c->shared_eof);
+			snprintf(r->note, sizeof r->note, "%s born @%d in %"
+				 PRIu64 " out %" PRIu64 " unread %zu eof %d peer "
+				 "%s shared %" PRIu64 "/%d", ctype_name[c->type],
+				 c->born, c->r_got, c->peer_got, c->txq_len,
+				 c->r_eof, saw ? saw : "?", c->shared_bytes,
+				 c->shared_eof);
+			if (c->lis) {
+				int rr = rio_listener_release(p->lis);
+				if (rr)
+					fail(p, "rio_listener_release: %s",
+					     rio_strerror(rr));
+			}
 			if (c->peer >= 0)
 				close(c->peer);
 			if (c->type == CH_LISTEN) {
@@ -1524,6 +1540,105 @@ static void peer_connect(struct prog *p)
 	p->ch[p->l1_ch].touched = 1;
 }
 
+/* ---- the rio_listener on L4 ---- */
+
+static void lis_accept(rio_listener *l, int fd, void *data)
+{
+	struct prog *p = data;
+	rio_accept_counters k;
+	rio_listener_counters(l, &k);
+	if (p->l4_max && k.live > p->l4_max)
+		fail(p, "listener: %u connections live, max_conns %u", k.live,
+		     p->l4_max);
+	int port = port_of(fd, 1), i = 0;
+	while (i < p->nq4 && port_of(p->q4[i], 0) != port)
+		i++;
+	if (i == p->nq4) {
+		fail(p, "listener handed out a connection nobody made");
+		close(fd);
+		return;
+	}
+	if (i != 0 && !p->faults)
+		fail(p, "listener handed out connection %d of the queue, not "
+		     "the first", i);
+	int peer = p->q4[i], id = p->q4_id[i];
+	p->nq4--;
+	memmove(p->q4 + i, p->q4 + i + 1, (size_t)(p->nq4 - i) * sizeof *p->q4);
+	memmove(p->q4_id + i, p->q4_id + i + 1,
+		(size_t)(p->nq4 - i) * sizeof *p->q4_id);
+	int c = chan_new(p, CH_TCP, fd, peer, id);
+	if (c < 0) {
+		fail(p, "channel table full");
+		close(fd);
+		close(peer);
+		return;
+	}
+	p->ch[c].lis = 1;
+}
+
+static void lis_stop(rio_listener *l, int err, void *data)
+{
+	struct prog *p = data;
+	(void)l;
+	p->lis_stopped = 1;
+	p->lis_err = err;
+}
+
+static int lis_start(struct prog *p)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	p->l4 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (p->l4 < 0 || bind(p->l4, (struct sockaddr *)&a, sizeof a) < 0 ||
+	    listen(p->l4, 64) < 0 ||
+	    getsockname(p->l4, (struct sockaddr *)&p->l4_addr, &al) < 0)
+		return -errno;
+	p->l4_max = 1 + below(p, 4);
+	rio_listener_opts o = {.on_accept = lis_accept, .on_stop = lis_stop,
+			       .data = p, .max_conns = p->l4_max,
+			       .backoff_ms_min = 1, .backoff_ms_max = 4};
+	return rio_listener_start(p->loop, p->l4, &o, &p->lis);
+}
+
+static void lis_connect(struct prog *p)
+{
+	if (!p->lis || p->nq4 >= 12 || chans_free(p) < 20)
+		return;
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return;
+	if (connect(s, (struct sockaddr *)&p->l4_addr, sizeof p->l4_addr) < 0 &&
+	    errno != EINPROGRESS) {
+		close(s);
+		return;
+	}
+	p->q4_id[p->nq4] = 2000000 + p->nconnects++;
+	p->q4[p->nq4++] = s;
+}
+
+/* After a quiet step: a listener with room takes a waiting client, and a
+ * client it has not taken is still connected (never shed or reset). */
+static void lis_check(struct prog *p)
+{
+	if (!p->lis || p->lis_stopped)
+		return;
+	rio_accept_counters k;
+	rio_listener_counters(p->lis, &k);
+	if (!p->faults && k.shed)
+		fail(p, "listener shed %" PRIu64 " connections", k.shed);
+	if (!p->faults && p->nq4 && k.live < p->l4_max)
+		fail(p, "listener: %u of %u live and %d clients waiting after "
+		     "a quiet step", k.live, p->l4_max, p->nq4);
+	for (int i = 0; i < p->nq4 && !p->faults; i++) {
+		char b;
+		ssize_t n = recv(p->q4[i], &b, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN))
+			fail(p, "listener: a waiting client was closed (%s)",
+			     n == 0 ? "EOF" : strerror(errno));
+	}
+}
+
 static void do_connect(struct prog *p)
 {
 	if (chans_free(p) < 20)
@@ -1734,7 +1849,7 @@ static int setup(struct prog *p)
 	int r = rio_loop_create(&p->loop, &o);
 	if (r)
 		return r;
-	p->l1 = p->l2 = p->l3 = p->dead_fd = p->pipe_r = p->pipe_w = -1;
+	p->l1 = p->l2 = p->l3 = p->l4 = p->dead_fd = p->pipe_r = p->pipe_w = -1;
 	p->accept_multi = -1;
 	struct sockaddr_in a = {.sin_family = AF_INET,
 				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -1771,6 +1886,11 @@ static int setup(struct prog *p)
 			return r;
 		}
 	}
+	r = lis_start(p);
+	if (r) {
+		fail(p, "rio_listener_start: %s", rio_strerror(r));
+		return r;
+	}
 	int ninit = 2 + (int)below(p, 4);
 	for (int k = 0; k < ninit; k++) {
 		int type = (int)below(p, 3);
@@ -1805,8 +1925,10 @@ static void act(struct prog *p)
 		peer_act(p);
 	else if (a < 64)
 		do_accept(p, chance(p, 40));
-	else if (a < 70)
+	else if (a < 67)
 		peer_connect(p);
+	else if (a < 70)
+		lis_connect(p);
 	else if (a < 73)
 		do_connect(p);
 	else if (a < 78) {
@@ -1846,6 +1968,12 @@ static void teardown(struct prog *p)
 	p->step++;
 	p->tearing = 1;
 	tracef(p, "teardown");
+	if (p->lis) { /* first: it would accept what the closes make room for */
+		lis_check(p);
+		int r = rio_listener_stop(p->lis);
+		if (r)
+			fail(p, "rio_listener_stop: %s", rio_strerror(r));
+	}
 	for (int i = 0; i < MAXCH; i++)
 		p->ch[i].touched = p->ch[i].gone_now = 0;
 	/* the peers go, buffers go back, every fd is closed by the loop */
@@ -1895,6 +2023,29 @@ static void teardown(struct prog *p)
 			fail(p, "teardown: ops still in flight after every "
 			     "fd was closed");
 	}
+	if (p->lis) {
+		rio_accept_counters k;
+		rio_listener_counters(p->lis, &k);
+		if (k.live)
+			fail(p, "listener: %u connections live after every "
+			     "one was released", k.live);
+		for (int k2 = 0; k2 < 100 && !p->lis_stopped; k2++)
+			run_quiet(p, 1000);
+		if (!p->lis_stopped)
+			fail(p, "listener: on_stop never ran");
+		else if (p->lis_err)
+			fail(p, "listener stopped with %s", rio_strerror(p->lis_err));
+		int r = rio_listener_destroy(p->lis);
+		if (r)
+			fail(p, "rio_listener_destroy: %s", rio_strerror(r));
+		tracef(p, "listener max %u accepted %" PRIu64 " shed %" PRIu64
+		       " waiting %d", p->l4_max, k.accepted, k.shed, p->nq4);
+		p->lis = NULL;
+	}
+	for (int k = 0; k < p->nq4; k++)
+		close(p->q4[k]);
+	if (p->l4 >= 0)
+		close(p->l4);
 	if (rio_op_in_flight(&p->wd)) {
 		rio_op c;
 		rio_op_init(&c);
@@ -2009,6 +2160,7 @@ static int run_prog(struct prog *p, uint64_t seed, rio_backend_kind be,
 				peer_drain(p, c);
 		}
 		check_stuck(p);
+		lis_check(p);
 	}
 	teardown(p);
 	canonical(p);
