@@ -17,7 +17,7 @@ case "${1:-}" in
 esac
 
 pkgs=(gcc make cmake pkg-config liburing-dev libcriterion-dev groff-base man-db
-      procps redis-server redis-tools)
+      procps redis-server redis-tools nftables iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -120,6 +120,7 @@ steps=(
 	"tool_echo|./test_tool_echo ${cr[*]}"
 	"proxy|./test_proxy ${cr[*]} --filter=proxy/!(fd_exhaustion_waits_instead_of_closing)"
 	"threads|./threads"
+	"fuzz|./fuzz --seeds 20 --backends epoll"
 	"threads_echo|./threads --tool $root/$dir/tools/ringio-echo --threads 2 --backend epoll"
 	"tools_signals|@tools_check"
 )
