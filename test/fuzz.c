@@ -61,6 +61,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,6 +223,10 @@ struct prog {
 	pthread_cond_t cv;
 	struct fop *post_req;
 	int post_done, th_stop;
+	/* a burst of datagrams the same thread sends while the loop runs */
+	int burst_fd, burst_n, burst_len[8];
+	uint8_t burst_data[8][DGRAM_MAX];
+	atomic_int burst_busy;
 	/* watchdog */
 	rio_op wd;
 	/* result */
@@ -633,10 +638,28 @@ static void *post_main(void *arg)
 	struct prog *p = arg;
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		while (!p->post_req && !p->th_stop)
+		while (!p->post_req && !p->th_stop && !p->burst_n)
 			pthread_cond_wait(&p->cv, &p->mu);
 		if (p->th_stop)
 			break;
+		if (p->burst_n) {
+			/* 30 us apart, while the loop thread runs: the data
+			 * arrives as the ring works, not before */
+			int n = p->burst_n;
+			p->burst_n = 0;
+			pthread_mutex_unlock(&p->mu);
+			for (int k = 0; k < n; k++) {
+				usleep(30);
+				if (send(p->burst_fd, p->burst_data[k],
+					 (size_t)p->burst_len[k], MSG_NOSIGNAL) !=
+				    p->burst_len[k])
+					atomic_store(&p->burst_busy, -1);
+			}
+			pthread_mutex_lock(&p->mu);
+			if (atomic_load(&p->burst_busy) > 0)
+				atomic_store(&p->burst_busy, 0);
+			continue;
+		}
 		struct fop *f = p->post_req;
 		p->post_req = NULL;
 		int r = rio_post(p->loop, &f->op, op_cb);
@@ -1227,6 +1250,41 @@ static void do_recv_on(struct prog *p, int kind, int i)
 	}
 	if (!f->used)
 		c->waitall = 0;
+}
+
+/* Datagrams that arrive while the loop runs, from another thread, into
+ * a pumped socket: the order and the count of what arrives are fixed (a
+ * datagram socket keeps them whole), only the timing is not. */
+static void do_burst(struct prog *p)
+{
+	int i = pick_chan(p, 1, 1);
+	struct chan *c = chan_at(p, i);
+	if (!c || c->type != CH_UDGRAM || !c->pump || c->peer < 0 ||
+	    c->peer_gone || c->sub_step == p->step ||
+	    atomic_load(&p->burst_busy))
+		return;
+	int room = DGRAM_LIMIT - (c->dq_t - c->dq_h);
+	if (room < 2)
+		return;
+	int n = 2 + (int)below(p, (unsigned)room - 1);
+	if (n > 8)
+		n = 8;
+	c->touched = 1;
+	pthread_mutex_lock(&p->mu);
+	for (int k = 0; k < n; k++) {
+		int len = (int)below(p, DGRAM_MAX + 1);
+		for (int b = 0; b < len; b++)
+			p->burst_data[k][b] = pat(c->id, 0, c->p2r_off + (uint64_t)b);
+		p->burst_len[k] = len;
+		c->dq[c->dq_t++ % 64] = len;
+		c->p2r_off += (uint64_t)len;
+	}
+	p->burst_fd = c->peer;
+	p->burst_n = n;
+	atomic_store(&p->burst_busy, 1);
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	tracef(p, "ch%d peer burst %d", c->id, n);
 }
 
 /* A socket read the way servers read: two to four reads pending, each
@@ -1880,13 +1938,21 @@ static int short_pending(const struct prog *p)
 	return 0;
 }
 
+/*
+ * Run the loop until it is quiet: a step's first turn is RIO_RUN_ONCE
+ * (it blocks, a watchdog timer bounding it), the rest RIO_RUN_NOWAIT with
+ * 100 us between quiet turns. On loopback the kernel does its part
+ * synchronously; three quiet turns in a row and every short deadline
+ * past (plus 3 ms) end the step.
+ */
 static int run_quiet(struct prog *p, unsigned limit_ms)
 {
 	uint64_t start = now_ns(), end = start + (uint64_t)limit_ms * 1000000ull;
 	int quiet = 0;
-	for (unsigned it = 0; it < 200000; it++) {
+	for (unsigned it = 0; it < 1000000; it++) {
 		uint64_t before = p->callbacks;
-		if (!rio_op_in_flight(&p->wd)) {
+		rio_run_mode mode = it == 0 ? RIO_RUN_ONCE : RIO_RUN_NOWAIT;
+		if (mode == RIO_RUN_ONCE && !rio_op_in_flight(&p->wd)) {
 			rio_op_init(&p->wd);
 			int r = rio_timeout(p->loop, &p->wd, 300000, wd_cb);
 			if (r) {
@@ -1894,7 +1960,7 @@ static int run_quiet(struct prog *p, unsigned limit_ms)
 				return -1;
 			}
 		}
-		int r = rio_loop_run(p->loop, RIO_RUN_ONCE);
+		int r = rio_loop_run(p->loop, mode);
 		if (r < 0) {
 			fail(p, "rio_loop_run: %s", rio_strerror(r));
 			return -1;
@@ -1904,10 +1970,13 @@ static int run_quiet(struct prog *p, unsigned limit_ms)
 		/* a fault plan can put off a result for a few turns in a
 		 * row (a faked dry pool re-arms next turn) */
 		if (quiet >= (p->faults ? 12 : 3) &&
-		    t >= p->quiet_until + 3000000ull && !short_pending(p))
+		    t >= p->quiet_until + 3000000ull && !short_pending(p) &&
+		    atomic_load(&p->burst_busy) <= 0)
 			return 0;
 		if (t > end)
 			return 1;
+		if (quiet)
+			usleep(100);
 	}
 	return 1;
 }
@@ -2046,8 +2115,10 @@ static void act(struct prog *p)
 		do_poll(p);
 	else if (a < 40)
 		do_splice(p);
-	else if (a < 60)
+	else if (a < 57)
 		peer_act(p);
+	else if (a < 60)
+		do_burst(p);
 	else if (a < 64)
 		do_accept(p, chance(p, 40));
 	else if (a < 67)
@@ -2322,6 +2393,8 @@ static int run_prog(struct prog *p, uint64_t seed, rio_backend_kind be,
 			act(p);
 		if (run_quiet(p, 3000))
 			fail(p, "the loop did not go quiet in 3 s");
+		if (atomic_load(&p->burst_busy) < 0)
+			fail(p, "the burst thread's send failed");
 		for (int i = 0; i < MAXCH; i++) {
 			struct chan *c = &p->ch[i];
 			if (c->used && !c->stall && data_chan(c))
