@@ -118,6 +118,7 @@ struct chan {
 	int born;        /* the step it was opened in */
 	int lis;         /* handed out by the rio_listener: release on close */
 	int pump;        /* each read that gets data is resubmitted at once */
+	int burst_step;  /* the step another thread writes to it in */
 	int refused;     /* a connect that is meant to fail */
 	/* peer -> ringio */
 	uint64_t p2r_off;    /* bytes the peer wrote */
@@ -1270,6 +1271,7 @@ static void do_burst(struct prog *p)
 	if (n > 8)
 		n = 8;
 	c->touched = 1;
+	c->burst_step = p->step;
 	pthread_mutex_lock(&p->mu);
 	for (int k = 0; k < n; k++) {
 		int len = (int)below(p, DGRAM_MAX + 1);
@@ -1847,8 +1849,8 @@ static void peer_act(struct prog *p)
 	 * yet (the reactor tries a send or a poll at submit, io_uring at
 	 * the next enter): what either side would see is not the
 	 * program's to say. Peers act first in a step. */
-	if (c->sub_step == p->step)
-		return;
+	if (c->sub_step == p->step || c->burst_step == p->step)
+		return; /* (and a burst's datagrams are being sent now) */
 	unsigned a = below(p, 100);
 	c->touched = 1;
 	int burst = chance(p, 30) ? 2 + (int)below(p, 5) : 1;
