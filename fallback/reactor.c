@@ -633,7 +633,12 @@ static void submit_io(rio_loop *loop, rio_op *op, struct fdent *e)
 		defer(loop, op, res);
 		return;
 	}
-	if (rio__opq_empty(q) && !multishot) {
+	/* Tried at once, unless an op submitted before it on this fd waits
+	 * to be tried (a multishot recv, which only the poll loop runs):
+	 * ops on one fd run in the order they were submitted, so the first
+	 * takes a socket error (fuzz seed 1412) */
+	int behind = e->hot;
+	if (rio__opq_empty(q) && !multishot && !behind) {
 		unsigned flags;
 		enum attempt a = take_soerr(e, op, attempt(loop, op, &res, &flags),
 					    &res);
@@ -651,6 +656,8 @@ static void submit_io(rio_loop *loop, rio_op *op, struct fdent *e)
 		return;
 	}
 	rio__opq_push(q, op);
+	if (behind)
+		e->ready |= (uint8_t)dir; /* tried after those, this turn */
 	/* multishot ops deliver from the poll loop, never from submit */
 	if (multishot && (e->ready & dir))
 		mark_hot(r, fd);

@@ -373,6 +373,14 @@ static void uring_submit(rio_loop *loop, rio_op *op)
 		close_parked(loop, op->priv.fd);
 		end_generation(u, op);
 	}
+	/* a splice is tried at once only with no other op on its fd in
+	 * flight: ops on one fd run in the order they were submitted, and
+	 * SQEs queued before it have not run yet (fuzz seed 1569) */
+	int alone = 1;
+	if (is_splice(op)) {
+		struct fdslot *s = fd_slot(u, op->priv.fd, 0);
+		alone = !s || s->inflight == 0;
+	}
 	if (needs_fd_slot(op)) {
 		struct fdslot *s = fd_slot(u, op->priv.fd, 1);
 		if (s) {
@@ -385,7 +393,7 @@ static void uring_submit(rio_loop *loop, rio_op *op)
 		uint64_t now = rio__now_ns(), d = op->deadline_ns;
 		op_ts(op, d > UINT64_MAX - now ? UINT64_MAX : now + d);
 	}
-	if (is_splice(op)) { /* try first: the socket is often ready */
+	if (is_splice(op) && alone) { /* try first: the socket is often ready */
 		int res = rio__splice_try(op, 0); /* not ready: the poll waits */
 		if (res != -EAGAIN) {
 			defer(loop, op, res);

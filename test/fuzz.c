@@ -183,6 +183,7 @@ struct pool {
 struct prog {
 	uint64_t seed, rng, *cur; /* cur: the action RNG, or a callback's */
 	struct rec *cb_parent;    /* the op whose callback runs, if any */
+	size_t force_len;         /* do_recv_on: this length, if set */
 	int nkey;
 	int tearing;
 	rio_backend_kind be;
@@ -1114,7 +1115,7 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 		return;
 
 	if (!more && (f->kind == K_RECV || f->kind == K_RECVMSG) && c &&
-	    c->pump && !c->closing && !p->tearing &&
+	    c->pump && !c->closing && !p->tearing && p->nrec < MAXREC - 512 &&
 	    (res > 0 || (res == 0 && c->type == CH_UDGRAM)))
 		do_recv_on(p, f->kind, f->ch);
 
@@ -1196,6 +1197,8 @@ static void do_recv_on(struct prog *p, int kind, int i)
 	f->len = c->type == CH_UDGRAM ? (chance(p, 20) ? 1 + below(p, 64)
 				      : DGRAM_MAX)
 				      : 1 + below(p, chance(p, 50) ? 64 : IOBUF);
+	if (p->force_len)
+		f->len = p->force_len;
 	int flags = 0;
 	struct fop *on[MAXOPS], *twin = NULL;
 	int n = each_on(p, i, on);
@@ -1300,8 +1303,11 @@ static void do_pump(struct prog *p)
 		return;
 	c->pump = 1;
 	int kind = chance(p, 50) ? K_RECV : K_RECVMSG, n = 2 + (int)below(p, 3);
+	/* whole datagrams; 256+ bytes of a stream (a record per read) */
+	p->force_len = c->type == CH_UDGRAM ? DGRAM_MAX : 256 + below(p, 3841);
 	for (int k = 0; k < n; k++)
 		do_recv_on(p, kind, i);
+	p->force_len = 0;
 }
 
 static void do_recv(struct prog *p, int kind)
@@ -1332,6 +1338,13 @@ static void do_send(struct prog *p, int kind)
 	int i = pick_chan(p, 1, 1);
 	struct chan *c = chan_at(p, i);
 	if (!c || c->wbusy)
+		return;
+	/* A send to a unix datagram peer that is gone purges what it had
+	 * sent us (unix_dgram_disconnected): beside a read submitted just
+	 * before it, which goes first is a backend's choice (io_uring runs
+	 * SQEs in order; the fallback tries a send at submit, a multishot
+	 * read only once the loop polls). */
+	if (c->type == CH_UDGRAM && c->peer_gone)
 		return;
 	size_t len = c->type == CH_UDGRAM ? below(p, DGRAM_MAX + 1)
 					  : 1 + below(p, chance(p, 70) ? 256
@@ -1510,6 +1523,12 @@ static void do_post(struct prog *p)
 	}
 }
 
+static int key_cmp(const struct rec *x, const struct rec *y)
+{
+	return x->key1 != y->key1 ? (x->key1 > y->key1) - (x->key1 < y->key1)
+				  : (x->key2 > y->key2) - (x->key2 < y->key2);
+}
+
 static void do_cancel(struct prog *p)
 {
 	/* a target in flight (not touched by its peer this step), or done */
@@ -1529,8 +1548,10 @@ static void do_cancel(struct prog *p)
 		 * yet), or a short deadline may be due any moment */
 		if (p->recs[t->rid].step_sub == p->step)
 			continue;
-		int j = n++; /* by submission number: slots depend on order */
-		while (j > 0 && cand[j - 1]->rid > t->rid) {
+		int j = n++; /* by trace key: slots and submission numbers
+			      * depend on the order callbacks ran in */
+		while (j > 0 && key_cmp(&p->recs[cand[j - 1]->rid],
+					&p->recs[t->rid]) > 0) {
 			cand[j] = cand[j - 1];
 			j--;
 		}
@@ -1666,6 +1687,15 @@ static void do_accept(struct prog *p, int multi)
 		return;
 	if (multi && p->accept_multi >= 0 && !p->recs[p->accept_multi].done)
 		return;
+	/* accepts sharing the listener are twins as reads are: which one
+	 * gets a connection is the kernel's choice (io_uring wakes the
+	 * newest first, the fallback the oldest), so none has a short
+	 * deadline beside another */
+	struct fop *on[MAXOPS];
+	int others = each_on(p, p->l1_ch, on);
+	for (int k = 0; k < others; k++)
+		if (on[k]->deadline == 1)
+			return;
 	struct fop *f = slot(p);
 	if (!f)
 		return;
@@ -1680,7 +1710,7 @@ static void do_accept(struct prog *p, int multi)
 		SUBMIT(p, f, rio_accept(p->loop, &f->op, p->l1, NULL, NULL,
 					RIO_MULTISHOT, op_cb));
 	} else {
-		set_deadline(p, f, 1);
+		set_deadline(p, f, others == 0);
 		f->salen = sizeof f->sa;
 		SUBMIT(p, f, rio_accept(p->loop, &f->op, p->l1,
 					(struct sockaddr *)&f->sa, &f->salen, 0,
@@ -2298,10 +2328,8 @@ static void teardown(struct prog *p)
 
 static int by_key(const void *a, const void *b)
 {
-	const struct rec *x = *(const struct rec *const *)a;
-	const struct rec *y = *(const struct rec *const *)b;
-	return x->key1 != y->key1 ? (x->key1 > y->key1) - (x->key1 < y->key1)
-				  : (x->key2 > y->key2) - (x->key2 < y->key2);
+	return key_cmp(*(const struct rec *const *)a,
+		       *(const struct rec *const *)b);
 }
 
 static int by_shared(const void *a, const void *b)

@@ -1,6 +1,7 @@
 /* Data ops on a connected pair: send, recv, sendmsg, recvmsg, end of stream. */
 #include "common.h"
 
+#include <fcntl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -354,4 +355,59 @@ Test(io, sendmsg_waitall_sends_every_iovec, .timeout = 30)
 	close(a);
 	close(b);
 	t_loop_done(loop);
+}
+
+/*
+ * Ops on one socket run in the order they were submitted: after a reset,
+ * the first one takes the error (-ECONNRESET) and the next sees what is
+ * left (a recv its end of stream, a send -EPIPE), on every backend. Found
+ * by test/fuzz seeds 1412 and 1569: the fallback tried a send at submit
+ * but a multishot recv submitted before it only when the loop polled;
+ * io_uring tried a splice at submit, ahead of SQEs queued before it.
+ */
+static void first_takes_the_reset(int multishot_first)
+{
+	rio_loop *loop = t_loop();
+	struct io first = { .calls = 0 }, second = { .calls = 0 };
+	rio_bufpool *pool;
+	int a, b, p[2];
+	t_pair(&a, &b);
+	cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	cr_assert_eq(rio_bufpool_create(loop, 4, 256, &pool), 0);
+	t_rst_close(b);
+	usleep(20000); /* the reset is in */
+	if (multishot_first) {
+		cr_assert_eq(rio_recv_multishot(loop, &first.op, a, pool, io_cb), 0);
+		cr_assert_eq(rio_send(loop, &second.op, a, "x", 1, 0, io_cb), 0);
+	} else {
+		cr_assert_eq(rio_send(loop, &first.op, a, "x", 1, 0, io_cb), 0);
+		cr_assert_eq(rio_splice_in(loop, &second.op, a, p[1], 100, io_cb), 0);
+	}
+	T_RUN_UNTIL(loop, first.calls && second.calls, 3000);
+	if (!multishot_first && second.res == -EOPNOTSUPP)
+		cr_skip_test("splice is not supported on this backend");
+	cr_assert_eq(first.res, -ECONNRESET, "the op submitted first got %d "
+		     "(%s), the second %d (%s)", first.res,
+		     rio_strerror(first.res), second.res, rio_strerror(second.res));
+	if (multishot_first)
+		cr_assert_eq(second.res, -EPIPE, "send after: %d (%s)",
+			     second.res, rio_strerror(second.res));
+	else
+		cr_assert_eq(second.res, 0, "splice_in after: %d (%s)",
+			     second.res, rio_strerror(second.res));
+	cr_assert_eq(rio_bufpool_destroy(pool), 0);
+	close(a);
+	close(p[0]);
+	close(p[1]);
+	t_loop_done(loop);
+}
+
+Test(io, a_multishot_recv_submitted_first_takes_the_reset, .timeout = 20)
+{
+	first_takes_the_reset(1);
+}
+
+Test(io, a_send_submitted_first_takes_the_reset, .timeout = 20)
+{
+	first_takes_the_reset(0);
 }

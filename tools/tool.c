@@ -314,10 +314,18 @@ static uint64_t now_ms(void)
 
 static void sweep_cb(rio_loop *loop, rio_op *op, int res);
 
+/* Wake when the oldest connection falls due (the list is in order of
+ * activity), so that an idle one ends at idle_ms and not up to a sweep
+ * interval later: a server full of idle connections frees its slots on
+ * time. At least 5 ms apart; a quarter of idle_ms with nothing tracked. */
 static void arm_sweep(struct tool_idle *q)
 {
-	uint64_t ms = q->idle_ms / 4;
-	rio_timeout(q->loop, &q->sweep_op, (ms < 10 ? 10 : ms) * 1000000ull,
+	uint64_t ms = q->idle_ms / 4, now = now_ms();
+	if (q->head) {
+		uint64_t due = q->head->active_ms + q->idle_ms;
+		ms = due > now ? due - now : 0;
+	}
+	rio_timeout(q->loop, &q->sweep_op, (ms < 5 ? 5 : ms) * 1000000ull,
 		    sweep_cb);
 }
 

@@ -85,8 +85,9 @@ int tool_run_threads(const char *prog, void *first, size_t stride, int n,
 
 /*
  * Idle timeout for connections: a list in order of last activity, and a
- * sweep timer (every idle_ms / 4, at least 10 ms) that hands the ones
- * quiet for idle_ms or more, oldest first, to `expire`, which must take
+ * sweep timer (due when the oldest entry falls due, at least 5 ms apart)
+ * that hands the ones quiet for idle_ms or more, oldest first, to
+ * `expire`, which must take
  * them off the list (tool_idle_del). A quiet connection costs a list
  * entry, and no op of its own.
  */
