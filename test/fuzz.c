@@ -519,6 +519,27 @@ static int each_on(struct prog *p, int i, struct fop **out)
 	return n;
 }
 
+/*
+ * A socket whose peer is gone holds an error (or an end of stream) for
+ * the first op that runs: with another data op in flight, which one runs
+ * first is not the program's to say (io_uring's multishot recv yields
+ * after a short read, the fallback's reads on). One at a time there.
+ */
+static int each_on(struct prog *p, int i, struct fop **out);
+static int gone_busy(struct prog *p, int i)
+{
+	struct chan *c = chan_at(p, i);
+	if (!c || !c->peer_gone)
+		return 0;
+	struct fop *on[MAXOPS];
+	int n = each_on(p, i, on);
+	for (int k = 0; k < n; k++)
+		if (rd_side(on[k]->kind) || wr_side(on[k]->kind) ||
+		    on[k]->kind == K_POLL)
+			return 1;
+	return 0;
+}
+
 static int reads_on(struct prog *p, int i)
 {
 	struct fop *on[MAXOPS];
@@ -1184,7 +1205,7 @@ static void fill_tx(struct prog *p, struct chan *c, uint8_t *b, size_t n)
 static void do_recv_on(struct prog *p, int kind, int i)
 {
 	struct chan *c = chan_at(p, i);
-	if (!c || c->waitall)
+	if (!c || c->waitall || gone_busy(p, i))
 		return;
 	struct fop *f = slot(p);
 	if (!f)
@@ -1344,7 +1365,7 @@ static void do_send(struct prog *p, int kind)
 	 * before it, which goes first is a backend's choice (io_uring runs
 	 * SQEs in order; the fallback tries a send at submit, a multishot
 	 * read only once the loop polls). */
-	if (c->type == CH_UDGRAM && c->peer_gone)
+	if ((c->type == CH_UDGRAM && c->peer_gone) || gone_busy(p, i))
 		return;
 	size_t len = c->type == CH_UDGRAM ? below(p, DGRAM_MAX + 1)
 					  : 1 + below(p, chance(p, 70) ? 256
@@ -1386,7 +1407,7 @@ static void do_multi(struct prog *p)
 	int i = pick_chan(p, 1, 1);
 	struct chan *c = chan_at(p, i);
 	int pi = (int)below(p, NPOOLS);
-	if (!c || p->pools[pi].busy || reads_on(p, i))
+	if (!c || p->pools[pi].busy || reads_on(p, i) || gone_busy(p, i))
 		return;
 	struct fop *f = slot(p);
 	if (!f)
@@ -1435,7 +1456,7 @@ static void do_splice(struct prog *p)
 		return;
 	int i = pick_chan(p, 1, 1);
 	struct chan *c = chan_at(p, i);
-	if (!c || !stream(c))
+	if (!c || !stream(c) || gone_busy(p, i))
 		return;
 	int out = p->pipe_len > 0;
 	if (!out && reads_on(p, i))
