@@ -682,6 +682,18 @@ static int fault_cqe(rio_loop *loop, rio_op *op, int *res, unsigned cf)
 }
 #endif
 
+/* A poll's result: the kernel reports the bits of the wakeup that ended
+ * it; what became ready since (a FIN behind the data) is ready as well
+ * when the caller sees it, and the fallback reports it (poll(2) at
+ * delivery), so ask poll(2) too. Only what was asked for. */
+static int poll_mask(const rio_op *op, int res)
+{
+	struct pollfd p = {.fd = op->priv.fd, .events = (short)op->priv.n0};
+	if (poll(&p, 1, 0) > 0)
+		res |= p.revents;
+	return res & (int)op->priv.n0;
+}
+
 static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 {
 	rio_op *op = (rio_op *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
@@ -710,7 +722,7 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 		if (is_splice(op) && res >= 0) /* the poll fired */
 			res = rio__splice_try(op, 1);
 		if (op->priv.kind == RIO__OP_POLL && res > 0)
-			res &= (int)op->priv.n0; /* only what was asked for */
+			res = poll_mask(op, res);
 		op->res = res;
 		cqe_done(loop, op);
 	}

@@ -146,3 +146,32 @@ Test(poll, bad_arguments, .timeout = 20)
 	close(b);
 	t_loop_done(loop);
 }
+
+/*
+ * The mask is what is ready when the poll completes, on every backend:
+ * data and then a FIN arriving before the loop runs give POLLIN and
+ * POLLRDHUP together. io_uring's POLL_ADD reported the first wakeup's
+ * bits only (POLLIN), the fallback asks poll(2) (found by test/fuzz).
+ */
+Test(poll, the_mask_holds_everything_ready_at_completion, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	for (int round = 0; round < 10; round++) {
+		t_rec r = {0};
+		int a, b;
+		t_pair(&a, &b);
+		poll_submit(loop, &r, b, POLLIN);
+		t_loop_sleep(loop, 2); /* armed in the kernel */
+		cr_assert_eq(write(a, "x", 1), 1);
+		cr_assert_eq(shutdown(a, SHUT_WR), 0);
+		usleep(2000);
+		T_RUN_UNTIL(loop, r.calls == 1, 2000);
+		cr_assert_eq(r.res, POLLIN | POLLRDHUP, "round %d: res 0x%x, "
+			     "want POLLIN|POLLRDHUP", round, r.res);
+		t_rec c = {0};
+		cr_assert_eq(rio_close(loop, &c.op, b, t_rec_cb), 0);
+		T_RUN_UNTIL(loop, c.calls == 1, 2000);
+		close(a);
+	}
+	t_loop_done(loop);
+}
