@@ -837,7 +837,7 @@ static void peer_drain(struct prog *p, struct chan *c)
 /* Completions                                                         */
 /* ------------------------------------------------------------------ */
 
-static int conn_take(struct prog *p, int k);
+static int queue_take(int *fds, int *ids, int *n, int k, int *id);
 
 static int port_of(int fd, int peer)
 {
@@ -1099,7 +1099,9 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 				char b;
 				if (recv(p->conn_q[k], &b, 1,
 					 MSG_PEEK | MSG_DONTWAIT) == 0) {
-					close(conn_take(p, k));
+					int id;
+					close(queue_take(p->conn_q, p->conn_id,
+							 &p->nconn, k, &id));
 					break;
 				}
 			}
@@ -1694,44 +1696,65 @@ static void reuse_at_once(struct prog *p, struct rec *r, int id)
 	do_recv_on(p, K_RECV, i);
 }
 
-/* Take queued connection k off L1's list: its client fd, and its id as
- * *id. */
-static int conn_take(struct prog *p, int k)
+/* Take client k off a queue of clients (fds, ids, *n): its fd, and its
+ * id in *id. */
+static int queue_take(int *fds, int *ids, int *n, int k, int *id)
 {
-	int fd = p->conn_q[k];
-	p->nconn--;
-	memmove(p->conn_q + k, p->conn_q + k + 1,
-		(size_t)(p->nconn - k) * sizeof *p->conn_q);
-	memmove(p->conn_id + k, p->conn_id + k + 1,
-		(size_t)(p->nconn - k) * sizeof *p->conn_id);
+	int fd = fds[k];
+	*id = ids[k];
+	(*n)--;
+	memmove(fds + k, fds + k + 1, (size_t)(*n - k) * sizeof *fds);
+	memmove(ids + k, ids + k + 1, (size_t)(*n - k) * sizeof *ids);
 	return fd;
 }
 
-static void new_accepted(struct prog *p, struct rec *r, int fd)
+/* A connection accepted (by an accept op, or handed out by the listener)
+ * becomes a channel with the client whose port it has: in queue order on
+ * every backend, but a fault plan's aborts are reported later. Returns
+ * the channel's slot, or -1 (failed). */
+static int claim_accepted(struct prog *p, int *fds, int *ids, int *n, int fd,
+			  const char *who)
 {
-	/* the client whose port this connection has: in queue order on
-	 * every backend, but a fault plan's aborts are reported later */
 	int port = port_of(fd, 1), k = 0;
-	while (k < p->nconn && port_of(p->conn_q[k], 0) != port)
+	while (k < *n && port_of(fds[k], 0) != port)
 		k++;
-	if (k == p->nconn) {
-		fail(p, "accept gave an fd with no connection queued");
+	if (k == *n) {
+		fail(p, "%s gave a connection nobody made", who);
 		close(fd);
-		return;
+		return -1;
 	}
 	if (k != 0 && !p->faults)
-		fail(p, "accept gave connection %d of the queue, not the first",
-		     k);
-	int id = p->conn_id[k];
-	int peer = conn_take(p, k);
+		fail(p, "%s gave connection %d of the queue, not the first",
+		     who, k);
+	int id, peer = queue_take(fds, ids, n, k, &id);
 	int i = chan_new(p, CH_TCP, fd, peer, id);
 	if (i < 0) {
 		close(fd);
 		close(peer);
 		fail(p, "channel table full");
-		return;
 	}
+	return i;
+}
+
+static void new_accepted(struct prog *p, struct rec *r, int fd)
+{
 	(void)r;
+	claim_accepted(p, p->conn_q, p->conn_id, &p->nconn, fd, "accept");
+}
+
+/* A nonblocking client connecting to `a` (on loopback it is queued on
+ * the listener when connect returns). Returns the fd, or -1. */
+static int client_to(const struct sockaddr_in *a)
+{
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -1;
+	if (connect(s, (const struct sockaddr *)a, sizeof *a) < 0 &&
+	    errno != EINPROGRESS) {
+		close(s);
+		return -1;
+	}
+	return s;
 }
 
 static int l1_open(struct prog *p)
@@ -1780,14 +1803,9 @@ static void peer_connect(struct prog *p)
 {
 	if (!l1_open(p) || p->nconn >= 8 || chans_free(p) < 20)
 		return;
-	int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int s = client_to(&p->l1_addr);
 	if (s < 0)
 		return;
-	if (connect(s, (struct sockaddr *)&p->l1_addr, sizeof p->l1_addr) < 0 &&
-	    errno != EINPROGRESS) {
-		close(s);
-		return;
-	}
 	p->conn_id[p->nconn] = 1000000 + p->nconnects++;
 	p->conn_q[p->nconn++] = s;
 	p->ch[p->l1_ch].touched = 1;
@@ -1803,30 +1821,9 @@ static void lis_accept(rio_listener *l, int fd, void *data)
 	if (p->l4_max && k.live > p->l4_max)
 		fail(p, "listener: %u connections live, max_conns %u", k.live,
 		     p->l4_max);
-	int port = port_of(fd, 1), i = 0;
-	while (i < p->nq4 && port_of(p->q4[i], 0) != port)
-		i++;
-	if (i == p->nq4) {
-		fail(p, "listener handed out a connection nobody made");
-		close(fd);
-		return;
-	}
-	if (i != 0 && !p->faults)
-		fail(p, "listener handed out connection %d of the queue, not "
-		     "the first", i);
-	int peer = p->q4[i], id = p->q4_id[i];
-	p->nq4--;
-	memmove(p->q4 + i, p->q4 + i + 1, (size_t)(p->nq4 - i) * sizeof *p->q4);
-	memmove(p->q4_id + i, p->q4_id + i + 1,
-		(size_t)(p->nq4 - i) * sizeof *p->q4_id);
-	int c = chan_new(p, CH_TCP, fd, peer, id);
-	if (c < 0) {
-		fail(p, "channel table full");
-		close(fd);
-		close(peer);
-		return;
-	}
-	p->ch[c].lis = 1;
+	int c = claim_accepted(p, p->q4, p->q4_id, &p->nq4, fd, "listener");
+	if (c >= 0)
+		p->ch[c].lis = 1;
 }
 
 static void lis_stop(rio_listener *l, int err, void *data)
@@ -1858,14 +1855,9 @@ static void lis_connect(struct prog *p)
 {
 	if (!p->lis || p->nq4 >= 12 || chans_free(p) < 20)
 		return;
-	int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int s = client_to(&p->l4_addr);
 	if (s < 0)
 		return;
-	if (connect(s, (struct sockaddr *)&p->l4_addr, sizeof p->l4_addr) < 0 &&
-	    errno != EINPROGRESS) {
-		close(s);
-		return;
-	}
 	p->q4_id[p->nq4] = 2000000 + p->nconnects++;
 	p->q4[p->nq4++] = s;
 }
