@@ -189,8 +189,16 @@ RIO_API void rio_loop_counters(const rio_loop *loop, rio_counters *out);
 #define RIO_MULTISHOT 0x1u /* accept: multishot accept */
 
 /*
+ * The struct of type `type` whose member `member` is at `ptr`: from the
+ * rio_op a callback gets back to the caller's struct that embeds it.
+ *   struct conn *c = RIO_CONTAINER_OF(op, struct conn, recv_op);
+ */
+#define RIO_CONTAINER_OF(ptr, type, member) \
+	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/*
  * An operation. Embed it in your own struct and find that struct again with
- * container_of; ringio allocates nothing per op. Zero it (or call
+ * RIO_CONTAINER_OF; ringio allocates nothing per op. Zero it (or call
  * rio_op_init()) once before first use. The public fields are valid inside
  * the callback; the `priv` block belongs to ringio.
  */
