@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,9 +48,7 @@ struct reactor {
 	size_t nfds;
 	int *hot;
 	size_t nhot, hot_cap;
-	rio__opq parked;  /* multishot recvs waiting for pool buffers */
 	rio__timers timers;
-	int rearm_parked;
 };
 
 /* The fallback's view of a pool: a stack of free buffer ids. */
@@ -65,38 +64,27 @@ static struct reactor *R(rio_loop *loop) { return loop->be_data; }
 
 static int is_read_side(const rio_op *op)
 {
-	switch (op->priv.kind) {
-	case RIO__OP_ACCEPT: case RIO__OP_RECV: case RIO__OP_RECVMSG:
-	case RIO__OP_RECV_MULTI: case RIO__OP_SPLICE_IN:
-		return 1;
-	default:
-		return 0;
-	}
+	return rio__kind(op)->side == RIO__SIDE_READ;
 }
 
 static struct fdent *fd_ent(struct reactor *r, int fd)
 {
-	if (fd < 0)
+	if (fd < 0 || rio__grow((void **)&r->fds, &r->nfds, sizeof *r->fds,
+				(size_t)fd) < 0)
 		return NULL;
-	if ((size_t)fd >= r->nfds) {
-		size_t n = r->nfds ? r->nfds : 64;
-		while (n <= (size_t)fd)
-			n *= 2;
-		struct fdent *t = realloc(r->fds, n * sizeof *t);
-		if (!t)
-			return NULL;
-		memset(t + r->nfds, 0, (n - r->nfds) * sizeof *t);
-		r->fds = t;
-		r->nfds = n;
-	}
 	return &r->fds[fd];
 }
 
 static rio__opq *queue_of(struct fdent *e, const rio_op *op)
 {
-	if (op->priv.kind == RIO__OP_POLL)
+	switch (rio__kind(op)->side) {
+	case RIO__SIDE_ANY:
 		return &e->pq;
-	return is_read_side(op) ? &e->rq : &e->wq;
+	case RIO__SIDE_READ:
+		return &e->rq;
+	default:
+		return &e->wq;
+	}
 }
 
 /* For rio_poll: what poll(2) says is ready on fd for `events`, not
@@ -113,14 +101,6 @@ static int fd_ready(struct reactor *r, int fd, short events)
 	if (r->fds[fd].soerr)
 		p.revents |= POLLERR;
 	return p.revents;
-}
-
-/* now + ns, saturating: a deadline centuries away must not wrap into the
- * past. */
-static uint64_t due_in(uint64_t ns)
-{
-	uint64_t now = rio__now_ns();
-	return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
 }
 
 /* A result found without readiness (at submit, by a cancel or close):
@@ -257,26 +237,26 @@ static ssize_t msg_resume(int fd, struct msghdr *m, size_t done, int fl,
 static int try_io(rio_loop *loop, rio_op *op)
 {
 	int fd = op->priv.fd;
-	void *p = op->priv.p0;
-	int fl = (int)op->priv.n0 | MSG_DONTWAIT;
+	const typeof(op->priv.a.io) *io = &op->priv.a.io;
+	/* io->done: bytes done so far, for MSG_WAITALL */
+	int fl = (io->flags | MSG_DONTWAIT) & ~MSG_WAITALL;
 	switch (op->priv.kind) {
 	case RIO__OP_ACCEPT:
-		return sys(accept4(fd, p, op->priv.p1, SOCK_NONBLOCK | SOCK_CLOEXEC));
-	case RIO__OP_RECV: /* u1: bytes done so far, for MSG_WAITALL */
-		return sys(recv(fd, (char *)p + op->priv.u1,
-				op->priv.u0 - op->priv.u1, fl & ~MSG_WAITALL));
-	case RIO__OP_SEND: {
-		size_t len = op->priv.u0 - op->priv.u1;
-		if (len > 1 && rio__fault(loop, RIO__F_SHORT_WRITE))
-			len = 1 + rio__fault_rand(loop) % (len - 1);
-		return sys(send(fd, (char *)p + op->priv.u1, len,
-				(fl & ~MSG_WAITALL) | MSG_NOSIGNAL));
-	}
-	case RIO__OP_RECVMSG: /* u1: bytes done so far, for MSG_WAITALL */
-		return sys(msg_resume(fd, p, op->priv.u1, fl & ~MSG_WAITALL, 0));
+		return sys(accept4(fd, op->priv.a.accept.addr,
+				   op->priv.a.accept.addrlen,
+				   SOCK_NONBLOCK | SOCK_CLOEXEC));
+	case RIO__OP_RECV:
+		return sys(recv(fd, (char *)io->buf + io->done,
+				io->len - io->done, fl));
+	case RIO__OP_SEND:
+		return sys(send(fd, (char *)io->buf + io->done,
+				rio__fault_send_len(loop, io->len - io->done),
+				fl | MSG_NOSIGNAL));
+	case RIO__OP_RECVMSG:
+		return sys(msg_resume(fd, io->msg, io->done, fl, 0));
 	case RIO__OP_SENDMSG:
-		return sys(msg_resume(fd, p, op->priv.u1,
-				      (fl & ~MSG_WAITALL) | MSG_NOSIGNAL, 1));
+		return sys(msg_resume(fd, io->msg, io->done, fl | MSG_NOSIGNAL,
+				      1));
 	case RIO__OP_SPLICE_IN: case RIO__OP_SPLICE_OUT:
 		/* An EAGAIN that is the pipe's must end the op: an
 		 * edge-triggered socket that is ready would never wake it. */
@@ -298,14 +278,11 @@ static void complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 static enum attempt recv_multi(rio_loop *loop, rio_op *op, int *res,
 			       unsigned *flags)
 {
-	rio_bufpool *pool = op->priv.p0;
+	rio_bufpool *pool = op->priv.a.multi.pool;
 	struct freelist *fl = pool->be;
-	if (fl->n == 0)
+	/* a faked dry pool has buffers: the recv resumes next turn */
+	if (fl->n == 0 || rio__fault(loop, RIO__F_ENOBUFS))
 		return NOBUF;
-	if (rio__fault(loop, RIO__F_ENOBUFS)) {
-		R(loop)->rearm_parked = 1; /* buffers are there: resume soon */
-		return NOBUF;
-	}
 	uint16_t id = fl->ids[fl->n - 1];
 	void *buf = pool->mem + (size_t)id * pool->size;
 	*res = sys(recv(op->priv.fd, buf, pool->size, MSG_DONTWAIT));
@@ -328,24 +305,19 @@ static enum attempt recv_multi(rio_loop *loop, rio_op *op, int *res,
 /* The bytes a recv or send (or their msg forms) asks for. */
 static size_t io_len(const rio_op *op)
 {
-	if (op->priv.kind == RIO__OP_RECV || op->priv.kind == RIO__OP_SEND)
-		return op->priv.u0;
-	const struct msghdr *m = op->priv.p0;
+	const struct msghdr *m = op->priv.a.io.msg;
+	if (!m)
+		return op->priv.a.io.len;
 	size_t n = 0;
-	for (size_t i = 0; i < m->msg_iovlen; i++)
+	for (size_t i = 0; i < m->msg_iovlen && n < INT_MAX; i++)
 		n += m->msg_iov[i].iov_len;
-	return n;
+	return n > INT_MAX ? INT_MAX : n; /* res is an int */
 }
 
 static int waitall(const rio_op *op)
 {
-	switch (op->priv.kind) {
-	case RIO__OP_RECV: case RIO__OP_SEND:
-	case RIO__OP_RECVMSG: case RIO__OP_SENDMSG:
-		return (op->priv.n0 & MSG_WAITALL) && io_len(op) > 0;
-	default:
-		return 0;
-	}
+	return rio__kind(op)->io && (op->priv.a.io.flags & MSG_WAITALL) &&
+	       io_len(op) > 0;
 }
 
 /* An op a cancel, a close or its deadline ends with `err`: a MSG_WAITALL
@@ -353,7 +325,8 @@ static int waitall(const rio_op *op)
  * does (they are in, or gone from, the caller's buffer). */
 static int cut_short(const rio_op *op, int err)
 {
-	return waitall(op) && op->priv.u1 > 0 ? (int)op->priv.u1 : err;
+	return waitall(op) && op->priv.a.io.done > 0 ? (int)op->priv.a.io.done
+						    : err;
 }
 
 /* MSG_WAITALL as io_uring does it: keep going until `len` bytes are done;
@@ -363,32 +336,21 @@ static enum attempt attempt_all(rio_loop *loop, rio_op *op, int *res)
 	/* Every pass makes progress or returns, so this ends within len
 	 * passes; stopping early would strand an edge-triggered fd. */
 	size_t len = io_len(op);
-	while (op->priv.u1 < len) {
+	uint32_t *done = &op->priv.a.io.done;
+	while (*done < len) {
 		int n = try_io(loop, op);
 		if (n == -EINTR)
 			continue;
 		if (again(n))
 			return AGAIN;
 		if (n <= 0) {
-			*res = op->priv.u1 ? (int)op->priv.u1 : n;
+			*res = *done ? (int)*done : n;
 			return DONE;
 		}
-		op->priv.u1 += (uint64_t)n;
+		*done += (uint32_t)n;
 	}
-	*res = (int)op->priv.u1;
+	*res = (int)*done;
 	return DONE;
-}
-
-/* An accepted connection the fault plan resets: the client sees the close,
- * the caller the error a kernel reports for a connection aborted early. */
-static int fault_accept(rio_loop *loop, int fd)
-{
-	int err = rio__fault(loop, RIO__F_ACCEPT_ABORT) ? -ECONNABORTED
-		: rio__fault(loop, RIO__F_ACCEPT_EPROTO) ? -EPROTO : 0;
-	if (!err)
-		return fd;
-	close(fd);
-	return err;
 }
 
 /* Try an op's syscall once. No callback runs here: the caller unlinks a
@@ -415,7 +377,7 @@ static enum attempt attempt(rio_loop *loop, rio_op *op, int *res,
 	if (again(*res))
 		return AGAIN;
 	if (op->priv.kind == RIO__OP_ACCEPT && *res >= 0)
-		*res = fault_accept(loop, *res);
+		*res = rio__fault_accept(loop, *res);
 	if ((op->priv.bits & RIO__B_MULTISHOT) && *res >= 0) {
 		*flags = RIO_OP_F_MORE;
 		return MORE;
@@ -423,11 +385,10 @@ static enum attempt attempt(rio_loop *loop, rio_op *op, int *res,
 	return DONE;
 }
 
-static void park_for_buffers(rio_loop *loop, rio__opq *q, rio_op *op)
+static void starve(rio_loop *loop, rio__opq *q, rio_op *op)
 {
 	rio__opq_remove(q, op);
-	op->priv.state = RIO__ST_PARKED;
-	rio__opq_push(&R(loop)->parked, op);
+	rio__starve(loop, op);
 }
 
 /* Flush both queues of fd with `res` and forget its registration: the
@@ -445,15 +406,7 @@ static void flush_fd(rio_loop *loop, int fd, int res)
 		defer(loop, op, cut_short(op, res));
 	while ((op = rio__opq_pop(&e->pq)))
 		defer(loop, op, res);
-	op = r->parked.head;
-	while (op) {
-		rio_op *next = op->priv.next;
-		if (op->priv.fd == fd) {
-			rio__opq_remove(&r->parked, op);
-			defer(loop, op, res);
-		}
-		op = next;
-	}
+	rio__starved_end_fd(loop, fd, res);
 	if (e->registered && !e->nopoll)
 		r->p->del(r->pfd, fd);
 	e->registered = e->ready = e->nopoll = e->stream = e->eof = 0;
@@ -472,22 +425,17 @@ static enum attempt take_soerr(struct fdent *e, const rio_op *op,
 	if (!e->soerr || a == NOBUF || a == MORE)
 		return a;
 	int take = 0;
-	switch (op->priv.kind) {
-	case RIO__OP_CONNECT:
+	unsigned side = rio__kind(op)->side;
+	if (op->priv.kind == RIO__OP_CONNECT)
 		take = a == AGAIN;
-		break;
-	case RIO__OP_RECV: case RIO__OP_RECVMSG: case RIO__OP_RECV_MULTI:
-	case RIO__OP_SPLICE_IN:
+	else if (op->priv.kind == RIO__OP_ACCEPT)
+		take = 0;
+	else if (side == RIO__SIDE_READ)
 		/* EPIPE is a reset after the peer's FIN (CLOSE_WAIT), where
 		 * Linux's recv reports the end of stream, not the error */
 		take = a == DONE && *res == 0 && e->soerr != EPIPE;
-		break;
-	case RIO__OP_SEND: case RIO__OP_SENDMSG: case RIO__OP_SPLICE_OUT:
+	else if (side == RIO__SIDE_WRITE)
 		take = a == DONE && *res == -EPIPE;
-		break;
-	default:
-		break;
-	}
 	if (take) {
 		*res = -e->soerr;
 		a = DONE;
@@ -510,9 +458,10 @@ static void note_short_read(struct reactor *r, struct fdent *e,
 	if (!e->stream || e->eof || res <= 0 || r->p->eof_edge_unreliable)
 		return;
 	if (op->priv.kind == RIO__OP_RECV_MULTI)
-		asked = ((rio_bufpool *)op->priv.p0)->size;
-	else if (op->priv.kind == RIO__OP_RECV && !(op->priv.n0 & MSG_WAITALL))
-		asked = op->priv.u0;
+		asked = op->priv.a.multi.pool->size;
+	else if (op->priv.kind == RIO__OP_RECV &&
+		 !(op->priv.a.io.flags & MSG_WAITALL))
+		asked = op->priv.a.io.len;
 	else
 		return;
 	if ((uint64_t)res < asked)
@@ -553,7 +502,7 @@ static void run_queue(rio_loop *loop, int fd, unsigned dir, int from_event)
 			e->ready &= (uint8_t)~dir;
 			return;
 		case NOBUF:
-			park_for_buffers(loop, q, op);
+			starve(loop, q, op);
 			continue;
 		case MORE:
 			note_short_read(r, e, op, res);
@@ -578,13 +527,10 @@ static void run_queue(rio_loop *loop, int fd, unsigned dir, int from_event)
 static void submit_cancel(rio_loop *loop, rio_op *op)
 {
 	struct reactor *r = R(loop);
-	rio_op *t = op->priv.p0;
-	if (t->priv.state == RIO__ST_PARKED) {
-		rio__opq_remove(&r->parked, t);
-	} else if (t->priv.kind != RIO__OP_TIMEOUT) {
-		assert(t->priv.state == RIO__ST_KERNEL);
+	rio_op *t = op->priv.a.cancel.target;
+	assert(t->priv.state == RIO__ST_KERNEL);
+	if (t->priv.kind != RIO__OP_TIMEOUT)
 		rio__opq_remove(queue_of(&r->fds[t->priv.fd], t), t);
-	}
 	defer(loop, t, cut_short(t, -ECANCELED));
 	defer(loop, op, 0);
 }
@@ -605,7 +551,8 @@ static void submit_connect(rio_loop *loop, rio_op *op, struct fdent *e)
 		defer(loop, op, res);
 		return;
 	}
-	res = connect(op->priv.fd, op->priv.p0, (socklen_t)op->priv.u0);
+	res = connect(op->priv.fd, op->priv.a.connect.addr,
+		      op->priv.a.connect.addrlen);
 	if (res == 0 || (errno != EINPROGRESS && errno != EINTR)) {
 		defer(loop, op, res == 0 ? 0 : -errno);
 		return;
@@ -618,7 +565,7 @@ static void submit_connect(rio_loop *loop, rio_op *op, struct fdent *e)
 /* Try first, if the queue is empty (FIFO); park on EAGAIN. Tried even when
  * the direction was last seen not ready: that syscall is also what finds an
  * fd closed behind the loop's back (EBADF), which no event would report. */
-static void submit_io(rio_loop *loop, rio_op *op, struct fdent *e)
+static void arm_io(rio_loop *loop, rio_op *op, struct fdent *e)
 {
 	struct reactor *r = R(loop);
 	rio__opq *q = queue_of(e, op);
@@ -666,10 +613,10 @@ static void submit_io(rio_loop *loop, rio_op *op, struct fdent *e)
 void rio__reactor_submit(rio_loop *loop, rio_op *op)
 {
 	struct reactor *r = R(loop);
-	op->priv.ts[1] = 0;
+	op->priv.be.reactor.heap_slot = 0;
 	switch (op->priv.kind) {
 	case RIO__OP_TIMEOUT:
-		if (rio__timer_add(&r->timers, op, due_in(op->priv.u0)))
+		if (rio__timer_add(&r->timers, op))
 			defer(loop, op, -ENOMEM);
 		return;
 	case RIO__OP_CANCEL:
@@ -688,8 +635,7 @@ void rio__reactor_submit(rio_loop *loop, rio_op *op)
 		defer(loop, op, res);
 		return;
 	}
-	if ((op->priv.bits & RIO__B_DEADLINE) &&
-	    rio__timer_add(&r->timers, op, due_in(op->deadline_ns))) {
+	if ((op->priv.bits & RIO__B_DEADLINE) && rio__timer_add(&r->timers, op)) {
 		defer(loop, op, -ENOMEM);
 		return;
 	}
@@ -697,15 +643,16 @@ void rio__reactor_submit(rio_loop *loop, rio_op *op)
 		submit_connect(loop, op, e);
 	} else if (op->priv.kind == RIO__OP_POLL) {
 		/* try first: a hang-up that came before it raises no edge */
-		res = fd_ready(r, op->priv.fd, (short)op->priv.n0);
+		int events = (int)op->priv.a.poll.events;
+		res = fd_ready(r, op->priv.fd, (short)events);
 		if (res > 0)
-			res &= (int)op->priv.n0;
+			res &= events;
 		if (res != 0)
 			defer(loop, op, res);
 		else
 			rio__opq_push(&e->pq, op);
 	} else {
-		submit_io(loop, op, e);
+		arm_io(loop, op, e);
 	}
 }
 
@@ -749,27 +696,13 @@ static void run_hot(rio_loop *loop)
 	}
 }
 
-/* Buffers came back: parked recvs go back to their queues and are tried. */
-static void rearm_parked(rio_loop *loop)
+/* A starved recv's pool has buffers again: back to the head of its queue,
+ * tried this turn. */
+void rio__reactor_resume(rio_loop *loop, rio_op *op)
 {
 	struct reactor *r = R(loop);
-	if (!r->rearm_parked)
-		return;
-	r->rearm_parked = 0;
-	rio_op *op = r->parked.head;
-	while (op) {
-		rio_op *next = op->priv.next;
-		rio_bufpool *pool = op->priv.p0;
-		if (((struct freelist *)pool->be)->n > 0) {
-			rio__opq_remove(&r->parked, op);
-			struct fdent *e = &r->fds[op->priv.fd];
-			op->priv.state = RIO__ST_KERNEL;
-			loop->ctr.enobufs_rearms++;
-			rio__opq_push_front(&e->rq, op);
-			mark_hot(r, op->priv.fd);
-		}
-		op = next;
-	}
+	rio__opq_push_front(&r->fds[op->priv.fd].rq, op);
+	mark_hot(r, op->priv.fd);
 }
 
 static void drain_wake(rio_loop *loop)
@@ -815,19 +748,20 @@ static void run_polls(rio_loop *loop, int fd)
 	if (r->fds[fd].gen != gen)
 		return;
 	for (rio_op *op = r->fds[fd].pq.head; op; op = op->priv.next)
-		events |= (short)op->priv.n0;
+		events |= (short)op->priv.a.poll.events;
 	int ready = fd_ready(r, fd, events);
 	if (ready == 0)
 		return;
 	for (int budget = BUDGET; budget > 0; budget--) {
 		struct fdent *e = &r->fds[fd];
 		rio_op *op = e->pq.head;
-		while (op && ready > 0 && !(ready & (int)op->priv.n0))
+		while (op && ready > 0 && !(ready & (int)op->priv.a.poll.events))
 			op = op->priv.next;
 		if (!op || e->gen != gen)
 			return;
 		rio__opq_remove(&e->pq, op);
-		complete(loop, op, ready < 0 ? ready : ready & (int)op->priv.n0, 0);
+		complete(loop, op,
+			 ready < 0 ? ready : ready & (int)op->priv.a.poll.events, 0);
 	}
 }
 
@@ -901,7 +835,6 @@ static int inject_events(rio_loop *loop, struct rio__pev *evs, int n)
 int rio__reactor_poll(rio_loop *loop, int block)
 {
 	struct reactor *r = R(loop);
-	rearm_parked(loop);
 	int timeout = 0;
 	if (block && r->nhot == 0)
 		timeout = rio__timer_wait_ms(&r->timers, rio__now_ns());
@@ -1009,8 +942,5 @@ void rio__reactor_pool_put(rio_bufpool *pool, uint16_t id)
 {
 	struct freelist *fl = pool->be;
 	fl->ids[fl->n++] = id;
-	struct reactor *r = R(pool->loop);
-	if (!rio__opq_empty(&r->parked))
-		r->rearm_parked = 1;
 }
 

@@ -14,6 +14,7 @@ RIO__HIDDEN void rio__reactor_wake(rio_loop *loop);
 RIO__HIDDEN int rio__reactor_pool_init(rio_bufpool *pool);
 RIO__HIDDEN void rio__reactor_pool_fini(rio_bufpool *pool);
 RIO__HIDDEN void rio__reactor_pool_put(rio_bufpool *pool, uint16_t id);
+RIO__HIDDEN void rio__reactor_resume(rio_loop *loop, rio_op *op);
 
 #define RIO__REACTOR_BACKEND(NAME, KIND, POLLER)                            \
 	{                                                                   \
@@ -22,7 +23,8 @@ RIO__HIDDEN void rio__reactor_pool_put(rio_bufpool *pool, uint16_t id);
 		.poll = rio__reactor_poll, .wake = rio__reactor_wake,       \
 		.pool_init = rio__reactor_pool_init,                        \
 		.pool_fini = rio__reactor_pool_fini,                        \
-		.pool_put = rio__reactor_pool_put, .poller = POLLER,        \
+		.pool_put = rio__reactor_pool_put,                          \
+		.resume = rio__reactor_resume, .poller = POLLER,            \
 	}
 
 #endif

@@ -209,17 +209,67 @@ struct rio_op {
 	void *buf;          /* RIO_OP_F_BUF: start of received data */
 	uint16_t buf_id;    /* RIO_OP_F_BUF: give back with rio_bufpool_put */
 	uint64_t deadline_ns; /* relative deadline; 0 = none. Set before submit */
+	/* ringio's. Every field has one meaning whatever the op's kind and
+	 * the backend: src/internal.h says which (ABI: soname 1). */
 	struct {
 		rio_cb *cb;
 		rio_op *next, *prev;
-		void *p0, *p1;
-		uint64_t u0, u1;
-		int64_t ts[2];
+		uint64_t due_ns;
+		union {
+			struct {
+				void *buf;
+				size_t len;
+				struct msghdr *msg;
+				uint32_t done;
+				int flags;
+			} io;
+			struct {
+				struct sockaddr *addr;
+				socklen_t *addrlen;
+			} accept;
+			struct {
+				const struct sockaddr *addr;
+				socklen_t addrlen;
+			} connect;
+			struct {
+				struct rio_bufpool *pool;
+				rio_op *canceller;
+			} multi;
+			struct {
+				int pipe;
+				uint32_t len;
+			} splice;
+			struct {
+				uint32_t events;
+			} poll;
+			struct {
+				rio_op *target;
+				int ended_first;
+			} cancel;
+			struct {
+				rio_op *next;
+				uint32_t waiting;
+			} close;
+			struct {
+				uint64_t ns;
+			} timeout;
+		} a;
+		union {
+			struct {
+				int64_t ts[2];
+				uint8_t cqes;
+				uint8_t bits;
+			} uring;
+			struct {
+				size_t heap_slot;
+			} reactor;
+		} be;
 		int fd;
-		uint32_t n0;
-		uint16_t kind;
-		uint16_t state;
+		uint32_t gen;
 		uint32_t bits;
+		int16_t fault_err;
+		uint8_t kind;
+		uint8_t state;
 	} priv;
 };
 

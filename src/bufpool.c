@@ -1,7 +1,9 @@
 /*
  * Provided-buffer pools, the part every backend shares: the memory, which
- * buffers are lent to the caller, and argument checks. The backend keeps
- * its own view of the free buffers (io_uring: a registered buffer ring).
+ * buffers are lent to the caller, argument checks, and the multishot recvs
+ * a dry pool starves, which wait here until buffers come back. The backend
+ * keeps its own view of the free buffers (io_uring: a registered buffer
+ * ring; the fallback: a free list).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -80,6 +82,8 @@ int rio_bufpool_put(rio_bufpool *pool, uint16_t id)
 	pool->lent[id / 8] &= (unsigned char)~bit;
 	pool->nlent--;
 	pool->loop->be->pool_put(pool, id);
+	if (!rio__opq_empty(&pool->loop->starved))
+		pool->loop->resume_starved = 1;
 	return 0;
 }
 
@@ -93,4 +97,55 @@ void *rio_bufpool_buf(const rio_bufpool *pool, uint16_t id)
 size_t rio_bufpool_size(const rio_bufpool *pool)
 {
 	return pool ? pool->size : 0;
+}
+
+/* ---- multishot recvs starved of buffers ---- */
+
+static int has_buffers(const rio_bufpool *pool)
+{
+	return pool->nlent < pool->count;
+}
+
+void rio__starve(rio_loop *loop, rio_op *op)
+{
+	op->priv.state = RIO__ST_STARVED;
+	rio__opq_push(&loop->starved, op);
+	/* Buffers may have come back between the pool running dry and now
+	 * (io_uring: the CQE that says so being read). */
+	if (has_buffers(op->priv.a.multi.pool))
+		loop->resume_starved = 1;
+}
+
+/* Once per turn, not once per returned buffer. A resumed recv with no data
+ * waiting costs no buffer; one that finds the pool dry again simply
+ * starves again. */
+void rio__resume_starved(rio_loop *loop)
+{
+	if (!loop->resume_starved)
+		return;
+	loop->resume_starved = 0;
+	rio_op *op = loop->starved.head;
+	while (op) {
+		rio_op *next = op->priv.next;
+		if (has_buffers(op->priv.a.multi.pool)) {
+			rio__opq_remove(&loop->starved, op);
+			loop->ctr.enobufs_rearms++;
+			op->priv.state = RIO__ST_KERNEL;
+			loop->be->resume(loop, op);
+		}
+		op = next;
+	}
+}
+
+void rio__starved_end_fd(rio_loop *loop, int fd, int res)
+{
+	rio_op *op = loop->starved.head;
+	while (op) {
+		rio_op *next = op->priv.next;
+		if (op->priv.fd == fd) {
+			rio__opq_remove(&loop->starved, op);
+			rio__defer(loop, op, res);
+		}
+		op = next;
+	}
 }

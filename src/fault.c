@@ -1,9 +1,11 @@
-/* The fault-injection plan; see fault.h. Test builds only. */
+/* The fault-injection plan, and the rewrites both backends make under it;
+ * see fault.h. Test builds only. */
 #ifdef RINGIO_FAULT_HOOKS
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -88,5 +90,22 @@ int rio__fault(rio_loop *loop, enum rio__fault_kind k)
 		return 0;
 	loop->ctr.faults_injected++;
 	return 1;
+}
+
+size_t rio__fault_send_len(rio_loop *loop, size_t len)
+{
+	if (len > 1 && rio__fault(loop, RIO__F_SHORT_WRITE))
+		len = 1 + rio__fault_rand(loop) % (len - 1);
+	return len;
+}
+
+int rio__fault_accept(rio_loop *loop, int fd)
+{
+	int err = rio__fault(loop, RIO__F_ACCEPT_ABORT) ? -ECONNABORTED
+		: rio__fault(loop, RIO__F_ACCEPT_EPROTO) ? -EPROTO : 0;
+	if (!err)
+		return fd;
+	close(fd);
+	return err;
 }
 #endif

@@ -24,6 +24,7 @@
 #ifndef RIO_FAULT_H
 #define RIO_FAULT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum rio__fault_kind {
@@ -52,6 +53,13 @@ int rio__faults_init(struct rio__faults *f);
 /* Roll the dice for fault k; counts it when it fires. */
 int rio__fault(struct rio_loop *loop, enum rio__fault_kind k);
 uint32_t rio__fault_rand(struct rio_loop *loop);
+/* The rewrites both backends make, in one place: */
+/* How much of a `len`-byte send to pass to the kernel (a short write). */
+size_t rio__fault_send_len(struct rio_loop *loop, size_t len);
+/* A connection the kernel accepted as `fd`: fd, or the plan resets it
+ * (the client sees the close) and the caller gets the error a kernel
+ * reports for a connection aborted early (-ECONNABORTED, -EPROTO). */
+int rio__fault_accept(struct rio_loop *loop, int fd);
 #else
 static inline int rio__faults_init(struct rio__faults *f)
 {
@@ -68,6 +76,16 @@ static inline uint32_t rio__fault_rand(struct rio_loop *loop)
 {
 	(void)loop;
 	return 0;
+}
+static inline size_t rio__fault_send_len(struct rio_loop *loop, size_t len)
+{
+	(void)loop;
+	return len;
+}
+static inline int rio__fault_accept(struct rio_loop *loop, int fd)
+{
+	(void)loop;
+	return fd;
 }
 #endif
 

@@ -12,8 +12,40 @@
 #include "ringio.h"
 #include "queue.h"
 #include "fault.h"
+#include "fdtab.h"
 
 #define RIO__HIDDEN __attribute__((visibility("hidden")))
+
+/*
+ * The op's private area (rio_op.priv), field by field. No field changes
+ * meaning with the op's kind or the backend:
+ *   cb          the callback
+ *   next, prev  the one queue the op is on (queue.h)
+ *   due_ns      when time ends it (CLOCK_MONOTONIC ns): its deadline, or a
+ *               timeout's expiry; set by the core at submit
+ *   a.*         the arguments of its kind (below)
+ *   be.uring    io_uring's scratch: the timespec of its (linked) timeout,
+ *               CQEs still to come, RIO__U_* bits
+ *   be.reactor  the fallback's scratch: its slot + 1 in the timer heap
+ *   fd          the file it works on (-1: none)
+ *   gen         the generation of its fd when it was submitted (fdtab.c)
+ *   fault_err   the errno a fault hook is ending it with
+ *   kind, state, bits   below
+ *
+ * The arguments, by kind:
+ *   a.io        RECV, SEND (buf, len), RECVMSG, SENDMSG (msg); the
+ *               MSG_* flags; bytes done so far under MSG_WAITALL
+ *   a.accept    ACCEPT: where the peer's address goes (may be NULL)
+ *   a.connect   CONNECT: the address
+ *   a.multi     RECV_MULTI: the pool; the cancel aimed at it (io_uring)
+ *   a.splice    SPLICE_IN, SPLICE_OUT: the pipe end; bytes at most
+ *   a.poll      POLL: the poll(2) events asked for
+ *   a.cancel    CANCEL: the target; whether the target ended on its own
+ *               first (io_uring)
+ *   a.close     CLOSE: the next close waiting on the same fd number; ops
+ *               of the generation it ends still in flight
+ *   a.timeout   TIMEOUT: its length
+ */
 
 /* op->priv.kind */
 enum rio__kind {
@@ -25,15 +57,43 @@ enum rio__kind {
 	RIO__OP_RECVMSG,
 	RIO__OP_SENDMSG,
 	RIO__OP_RECV_MULTI,
-	RIO__OP_SPLICE_IN,  /* priv.fd: the socket, n0: the pipe, u0: len */
+	RIO__OP_SPLICE_IN,
 	RIO__OP_SPLICE_OUT,
 	RIO__OP_CLOSE,
 	RIO__OP_TIMEOUT,
 	RIO__OP_CANCEL,
 	RIO__OP_POST,
 	RIO__OP_WAKE, /* internal: the loop's wakeup channel */
-	RIO__OP_POLL, /* priv.n0: the poll(2) events asked for */
+	RIO__OP_POLL,
+	RIO__OP_KINDS
 };
+
+/* Which readiness an op waits for, in the fallback. */
+enum rio__side {
+	RIO__SIDE_NONE = 0, /* none: timers, cancels, closes, posts */
+	RIO__SIDE_READ,     /* data or connections to take */
+	RIO__SIDE_WRITE,    /* room to write, or a connect's outcome */
+	RIO__SIDE_ANY,      /* rio_poll: whatever it asked for */
+};
+
+/* What the backends and the core need to know of a kind; one row each
+ * (op.c). */
+struct rio__kind_info {
+	const char *name;
+	uint8_t side;     /* enum rio__side */
+	uint8_t tracked;  /* counted on its fd: a close of the fd waits for it */
+	uint8_t deadline; /* rio_op.deadline_ns applies (if not multishot) */
+	uint8_t again;    /* a -EAGAIN from the kernel is no result: retry */
+	uint8_t io;       /* a.io: bytes moved, MSG_WAITALL honoured */
+	uint8_t pool;     /* receives into a buffer pool (a.multi) */
+};
+
+RIO__HIDDEN extern const struct rio__kind_info rio__kinds[RIO__OP_KINDS];
+
+static inline const struct rio__kind_info *rio__kind(const rio_op *op)
+{
+	return &rio__kinds[op->priv.kind];
+}
 
 /* op->priv.state: who holds the op now. */
 enum rio__state {
@@ -41,24 +101,21 @@ enum rio__state {
 	RIO__ST_PENDING,  /* result known, on loop->pending for the next turn */
 	RIO__ST_POSTED,   /* on the cross-thread stack */
 	RIO__ST_KERNEL,   /* submitted to the kernel / armed in the reactor */
-	RIO__ST_SQWAIT,   /* waiting for room in the submission queue */
-	RIO__ST_PARKED,   /* multishot recv waiting for pool buffers */
+	RIO__ST_SQWAIT,   /* io_uring: waiting for room in the submission queue */
+	RIO__ST_STARVED,  /* multishot recv waiting for pool buffers */
 };
 
-/* op->priv.bits */
+/* op->priv.bits, the core's */
 #define RIO__B_MULTISHOT 0x01u
 #define RIO__B_CANCELLED 0x02u /* a cancel or close asked it to stop */
 #define RIO__B_INTERNAL 0x08u  /* the loop's own op: not counted as active */
 #define RIO__B_DEADLINE 0x10u  /* its deadline applies (set by the core) */
-#define RIO__B_FDCOUNTED 0x20u /* counted in the backend's per-fd table */
-#define RIO__B_FAULTEND 0x40u  /* a fault is ending it with priv.n0 (errno) */
-#define RIO__B_CAPPED 0x80u    /* io_uring: armed with a length cap */
-#define RIO__B_CLOSED 0x10000u /* io_uring: a close's own CQEs are in */
-#define RIO__B_RETRY 0x20000u  /* io_uring: resubmitted after -EAGAIN */
-#define RIO__B_DGRAM 0x40000u  /* multishot recv on a datagram socket: a
+#define RIO__B_TRACKED 0x20u   /* counted on its fd (fdtab.c) */
+#define RIO__B_FAULTEND 0x40u  /* a fault is ending it with priv.fault_err */
+#define RIO__B_CLOSED 0x80u    /* a close whose own result is in, waiting
+				* for its generation's ops (fdtab.c) */
+#define RIO__B_DGRAM 0x100u    /* multishot recv on a datagram socket: a
 				* result of 0 is an empty datagram, not EOF */
-#define RIO__B_CQES_SHIFT 8    /* backend: completions still outstanding */
-#define RIO__B_CQES_MASK (0xffu << RIO__B_CQES_SHIFT)
 
 /*
  * A backend: one file of static functions and one of these. The core calls
@@ -85,6 +142,8 @@ struct rio__backend {
 	void (*pool_fini)(rio_bufpool *pool);
 	/* Buffer `id` is free again: lend it to the kernel / the reactor. */
 	void (*pool_put)(rio_bufpool *pool, uint16_t id);
+	/* A starved multishot recv's pool has buffers again: arm it anew. */
+	void (*resume)(rio_loop *loop, rio_op *op);
 	/* The readiness fallback's poller (epoll, kqueue); NULL otherwise. */
 	const struct rio__poller *poller;
 };
@@ -107,6 +166,9 @@ struct rio_loop {
 	int owned;         /* owner is set: the loop has been run */
 	pthread_t owner;   /* the thread that first ran the loop */
 	rio__opq pending;  /* completions to deliver on the next turn */
+	rio__opq starved;  /* multishot recvs waiting for pool buffers */
+	int resume_starved; /* a buffer came back while recvs were starved */
+	struct rio__fdtab fds; /* ops in flight per fd number (fdtab.c) */
 	_Atomic(rio_op *) posted;    /* cross-thread stack, newest first */
 	atomic_uint posted_count;
 	atomic_ulong posts_total;   /* counted apart: any thread posts */
@@ -128,37 +190,50 @@ struct rio_bufpool {
 	void *be;              /* backend state (io_uring: the buffer ring) */
 };
 
-/* Deliver one result to op's callback. Without RIO_OP_F_MORE in `flags` it
- * is the final one: the op goes back to the caller first. */
+/* ---- the op lifecycle (op.c) ---- */
+
+/* Checks and resets that every submit and rio_post make; touches only the
+ * op (rio_post runs on any thread). -EINVAL, -EBUSY or 0. */
+RIO__HIDDEN int rio__op_claim(rio_loop *loop, rio_op *op, rio_cb *cb,
+			      enum rio__kind kind);
+/* Deliver one result to op's callback: the one place a callback runs.
+ * Without RIO_OP_F_MORE in `flags` it is the final one: the op goes back
+ * to the caller first. A close whose generation still has ops in flight
+ * is held until the last of them has been delivered (fdtab.c). */
 RIO__HIDDEN void rio__complete(rio_loop *loop, rio_op *op, int res,
 			       unsigned flags);
-/* Complete op with `res` on the next turn (errors found while submitting). */
+/* Complete op with `res` on the next turn (results found without the
+ * kernel: at submit, by a cancel or a close). */
 RIO__HIDDEN void rio__defer(rio_loop *loop, rio_op *op, int res);
 /* Deliver the deferred results queued so far (not those their callbacks
  * defer): a backend calls it before a callback for a result decided after
  * them, so that results reach the caller in the order they were decided
  * (two ops on one fd: the bytes, the connections, in the kernel's order). */
 RIO__HIDDEN unsigned rio__flush_pending(rio_loop *loop);
+/* What ended an op the kernel (or the reactor) stopped before it had a
+ * result: -ECANCELED when a cancel or a close of its file asked for it,
+ * else -ETIMEDOUT when it has a deadline, else `res`. */
+RIO__HIDDEN int rio__stopped(rio_loop *loop, const rio_op *op, int res);
 RIO__HIDDEN uint64_t rio__now_ns(void);
+/* now + ns, saturating: a deadline centuries away must not wrap. */
+RIO__HIDDEN uint64_t rio__due_in(uint64_t ns);
+
+/* ---- starved multishot recvs (bufpool.c) ---- */
+
+/* op's pool ran dry: it waits, off the backend, for a buffer to come
+ * back. */
+RIO__HIDDEN void rio__starve(rio_loop *loop, rio_op *op);
+/* Once per turn: the starved recvs whose pool has buffers again go back
+ * to the backend (be->resume). */
+RIO__HIDDEN void rio__resume_starved(rio_loop *loop);
+/* The starved recvs on fd end with `res` (deferred): its file is gone. */
+RIO__HIDDEN void rio__starved_end_fd(rio_loop *loop, int fd, int res);
+RIO__HIDDEN void rio__pool_mark_lent(rio_bufpool *pool, uint16_t id);
 
 /* One non-blocking splice(2) for a RIO__OP_SPLICE_* op: bytes or -errno.
  * With `sock_ready` (the socket was reported or may be ready), an EAGAIN
  * that is the pipe's becomes -ENOBUFS / -ENODATA: waiting on the socket
  * would never end it. -EAGAIN then means a spurious wakeup: wait again. */
 RIO__HIDDEN int rio__splice_try(const rio_op *op, int sock_ready);
-
-/* Buffer-pool bookkeeping shared by the backends. */
-RIO__HIDDEN void rio__pool_mark_lent(rio_bufpool *pool, uint16_t id);
-
-static inline unsigned rio__cqes(const rio_op *op)
-{
-	return (op->priv.bits & RIO__B_CQES_MASK) >> RIO__B_CQES_SHIFT;
-}
-
-static inline void rio__set_cqes(rio_op *op, unsigned n)
-{
-	op->priv.bits = (op->priv.bits & ~RIO__B_CQES_MASK) |
-			(n << RIO__B_CQES_SHIFT);
-}
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * The loop: backend selection, op validation and lifecycle, the turn, the
- * cross-thread post stack. Backends see ops only through submit/poll.
+ * The loop: backend selection, the turn, and the cross-thread post stack.
+ * The op lifecycle is op.c's; backends see ops only through submit/poll.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -12,13 +12,6 @@
 #include <time.h>
 
 #include "internal.h"
-
-uint64_t rio__now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static const char *const backend_names[] = {"auto", "uring", "epoll",
 					     "kqueue"};
@@ -158,6 +151,7 @@ int rio_loop_destroy(rio_loop *loop)
 	    atomic_load(&loop->posted_count))
 		return -EBUSY;
 	loop->be->fini(loop);
+	rio__fdtab_free(&loop->fds);
 	free(loop);
 	return 0;
 }
@@ -189,278 +183,15 @@ void rio_loop_wake(rio_loop *loop)
 	loop->be->wake(loop);
 }
 
-/* ---- op lifecycle ---- */
-
-void rio_op_init(rio_op *op)
-{
-	memset(op, 0, sizeof *op);
-}
-
-void rio_op_set_deadline(rio_op *op, uint64_t timeout_ns)
-{
-	op->deadline_ns = timeout_ns;
-}
-
-int rio_op_in_flight(const rio_op *op)
-{
-	return op->priv.state != RIO__ST_IDLE;
-}
-
-void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
-{
-	int internal = op->priv.bits & RIO__B_INTERNAL;
-	op->res = res;
-	op->flags = flags;
-	if (!(flags & RIO_OP_F_MORE)) {
-		assert(op->priv.state != RIO__ST_IDLE);
-		op->priv.state = RIO__ST_IDLE;
-		op->priv.bits = 0;
-		if (!internal) {
-			assert(loop->active > 0);
-			loop->active--;
-			loop->ctr.ops_completed++;
-		}
-	}
-	if (!(flags & RIO_OP_F_MORE) && op->priv.kind == RIO__OP_RECV_MULTI)
-		((rio_bufpool *)op->priv.p0)->users--;
-	if (!internal)
-		loop->ctr.completions++;
-	op->priv.cb(loop, op, res);
-}
-
-void rio__defer(rio_loop *loop, rio_op *op, int res)
-{
-	op->res = res;
-	op->priv.state = RIO__ST_PENDING;
-	rio__opq_push(&loop->pending, op);
-}
-
-/* Common checks and bookkeeping of every submit call. */
-static int take(rio_loop *loop, rio_op *op, rio_cb *cb, enum rio__kind kind,
-		int fd)
-{
-	if (!loop || !op || !cb)
-		return -EINVAL;
-	if (op->priv.state != RIO__ST_IDLE)
-		return -EBUSY;
-	op->priv.cb = cb;
-	op->priv.kind = (uint16_t)kind;
-	op->priv.fd = fd;
-	op->priv.bits = 0;
-	op->priv.u1 = 0;
-	op->flags = 0;
-	op->buf = NULL;
-	loop->active++;
-	loop->ctr.ops_submitted++;
-	return 0;
-}
-
-/* Which ops honour a deadline is decided here, once, for every backend:
- * not multishot ops (validated away), not timeouts (they are one), and not
- * close and cancel, which never wait on a peer. */
-static int submit(rio_loop *loop, rio_op *op)
-{
-	unsigned k = op->priv.kind;
-	if (op->deadline_ns && !(op->priv.bits & RIO__B_MULTISHOT) &&
-	    k != RIO__OP_TIMEOUT && k != RIO__OP_CLOSE && k != RIO__OP_CANCEL)
-		op->priv.bits |= RIO__B_DEADLINE;
-	op->priv.state = RIO__ST_KERNEL;
-	loop->be->submit(loop, op);
-	return 0;
-}
-
-int rio_accept(rio_loop *loop, rio_op *op, int fd, struct sockaddr *addr,
-	       socklen_t *addrlen, unsigned flags, rio_cb *cb)
-{
-	if (flags & ~RIO_MULTISHOT)
-		return -EINVAL;
-	if ((flags & RIO_MULTISHOT) &&
-	    (addr || addrlen || (op && op->deadline_ns)))
-		return -EINVAL;
-	if ((addr == NULL) != (addrlen == NULL))
-		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_ACCEPT, fd);
-	if (r)
-		return r;
-	op->priv.p0 = addr;
-	op->priv.p1 = addrlen;
-	if (flags & RIO_MULTISHOT)
-		op->priv.bits |= RIO__B_MULTISHOT;
-	return submit(loop, op);
-}
-
-int rio_connect(rio_loop *loop, rio_op *op, int fd,
-		const struct sockaddr *addr, socklen_t addrlen, rio_cb *cb)
-{
-	if (!addr || addrlen == 0)
-		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_CONNECT, fd);
-	if (r)
-		return r;
-	op->priv.p0 = (void *)addr;
-	op->priv.u0 = addrlen;
-	return submit(loop, op);
-}
-
-static int submit_io(rio_loop *loop, rio_op *op, enum rio__kind kind, int fd,
-		     void *p, uint64_t len, int msg_flags, rio_cb *cb)
-{
-	if (!p && len)
-		return -EINVAL;
-	int r = take(loop, op, cb, kind, fd);
-	if (r)
-		return r;
-	op->priv.p0 = p;
-	op->priv.u0 = len;
-	op->priv.n0 = (uint32_t)msg_flags;
-	return submit(loop, op);
-}
-
-int rio_recv(rio_loop *loop, rio_op *op, int fd, void *buf, size_t len,
-	     int msg_flags, rio_cb *cb)
-{
-	return submit_io(loop, op, RIO__OP_RECV, fd, buf, len, msg_flags, cb);
-}
-
-int rio_send(rio_loop *loop, rio_op *op, int fd, const void *buf, size_t len,
-	     int msg_flags, rio_cb *cb)
-{
-	return submit_io(loop, op, RIO__OP_SEND, fd, (void *)buf, len,
-			 msg_flags | MSG_NOSIGNAL, cb);
-}
-
-int rio_sendmsg(rio_loop *loop, rio_op *op, int fd, const struct msghdr *msg,
-		int msg_flags, rio_cb *cb)
-{
-	if (!msg)
-		return -EINVAL;
-	return submit_io(loop, op, RIO__OP_SENDMSG, fd, (void *)msg, 0,
-			 msg_flags | MSG_NOSIGNAL, cb);
-}
-
-int rio_recvmsg(rio_loop *loop, rio_op *op, int fd, struct msghdr *msg,
-		int msg_flags, rio_cb *cb)
-{
-	if (!msg)
-		return -EINVAL;
-	return submit_io(loop, op, RIO__OP_RECVMSG, fd, msg, 0, msg_flags, cb);
-}
-
-static int submit_splice(rio_loop *loop, rio_op *op, enum rio__kind kind,
-			 int sock, int pipe, size_t len, rio_cb *cb)
-{
-	if (pipe < 0 || len == 0)
-		return -EINVAL;
-	int r = take(loop, op, cb, kind, sock);
-	if (r)
-		return r;
-	op->priv.u0 = len > INT_MAX ? INT_MAX : len;
-	op->priv.n0 = (uint32_t)pipe;
-	return submit(loop, op);
-}
-
-int rio_splice_in(rio_loop *loop, rio_op *op, int sock, int pipe_w,
-		  size_t len, rio_cb *cb)
-{
-	return submit_splice(loop, op, RIO__OP_SPLICE_IN, sock, pipe_w, len, cb);
-}
-
-int rio_splice_out(rio_loop *loop, rio_op *op, int pipe_r, int sock,
-		   size_t len, rio_cb *cb)
-{
-	return submit_splice(loop, op, RIO__OP_SPLICE_OUT, sock, pipe_r, len,
-			     cb);
-}
-
-int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd, rio_bufpool *pool,
-		       rio_cb *cb)
-{
-	if (!pool || pool->loop != loop || (op && op->deadline_ns))
-		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_RECV_MULTI, fd);
-	if (r)
-		return r;
-	op->priv.p0 = pool;
-	op->priv.p1 = NULL; /* io_uring: the cancel op aimed at it */
-	op->priv.bits |= RIO__B_MULTISHOT;
-	/* On a datagram socket 0 bytes is a datagram: the recv goes on. */
-	int type = 0;
-	socklen_t tl = sizeof type;
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
-	    (type == SOCK_DGRAM || type == SOCK_SEQPACKET))
-		op->priv.bits |= RIO__B_DGRAM;
-	pool->users++;
-	return submit(loop, op);
-}
-
-int rio_poll(rio_loop *loop, rio_op *op, int fd, unsigned events,
-	     rio_cb *cb)
-{
-	if (events & ~(unsigned)(POLLIN | POLLOUT | POLLPRI | POLLRDHUP |
-				 POLLERR | POLLHUP))
-		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_POLL, fd);
-	if (r)
-		return r;
-	/* io_uring reports a peer's FIN to any poll: so do all backends */
-	op->priv.n0 = events | POLLERR | POLLHUP | POLLRDHUP;
-	return submit(loop, op);
-}
-
-int rio_close(rio_loop *loop, rio_op *op, int fd, rio_cb *cb)
-{
-	int r = take(loop, op, cb, RIO__OP_CLOSE, fd);
-	if (r)
-		return r;
-	return submit(loop, op);
-}
-
-int rio_timeout(rio_loop *loop, rio_op *op, uint64_t timeout_ns, rio_cb *cb)
-{
-	if (op && op->deadline_ns)
-		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_TIMEOUT, -1);
-	if (r)
-		return r;
-	op->priv.u0 = timeout_ns;
-	return submit(loop, op);
-}
-
-int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target, rio_cb *cb)
-{
-	if (!target || target == op)
-		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_CANCEL, -1);
-	if (r)
-		return r;
-	op->priv.p0 = target;
-	switch (target->priv.state) {
-	case RIO__ST_IDLE:
-		rio__defer(loop, op, -ENOENT);
-		return 0;
-	case RIO__ST_PENDING:
-	case RIO__ST_POSTED:
-		/* Its result is already decided; it cannot be stopped. */
-		rio__defer(loop, op, -EALREADY);
-		return 0;
-	default:
-		return submit(loop, op);
-	}
-}
-
 /* ---- cross-thread posts ---- */
 
 int rio_post(rio_loop *loop, rio_op *op, rio_cb *cb)
 {
-	if (!loop || !op || !cb)
-		return -EINVAL;
-	if (op->priv.state != RIO__ST_IDLE)
-		return -EBUSY;
-	op->priv.cb = cb;
-	op->priv.kind = RIO__OP_POST;
-	op->priv.bits = 0;
+	int r = rio__op_claim(loop, op, cb, RIO__OP_POST);
+	if (r)
+		return r;
+	op->priv.fd = -1;
 	op->priv.state = RIO__ST_POSTED;
-	op->flags = 0;
 	atomic_fetch_add(&loop->posted_count, 1);
 	atomic_fetch_add(&loop->posts_total, 1);
 	rio_op *head = atomic_load_explicit(&loop->posted, memory_order_relaxed);
@@ -497,21 +228,6 @@ static void drain_posted(rio_loop *loop)
 	}
 }
 
-/* Run the completions queued so far; ones queued by these callbacks wait
- * for the next call, so a callback cannot recurse. Results are delivered
- * in the order they were decided: a backend calls this before it runs a
- * callback for a result it has just found, and each turn starts with it. */
-unsigned rio__flush_pending(rio_loop *loop)
-{
-	rio__opq q;
-	rio__opq_take(&q, &loop->pending);
-	rio_op *op;
-	unsigned n = 0;
-	for (; (op = rio__opq_pop(&q)); n++)
-		rio__complete(loop, op, op->res, 0);
-	return n;
-}
-
 static unsigned in_flight(rio_loop *loop)
 {
 	return loop->active + atomic_load(&loop->posted_count);
@@ -539,6 +255,7 @@ int rio_loop_run(rio_loop *loop, rio_run_mode mode)
 		 * done its work and does not wait */
 		unsigned early = rio__flush_pending(loop);
 		drain_posted(loop);
+		rio__resume_starved(loop);
 		int block = mode != RIO_RUN_NOWAIT && !early &&
 			    rio__opq_empty(&loop->pending) &&
 			    !atomic_load(&loop->stop) && loop->active > 0;

@@ -38,7 +38,7 @@ static void block_sigpipe(sigset_t *set)
 static int pipe_stuck(const rio_op *op)
 {
 	int queued = 0;
-	if (ioctl((int)op->priv.n0, FIONREAD, &queued) < 0)
+	if (ioctl(op->priv.a.splice.pipe, FIONREAD, &queued) < 0)
 		return -errno;
 	if (op->priv.kind == RIO__OP_SPLICE_IN)
 		return queued > 0 ? -ENOBUFS : -EAGAIN;
@@ -49,15 +49,15 @@ static int pipe_stuck(const rio_op *op)
 int rio__splice_try(const rio_op *op, int sock_ready)
 {
 #ifdef __linux__
-	int in = (int)op->priv.n0, out = op->priv.fd;
+	int in = op->priv.a.splice.pipe, out = op->priv.fd;
 	sigset_t pipe_set;
 	if (op->priv.kind == RIO__OP_SPLICE_IN) {
 		in = op->priv.fd;
-		out = (int)op->priv.n0;
+		out = op->priv.a.splice.pipe;
 	} else {
 		block_sigpipe(&pipe_set);
 	}
-	ssize_t n = splice(in, NULL, out, NULL, op->priv.u0,
+	ssize_t n = splice(in, NULL, out, NULL, op->priv.a.splice.len,
 			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	if (n >= 0)
 		return (int)n;

@@ -1,14 +1,18 @@
+/*
+ * The timer heap of backends that keep time themselves (the readiness
+ * fallback): ops by when time ends them (priv.due_ns); see timer.h.
+ */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "timer.h"
 
-static uint64_t due(const rio_op *op) { return (uint64_t)op->priv.ts[0]; }
+static uint64_t due(const rio_op *op) { return op->priv.due_ns; }
 
 static void place(rio__timers *t, size_t i, rio_op *op)
 {
 	t->heap[i] = op;
-	op->priv.ts[1] = (int64_t)i + 1;
+	op->priv.be.reactor.heap_slot = i + 1;
 }
 
 static void sift_up(rio__timers *t, size_t i)
@@ -41,7 +45,7 @@ static void sift_down(rio__timers *t, size_t i)
 	place(t, i, op);
 }
 
-int rio__timer_add(rio__timers *t, rio_op *op, uint64_t due_ns)
+int rio__timer_add(rio__timers *t, rio_op *op)
 {
 	assert(!rio__timer_armed(op));
 	if (t->len == t->cap) {
@@ -52,7 +56,6 @@ int rio__timer_add(rio__timers *t, rio_op *op, uint64_t due_ns)
 		t->heap = h;
 		t->cap = cap;
 	}
-	op->priv.ts[0] = (int64_t)due_ns;
 	t->heap[t->len] = op;
 	sift_up(t, t->len++);
 	return 0;
@@ -62,15 +65,15 @@ void rio__timer_del(rio__timers *t, rio_op *op)
 {
 	if (!rio__timer_armed(op))
 		return;
-	size_t i = (size_t)op->priv.ts[1] - 1;
+	size_t i = op->priv.be.reactor.heap_slot - 1;
 	assert(i < t->len && t->heap[i] == op);
-	op->priv.ts[1] = 0;
+	op->priv.be.reactor.heap_slot = 0;
 	rio_op *last = t->heap[--t->len];
 	if (i == t->len)
 		return;
 	place(t, i, last);
 	sift_down(t, i);
-	sift_up(t, (size_t)last->priv.ts[1] - 1);
+	sift_up(t, last->priv.be.reactor.heap_slot - 1);
 }
 
 rio_op *rio__timer_expired(rio__timers *t, uint64_t now_ns)

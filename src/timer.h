@@ -1,7 +1,8 @@
 /*
- * A binary min-heap of ops by absolute deadline (CLOCK_MONOTONIC ns), for
- * backends that keep time themselves (the readiness fallback). An op in the
- * heap keeps its deadline in priv.ts[0] and its heap slot + 1 in priv.ts[1].
+ * A binary min-heap of ops by when time ends them (priv.due_ns, absolute
+ * CLOCK_MONOTONIC ns, set by the core), for backends that keep time
+ * themselves (the readiness fallback). An op in the heap keeps its slot + 1
+ * in priv.be.reactor.heap_slot.
  */
 #ifndef RIO_TIMER_H
 #define RIO_TIMER_H
@@ -15,8 +16,8 @@ typedef struct rio__timers {
 	size_t len, cap;
 } rio__timers;
 
-/* Insert op due at `due_ns`. Returns 0 or -ENOMEM. */
-RIO__HIDDEN int rio__timer_add(rio__timers *t, rio_op *op, uint64_t due_ns);
+/* Insert op, due at op->priv.due_ns. Returns 0 or -ENOMEM. */
+RIO__HIDDEN int rio__timer_add(rio__timers *t, rio_op *op);
 /* Remove op if it is in the heap; harmless otherwise. */
 RIO__HIDDEN void rio__timer_del(rio__timers *t, rio_op *op);
 /* The earliest op due at or before now_ns, removed; NULL if none. */
@@ -27,7 +28,7 @@ RIO__HIDDEN void rio__timer_free(rio__timers *t);
 
 static inline int rio__timer_armed(const rio_op *op)
 {
-	return op->priv.ts[1] != 0;
+	return op->priv.be.reactor.heap_slot != 0;
 }
 
 #endif

@@ -82,15 +82,19 @@ foreach(f "${prefix}/include/ringio.h" "${libdir}/libringio.so"
   endif()
 endforeach()
 
-# The shared library carries a SONAME and the versioned file exists.
+# The shared library carries the SONAME CMakeLists.txt sets
+# (RINGIO_SOVERSION) and the versioned file exists.
+if(NOT SOVERSION MATCHES "^[0-9]+$")
+  message(FATAL_ERROR "install_consumer: -DSOVERSION=N is required")
+endif()
 find_program(READELF readelf)
 if(READELF AND EXISTS "${libdir}/libringio.so")
   run("readelf libringio.so" dyn ${READELF} -d "${libdir}/libringio.so")
-  if(NOT dyn MATCHES "SONAME[^\n]*\\[libringio\\.so\\.0\\]")
-    problem("libringio.so has no SONAME libringio.so.0")
+  if(NOT dyn MATCHES "SONAME[^\n]*\\[libringio\\.so\\.${SOVERSION}\\]")
+    problem("libringio.so has no SONAME libringio.so.${SOVERSION}")
   endif()
-  if(NOT EXISTS "${libdir}/libringio.so.0")
-    problem("libringio.so.0 (the SONAME link) is not installed")
+  if(NOT EXISTS "${libdir}/libringio.so.${SOVERSION}")
+    problem("libringio.so.${SOVERSION} (the SONAME link) is not installed")
   endif()
 endif()
 
@@ -114,8 +118,8 @@ function(check_links label bin want_shared)
     return()
   endif()
   execute_process(COMMAND ${READELF} -d "${bin}" OUTPUT_VARIABLE dyn)
-  if(want_shared AND NOT dyn MATCHES "NEEDED[^\n]*libringio\\.so\\.0")
-    set(problems "${problems};${label}: binary does not need libringio.so.0"
+  if(want_shared AND NOT dyn MATCHES "NEEDED[^\n]*libringio\\.so\\.${SOVERSION}")
+    set(problems "${problems};${label}: binary does not need libringio.so.${SOVERSION}"
         PARENT_SCOPE)
   elseif(NOT want_shared AND dyn MATCHES "NEEDED[^\n]*libringio")
     set(problems "${problems};${label}: a static link still needs libringio.so"
@@ -219,12 +223,12 @@ if(TOOLS)
       execute_process(COMMAND ${CMAKE_COMMAND} -E env --unset=LD_LIBRARY_PATH
                       ${LDD} "${bin}" OUTPUT_VARIABLE out)
       set(got "")
-      if(out MATCHES "libringio\\.so\\.0 => ([^ \n]+)")
+      if(out MATCHES "libringio\\.so\\.${SOVERSION} => ([^ \n]+)")
         get_filename_component(got "${CMAKE_MATCH_1}" REALPATH)
       endif()
-      get_filename_component(want "${libdir}/libringio.so.0" REALPATH)
+      get_filename_component(want "${libdir}/libringio.so.${SOVERSION}" REALPATH)
       if(NOT got STREQUAL want)
-        problem("e) ${t}: ldd does not resolve libringio.so.0 to ${want}: ${out}")
+        problem("e) ${t}: ldd does not resolve libringio.so.${SOVERSION} to ${want}: ${out}")
       endif()
     endif()
   endforeach()

@@ -220,7 +220,7 @@ static void waitall_cut_short(enum cut_how how, int send_side)
 	t_pair(&a, &b);
 	int fd = send_side ? a : b;
 	if (how == CUT_DEADLINE)
-		rio_op_set_deadline(&r.op, 50 * T_MS);
+		rio_op_set_deadline(&r.op, 200 * T_MS); /* > the sleep below */
 	if (send_side) {
 		/* more than both socket buffers hold: part goes, then it
 		 * waits for a reader that never comes */

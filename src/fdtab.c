@@ -1,0 +1,108 @@
+/* Ops in flight per fd number, by generation; see fdtab.h. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int rio__grow(void **tab, size_t *n, size_t size, size_t i)
+{
+	if (i < *n)
+		return 0;
+	size_t m = *n ? *n : 64;
+	while (m <= i)
+		m *= 2;
+	char *t = realloc(*tab, m * size);
+	if (!t)
+		return -ENOMEM;
+	memset(t + *n * size, 0, (m - *n) * size);
+	*tab = t;
+	*n = m;
+	return 0;
+}
+
+static struct rio__fdslot *slot(const struct rio__fdtab *t, int fd)
+{
+	return fd >= 0 && (size_t)fd < t->n ? &t->slots[fd] : NULL;
+}
+
+static struct rio__fdslot *slot_grow(struct rio__fdtab *t, int fd)
+{
+	if (fd < 0 || rio__grow((void **)&t->slots, &t->n, sizeof *t->slots,
+				(size_t)fd) < 0)
+		return NULL;
+	return &t->slots[fd];
+}
+
+void rio__fd_track(rio_loop *loop, rio_op *op)
+{
+	struct rio__fdslot *s = slot_grow(&loop->fds, op->priv.fd);
+	if (!s)
+		return;
+	s->inflight++;
+	op->priv.gen = s->gen;
+	op->priv.bits |= RIO__B_TRACKED;
+}
+
+void rio__fd_close(rio_loop *loop, rio_op *close_op)
+{
+	struct rio__fdslot *s = slot_grow(&loop->fds, close_op->priv.fd);
+	close_op->priv.a.close.waiting = 0;
+	close_op->priv.a.close.next = NULL;
+	if (!s)
+		return; /* no table: the close completes on its own result */
+	close_op->priv.gen = s->gen;
+	close_op->priv.a.close.waiting = s->inflight;
+	s->inflight = 0;
+	s->gen++;
+	if (close_op->priv.a.close.waiting) {
+		close_op->priv.a.close.next = s->closers;
+		s->closers = close_op;
+	}
+}
+
+int rio__fd_closing(const rio_loop *loop, const rio_op *op)
+{
+	if (!(op->priv.bits & RIO__B_TRACKED))
+		return 0;
+	const struct rio__fdslot *s = slot(&loop->fds, op->priv.fd);
+	return s && op->priv.gen != s->gen;
+}
+
+unsigned rio__fd_others(const rio_loop *loop, const rio_op *op)
+{
+	const struct rio__fdslot *s = slot(&loop->fds, op->priv.fd);
+	if (!s)
+		return 0;
+	unsigned self = (op->priv.bits & RIO__B_TRACKED) && op->priv.gen == s->gen;
+	return s->inflight - self;
+}
+
+void rio__fd_done(rio_loop *loop, int fd, uint32_t gen)
+{
+	struct rio__fdslot *s = slot(&loop->fds, fd);
+	assert(s);
+	if (gen == s->gen) {
+		assert(s->inflight > 0);
+		s->inflight--;
+		return;
+	}
+	rio_op **pc = &s->closers;
+	while (*pc && (*pc)->priv.gen != gen)
+		pc = &(*pc)->priv.a.close.next;
+	rio_op *c = *pc;
+	assert(c && c->priv.a.close.waiting > 0);
+	if (--c->priv.a.close.waiting > 0)
+		return;
+	*pc = c->priv.a.close.next; /* no op of its generation is left */
+	c->priv.a.close.next = NULL;
+	if (c->priv.bits & RIO__B_CLOSED)
+		rio__complete(loop, c, c->res, 0);
+}
+
+void rio__fdtab_free(struct rio__fdtab *t)
+{
+	free(t->slots);
+	t->slots = NULL;
+	t->n = 0;
+}

@@ -1,0 +1,54 @@
+/*
+ * Ops in flight per fd number, by generation: what lets a close complete
+ * only after every op pending on its fd, on every backend, and keeps a
+ * file that reuses the number apart from the closed one.
+ *
+ * io_uring posts a closed fd's cancelled ops' CQEs from task work, maybe
+ * after the close's own CQE; and once close(N) has run, a callback may
+ * open a new file that gets N while those CQEs are still to be reaped.
+ * So each rio_close() of N ends a generation: the close takes the count of
+ * that generation's ops still in flight (priv.a.close.waiting) and is held
+ * until they have been delivered; ops submitted after it belong to the
+ * next generation, so the new file's ops are neither waited for nor taken
+ * for cancelled. An op remembers its generation in priv.gen.
+ */
+#ifndef RIO_FDTAB_H
+#define RIO_FDTAB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ringio.h"
+
+struct rio__fdslot {
+	uint32_t inflight; /* tracked ops of the current generation */
+	uint32_t gen;      /* the current generation */
+	rio_op *closers;   /* closes waiting for their generation's ops */
+};
+
+struct rio__fdtab {
+	struct rio__fdslot *slots;
+	size_t n;
+};
+
+/* A tracked kind's op is submitted: count it in its fd's generation (a
+ * table that cannot grow leaves it uncounted: ordering degrades, nothing
+ * breaks). */
+void rio__fd_track(rio_loop *loop, rio_op *op);
+/* A close is submitted: it ends its fd's generation and will wait for the
+ * ops counted in it. */
+void rio__fd_close(rio_loop *loop, rio_op *close_op);
+/* A tracked op whose generation a close has ended (or is ending). */
+int rio__fd_closing(const rio_loop *loop, const rio_op *op);
+/* Ops of op's generation in flight on its fd besides op itself. */
+unsigned rio__fd_others(const rio_loop *loop, const rio_op *op);
+/* A tracked op's final result was delivered: uncount it; the close it was
+ * the last for is delivered now. */
+void rio__fd_done(rio_loop *loop, int fd, uint32_t gen);
+void rio__fdtab_free(struct rio__fdtab *t);
+
+/* Grow a table of `*n` elements of `size` bytes so that index `i` fits,
+ * the new ones zeroed; doubles from 64. 0, or -ENOMEM leaving it as it
+ * was. The fd tables of the core and the reactor use it. */
+int rio__grow(void **tab, size_t *n, size_t size, size_t i);
+
+#endif

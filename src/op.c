@@ -1,0 +1,382 @@
+/*
+ * The op lifecycle, the same on every backend: the kinds and what each
+ * needs, validation of the submit calls, what the core does before a
+ * backend sees an op (deadline, fd tracking, a close ending its fd's
+ * generation, a cancel settled without the kernel), and the one place a
+ * callback runs. Backends only prepare ops and translate results.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* name, side, tracked, deadline, again, io, pool */
+const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
+	[RIO__OP_NONE] = {"none", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_ACCEPT] = {"accept", RIO__SIDE_READ, 1, 1, 1, 0, 0},
+	[RIO__OP_CONNECT] = {"connect", RIO__SIDE_WRITE, 1, 1, 0, 0, 0},
+	[RIO__OP_RECV] = {"recv", RIO__SIDE_READ, 1, 1, 1, 1, 0},
+	[RIO__OP_SEND] = {"send", RIO__SIDE_WRITE, 1, 1, 1, 1, 0},
+	[RIO__OP_RECVMSG] = {"recvmsg", RIO__SIDE_READ, 1, 1, 1, 1, 0},
+	[RIO__OP_SENDMSG] = {"sendmsg", RIO__SIDE_WRITE, 1, 1, 1, 1, 0},
+	[RIO__OP_RECV_MULTI] = {"recv_multishot", RIO__SIDE_READ, 1, 0, 0, 0, 1},
+	[RIO__OP_SPLICE_IN] = {"splice_in", RIO__SIDE_READ, 1, 1, 1, 0, 0},
+	[RIO__OP_SPLICE_OUT] = {"splice_out", RIO__SIDE_WRITE, 1, 1, 1, 0, 0},
+	/* close and cancel never wait on a peer; a timeout is one */
+	[RIO__OP_CLOSE] = {"close", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_TIMEOUT] = {"timeout", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_CANCEL] = {"cancel", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_POST] = {"post", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_WAKE] = {"wake", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_POLL] = {"poll", RIO__SIDE_ANY, 1, 1, 0, 0, 0},
+};
+
+uint64_t rio__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t rio__due_in(uint64_t ns)
+{
+	uint64_t now = rio__now_ns();
+	return ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
+}
+
+void rio_op_init(rio_op *op)
+{
+	memset(op, 0, sizeof *op);
+}
+
+void rio_op_set_deadline(rio_op *op, uint64_t timeout_ns)
+{
+	op->deadline_ns = timeout_ns;
+}
+
+int rio_op_in_flight(const rio_op *op)
+{
+	return op->priv.state != RIO__ST_IDLE;
+}
+
+/* ---- results ---- */
+
+void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
+{
+	int final = !(flags & RIO_OP_F_MORE);
+	if (final && op->priv.kind == RIO__OP_CLOSE &&
+	    op->priv.a.close.waiting > 0) {
+		op->res = res; /* delivered by the last op it waits for */
+		op->priv.bits |= RIO__B_CLOSED;
+		return;
+	}
+	unsigned bits = op->priv.bits;
+	int internal = bits & RIO__B_INTERNAL;
+	int fd = op->priv.fd;
+	uint32_t gen = op->priv.gen;
+	op->res = res;
+	op->flags = flags;
+	if (final) {
+		assert(op->priv.state != RIO__ST_IDLE);
+		op->priv.state = RIO__ST_IDLE;
+		op->priv.bits = 0;
+		if (!internal) {
+			assert(loop->active > 0);
+			loop->active--;
+			loop->ctr.ops_completed++;
+		}
+		if (op->priv.kind == RIO__OP_RECV_MULTI)
+			op->priv.a.multi.pool->users--;
+	}
+	if (!internal)
+		loop->ctr.completions++;
+	op->priv.cb(loop, op, res);
+	/* op may be the caller's again, even resubmitted: fd, gen and bits
+	 * were read before */
+	if (final && (bits & RIO__B_TRACKED))
+		rio__fd_done(loop, fd, gen);
+}
+
+void rio__defer(rio_loop *loop, rio_op *op, int res)
+{
+	op->res = res;
+	op->priv.state = RIO__ST_PENDING;
+	rio__opq_push(&loop->pending, op);
+}
+
+/* Run the completions queued so far; ones queued by these callbacks wait
+ * for the next call, so a callback cannot recurse. Results are delivered
+ * in the order they were decided: a backend calls this before it runs a
+ * callback for a result it has just found, and each turn starts with it. */
+unsigned rio__flush_pending(rio_loop *loop)
+{
+	rio__opq q;
+	rio__opq_take(&q, &loop->pending);
+	rio_op *op;
+	unsigned n = 0;
+	for (; (op = rio__opq_pop(&q)); n++)
+		rio__complete(loop, op, op->res, 0);
+	return n;
+}
+
+int rio__stopped(rio_loop *loop, const rio_op *op, int res)
+{
+	if ((op->priv.bits & RIO__B_CANCELLED) || rio__fd_closing(loop, op))
+		return -ECANCELED;
+	if (op->priv.bits & RIO__B_DEADLINE)
+		return -ETIMEDOUT;
+	return res;
+}
+
+/* ---- submission ---- */
+
+int rio__op_claim(rio_loop *loop, rio_op *op, rio_cb *cb,
+		  enum rio__kind kind)
+{
+	if (!loop || !op || !cb)
+		return -EINVAL;
+	if (op->priv.state != RIO__ST_IDLE)
+		return -EBUSY;
+	op->priv.cb = cb;
+	op->priv.kind = (uint8_t)kind;
+	op->priv.bits = 0;
+	op->flags = 0;
+	op->buf = NULL;
+	return 0;
+}
+
+/* Common checks and bookkeeping of every submit call. */
+static int take(rio_loop *loop, rio_op *op, rio_cb *cb, enum rio__kind kind,
+		int fd)
+{
+	int r = rio__op_claim(loop, op, cb, kind);
+	if (r)
+		return r;
+	op->priv.fd = fd;
+	op->priv.gen = 0;
+	op->priv.fault_err = 0;
+	memset(&op->priv.a, 0, sizeof op->priv.a);
+	memset(&op->priv.be, 0, sizeof op->priv.be);
+	loop->active++;
+	loop->ctr.ops_submitted++;
+	return 0;
+}
+
+/* What the core does for every op before its backend sees it: which ops
+ * honour a deadline is decided here, once (not multishot ops, which are
+ * validated away), and when time ends an op; tracked ops are counted on
+ * their fd; a close ends its fd's generation. */
+static int submit(rio_loop *loop, rio_op *op)
+{
+	const struct rio__kind_info *k = rio__kind(op);
+	if (op->deadline_ns && k->deadline &&
+	    !(op->priv.bits & RIO__B_MULTISHOT)) {
+		op->priv.bits |= RIO__B_DEADLINE;
+		op->priv.due_ns = rio__due_in(op->deadline_ns);
+	} else if (op->priv.kind == RIO__OP_TIMEOUT) {
+		op->priv.due_ns = rio__due_in(op->priv.a.timeout.ns);
+	}
+	if (k->tracked) {
+		rio__fd_track(loop, op);
+	} else if (op->priv.kind == RIO__OP_CLOSE) {
+		rio__starved_end_fd(loop, op->priv.fd, -ECANCELED);
+		rio__fd_close(loop, op);
+	}
+	op->priv.state = RIO__ST_KERNEL;
+	loop->be->submit(loop, op);
+	return 0;
+}
+
+int rio_accept(rio_loop *loop, rio_op *op, int fd, struct sockaddr *addr,
+	       socklen_t *addrlen, unsigned flags, rio_cb *cb)
+{
+	if (flags & ~RIO_MULTISHOT)
+		return -EINVAL;
+	if ((flags & RIO_MULTISHOT) &&
+	    (addr || addrlen || (op && op->deadline_ns)))
+		return -EINVAL;
+	if ((addr == NULL) != (addrlen == NULL))
+		return -EINVAL;
+	int r = take(loop, op, cb, RIO__OP_ACCEPT, fd);
+	if (r)
+		return r;
+	op->priv.a.accept.addr = addr;
+	op->priv.a.accept.addrlen = addrlen;
+	if (flags & RIO_MULTISHOT)
+		op->priv.bits |= RIO__B_MULTISHOT;
+	return submit(loop, op);
+}
+
+int rio_connect(rio_loop *loop, rio_op *op, int fd,
+		const struct sockaddr *addr, socklen_t addrlen, rio_cb *cb)
+{
+	if (!addr || addrlen == 0)
+		return -EINVAL;
+	int r = take(loop, op, cb, RIO__OP_CONNECT, fd);
+	if (r)
+		return r;
+	op->priv.a.connect.addr = addr;
+	op->priv.a.connect.addrlen = addrlen;
+	return submit(loop, op);
+}
+
+static int submit_io(rio_loop *loop, rio_op *op, enum rio__kind kind, int fd,
+		     void *buf, size_t len, struct msghdr *msg, int msg_flags,
+		     rio_cb *cb)
+{
+	int r = take(loop, op, cb, kind, fd);
+	if (r)
+		return r;
+	op->priv.a.io.buf = buf;
+	op->priv.a.io.len = len > INT_MAX ? INT_MAX : len; /* res is an int */
+	op->priv.a.io.msg = msg;
+	op->priv.a.io.flags = msg_flags;
+	return submit(loop, op);
+}
+
+int rio_recv(rio_loop *loop, rio_op *op, int fd, void *buf, size_t len,
+	     int msg_flags, rio_cb *cb)
+{
+	if (!buf && len)
+		return -EINVAL;
+	return submit_io(loop, op, RIO__OP_RECV, fd, buf, len, NULL, msg_flags,
+			 cb);
+}
+
+int rio_send(rio_loop *loop, rio_op *op, int fd, const void *buf, size_t len,
+	     int msg_flags, rio_cb *cb)
+{
+	if (!buf && len)
+		return -EINVAL;
+	return submit_io(loop, op, RIO__OP_SEND, fd, (void *)buf, len, NULL,
+			 msg_flags | MSG_NOSIGNAL, cb);
+}
+
+int rio_sendmsg(rio_loop *loop, rio_op *op, int fd, const struct msghdr *msg,
+		int msg_flags, rio_cb *cb)
+{
+	if (!msg)
+		return -EINVAL;
+	return submit_io(loop, op, RIO__OP_SENDMSG, fd, NULL, 0,
+			 (struct msghdr *)msg, msg_flags | MSG_NOSIGNAL, cb);
+}
+
+int rio_recvmsg(rio_loop *loop, rio_op *op, int fd, struct msghdr *msg,
+		int msg_flags, rio_cb *cb)
+{
+	if (!msg)
+		return -EINVAL;
+	return submit_io(loop, op, RIO__OP_RECVMSG, fd, NULL, 0, msg,
+			 msg_flags, cb);
+}
+
+static int submit_splice(rio_loop *loop, rio_op *op, enum rio__kind kind,
+			 int sock, int pipe, size_t len, rio_cb *cb)
+{
+	if (pipe < 0 || len == 0)
+		return -EINVAL;
+	int r = take(loop, op, cb, kind, sock);
+	if (r)
+		return r;
+	op->priv.a.splice.len = len > INT_MAX ? INT_MAX : (uint32_t)len;
+	op->priv.a.splice.pipe = pipe;
+	return submit(loop, op);
+}
+
+int rio_splice_in(rio_loop *loop, rio_op *op, int sock, int pipe_w,
+		  size_t len, rio_cb *cb)
+{
+	return submit_splice(loop, op, RIO__OP_SPLICE_IN, sock, pipe_w, len, cb);
+}
+
+int rio_splice_out(rio_loop *loop, rio_op *op, int pipe_r, int sock,
+		   size_t len, rio_cb *cb)
+{
+	return submit_splice(loop, op, RIO__OP_SPLICE_OUT, sock, pipe_r, len,
+			     cb);
+}
+
+int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd, rio_bufpool *pool,
+		       rio_cb *cb)
+{
+	if (!pool || pool->loop != loop || (op && op->deadline_ns))
+		return -EINVAL;
+	int r = take(loop, op, cb, RIO__OP_RECV_MULTI, fd);
+	if (r)
+		return r;
+	op->priv.a.multi.pool = pool;
+	op->priv.bits |= RIO__B_MULTISHOT;
+	/* On a datagram socket 0 bytes is a datagram: the recv goes on. */
+	int type = 0;
+	socklen_t tl = sizeof type;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
+	    (type == SOCK_DGRAM || type == SOCK_SEQPACKET))
+		op->priv.bits |= RIO__B_DGRAM;
+	pool->users++;
+	return submit(loop, op);
+}
+
+int rio_poll(rio_loop *loop, rio_op *op, int fd, unsigned events,
+	     rio_cb *cb)
+{
+	if (events & ~(unsigned)(POLLIN | POLLOUT | POLLPRI | POLLRDHUP |
+				 POLLERR | POLLHUP))
+		return -EINVAL;
+	int r = take(loop, op, cb, RIO__OP_POLL, fd);
+	if (r)
+		return r;
+	/* io_uring reports a peer's FIN to any poll: so do all backends */
+	op->priv.a.poll.events = events | POLLERR | POLLHUP | POLLRDHUP;
+	return submit(loop, op);
+}
+
+int rio_close(rio_loop *loop, rio_op *op, int fd, rio_cb *cb)
+{
+	int r = take(loop, op, cb, RIO__OP_CLOSE, fd);
+	if (r)
+		return r;
+	return submit(loop, op);
+}
+
+int rio_timeout(rio_loop *loop, rio_op *op, uint64_t timeout_ns, rio_cb *cb)
+{
+	if (op && op->deadline_ns)
+		return -EINVAL;
+	int r = take(loop, op, cb, RIO__OP_TIMEOUT, -1);
+	if (r)
+		return r;
+	op->priv.a.timeout.ns = timeout_ns;
+	return submit(loop, op);
+}
+
+int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target, rio_cb *cb)
+{
+	if (!target || target == op)
+		return -EINVAL;
+	int r = take(loop, op, cb, RIO__OP_CANCEL, -1);
+	if (r)
+		return r;
+	op->priv.a.cancel.target = target;
+	switch (target->priv.state) {
+	case RIO__ST_IDLE:
+		rio__defer(loop, op, -ENOENT);
+		return 0;
+	case RIO__ST_PENDING:
+	case RIO__ST_POSTED:
+		/* Its result is already decided; it cannot be stopped. */
+		rio__defer(loop, op, -EALREADY);
+		return 0;
+	case RIO__ST_STARVED:
+		/* The backend does not hold it: settled here. */
+		rio__opq_remove(&loop->starved, target);
+		rio__defer(loop, target, -ECANCELED);
+		rio__defer(loop, op, 0);
+		return 0;
+	default:
+		return submit(loop, op);
+	}
+}

@@ -1,0 +1,43 @@
+/*
+ * What the io_uring backend's three files share: the ring's state, and the
+ * functions one file gives the others. uring_setup.c makes the ring (probe,
+ * setup flags and their fallback), uring_bufring.c the provided-buffer
+ * rings, uring.c prepares ops as SQEs and turns CQEs into completions.
+ */
+#ifndef RIO_URING_H
+#define RIO_URING_H
+
+#include <liburing.h>
+#include "internal.h"
+
+struct uring {
+	struct io_uring ring;
+	rio__opq sqwait;  /* ops waiting for SQEs, FIFO */
+	int efd;          /* the wakeup eventfd */
+	uint64_t wake_val;
+	rio_op wake_op;   /* the read on efd, always in flight */
+	unsigned setup_flags;
+	int recv_nocap;   /* the kernel refused a multishot recv's length cap */
+	int bound;        /* enabled for (and its fd registered by) a thread */
+};
+
+static inline struct uring *rio__uring(rio_loop *loop)
+{
+	return loop->be_data;
+}
+
+/* uring_setup.c */
+RIO__HIDDEN int rio__uring_init(rio_loop *loop, const rio_loop_opts *opts,
+				char *why, size_t why_len);
+RIO__HIDDEN int rio__uring_bind(rio_loop *loop);
+RIO__HIDDEN void rio__uring_fini(rio_loop *loop);
+
+/* uring_bufring.c */
+RIO__HIDDEN int rio__uring_pool_init(rio_bufpool *pool);
+RIO__HIDDEN void rio__uring_pool_fini(rio_bufpool *pool);
+RIO__HIDDEN void rio__uring_pool_put(rio_bufpool *pool, uint16_t id);
+
+/* uring.c: arm the read on the wakeup eventfd (once, at init) */
+RIO__HIDDEN void rio__uring_arm_wake(rio_loop *loop);
+
+#endif
