@@ -78,14 +78,14 @@ unsigned rio__fd_others(const rio_loop *loop, const rio_op *op)
 	return s->inflight - self;
 }
 
-void rio__fd_done(rio_loop *loop, int fd, uint32_t gen)
+rio_op *rio__fd_done(struct rio__fdtab *t, int fd, uint32_t gen)
 {
-	struct rio__fdslot *s = slot(&loop->fds, fd);
+	struct rio__fdslot *s = slot(t, fd);
 	assert(s);
 	if (gen == s->gen) {
 		assert(s->inflight > 0);
 		s->inflight--;
-		return;
+		return NULL;
 	}
 	rio_op **pc = &s->closers;
 	while (*pc && (*pc)->priv.gen != gen)
@@ -93,11 +93,10 @@ void rio__fd_done(rio_loop *loop, int fd, uint32_t gen)
 	rio_op *c = *pc;
 	assert(c && c->priv.a.close.waiting > 0);
 	if (--c->priv.a.close.waiting > 0)
-		return;
+		return NULL;
 	*pc = c->priv.a.close.next; /* no op of its generation is left */
 	c->priv.a.close.next = NULL;
-	if (c->priv.bits & RIO__B_CLOSED)
-		rio__complete(loop, c, c->res, 0);
+	return c->priv.bits & RIO__B_CLOSED ? c : NULL;
 }
 
 void rio__fdtab_free(struct rio__fdtab *t)

@@ -41,9 +41,10 @@ void rio__fd_close(rio_loop *loop, rio_op *close_op);
 int rio__fd_closing(const rio_loop *loop, const rio_op *op);
 /* Ops of op's generation in flight on its fd besides op itself. */
 unsigned rio__fd_others(const rio_loop *loop, const rio_op *op);
-/* A tracked op's final result was delivered: uncount it; the close it was
- * the last for is delivered now. */
-void rio__fd_done(rio_loop *loop, int fd, uint32_t gen);
+/* A tracked op's final result was delivered: uncount it. Returns the close
+ * it was the last op for, if that close's own result is in: deliver it
+ * now. */
+rio_op *rio__fd_done(struct rio__fdtab *t, int fd, uint32_t gen);
 void rio__fdtab_free(struct rio__fdtab *t);
 
 /* Grow a table of `*n` elements of `size` bytes so that index `i` fits,

@@ -204,7 +204,12 @@ RIO__HIDDEN void rio__complete(rio_loop *loop, rio_op *op, int res,
 			       unsigned flags);
 /* Complete op with `res` on the next turn (results found without the
  * kernel: at submit, by a cancel or a close). */
-RIO__HIDDEN void rio__defer(rio_loop *loop, rio_op *op, int res);
+static inline void rio__defer(rio_loop *loop, rio_op *op, int res)
+{
+	op->res = res;
+	op->priv.state = RIO__ST_PENDING;
+	rio__opq_push(&loop->pending, op);
+}
 /* Deliver the deferred results queued so far (not those their callbacks
  * defer): a backend calls it before a callback for a result decided after
  * them, so that results reach the caller in the order they were decided

@@ -97,15 +97,11 @@ void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 	op->priv.cb(loop, op, res);
 	/* op may be the caller's again, even resubmitted: fd, gen and bits
 	 * were read before */
-	if (final && (bits & RIO__B_TRACKED))
-		rio__fd_done(loop, fd, gen);
-}
-
-void rio__defer(rio_loop *loop, rio_op *op, int res)
-{
-	op->res = res;
-	op->priv.state = RIO__ST_PENDING;
-	rio__opq_push(&loop->pending, op);
+	if (final && (bits & RIO__B_TRACKED)) {
+		rio_op *close_op = rio__fd_done(&loop->fds, fd, gen);
+		if (close_op) /* the last op it waited for */
+			rio__complete(loop, close_op, close_op->res, 0);
+	}
 }
 
 /* Run the completions queued so far; ones queued by these callbacks wait

@@ -180,9 +180,7 @@ static int prep(rio_loop *loop, struct uring *u, rio_op *op)
 	return 0;
 }
 
-/* Hand op to the kernel's SQ; a full SQ is flushed, and if it is still
- * full the op waits its turn on sqwait. Never fails. */
-static void enqueue(rio_loop *loop, rio_op *op)
+void rio__uring_enqueue(rio_loop *loop, rio_op *op)
 {
 	struct uring *u = U(loop);
 	if (rio__opq_empty(&u->sqwait)) {
@@ -224,7 +222,7 @@ static int is_splice(const rio_op *op)
 	       op->priv.kind == RIO__OP_SPLICE_OUT;
 }
 
-static void uring_submit(rio_loop *loop, rio_op *op)
+void rio__uring_submit(rio_loop *loop, rio_op *op)
 {
 	struct uring *u = U(loop);
 	op->priv.be.uring.bits = 0;
@@ -252,7 +250,7 @@ static void uring_submit(rio_loop *loop, rio_op *op)
 			return;
 		}
 	}
-	enqueue(loop, op);
+	rio__uring_enqueue(loop, op);
 }
 
 /* ---- completions ---- */
@@ -280,7 +278,7 @@ static void translate(rio_loop *loop, rio_op *op, int res)
 			res = -ECANCELED;
 		} else {
 			op->priv.be.uring.bits |= RIO__U_RETRY;
-			enqueue(loop, op);
+			rio__uring_enqueue(loop, op);
 			return;
 		}
 	}
@@ -343,7 +341,7 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 	if ((res == -ENOBUFS || capless) && is_recv) {
 		if (!cancelled) {
 			if (capless)
-				enqueue(loop, op);
+				rio__uring_enqueue(loop, op);
 			else
 				rio__starve(loop, op);
 			return;
@@ -357,12 +355,12 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 								 : res >= 0;
 	if (res == -EAGAIN && !cancelled) { /* no result: arm it again */
 		loop->ctr.multishot_rearms++;
-		enqueue(loop, op);
+		rio__uring_enqueue(loop, op);
 		return;
 	}
 	if (result && !cancelled) {
 		loop->ctr.multishot_rearms++;
-		enqueue(loop, op);
+		rio__uring_enqueue(loop, op);
 		rio__complete(loop, op, res, flags);
 		return;
 	}
@@ -499,7 +497,7 @@ static void reap(rio_loop *loop)
 	}
 }
 
-static int uring_poll(rio_loop *loop, int block)
+int rio__uring_poll(rio_loop *loop, int block)
 {
 	struct uring *u = U(loop);
 	flush_sqwait(loop);
@@ -528,7 +526,7 @@ static void wake_cb(rio_loop *loop, rio_op *op, int res)
 	loop->ctr.wakeups++;
 	op->priv.bits = RIO__B_INTERNAL;
 	op->priv.state = RIO__ST_KERNEL;
-	enqueue(loop, op);
+	rio__uring_enqueue(loop, op);
 }
 
 void rio__uring_arm_wake(rio_loop *loop)
@@ -539,27 +537,12 @@ void rio__uring_arm_wake(rio_loop *loop)
 	op->priv.fd = -1;
 	op->priv.bits = RIO__B_INTERNAL;
 	op->priv.state = RIO__ST_KERNEL;
-	enqueue(loop, op);
+	rio__uring_enqueue(loop, op);
 }
 
-static void uring_wake(rio_loop *loop)
+void rio__uring_wake(rio_loop *loop)
 {
 	uint64_t one = 1;
 	ssize_t n = write(U(loop)->efd, &one, sizeof one);
 	(void)n; /* EAGAIN: the counter is saturated, a wakeup is pending */
 }
-
-const struct rio__backend rio__backend_uring = {
-	.name = "uring",
-	.kind = RIO_BACKEND_URING,
-	.init = rio__uring_init,
-	.fini = rio__uring_fini,
-	.bind = rio__uring_bind,
-	.submit = uring_submit,
-	.poll = uring_poll,
-	.wake = uring_wake,
-	.pool_init = rio__uring_pool_init,
-	.pool_fini = rio__uring_pool_fini,
-	.pool_put = rio__uring_pool_put,
-	.resume = enqueue,
-};

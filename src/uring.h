@@ -1,8 +1,9 @@
 /*
  * What the io_uring backend's three files share: the ring's state, and the
  * functions one file gives the others. uring_setup.c makes the ring (probe,
- * setup flags and their fallback), uring_bufring.c the provided-buffer
- * rings, uring.c prepares ops as SQEs and turns CQEs into completions.
+ * setup flags and their fallback) and holds the backend's table for the
+ * core; uring_bufring.c the provided-buffer rings; uring.c prepares ops as
+ * SQEs and turns CQEs into completions.
  */
 #ifndef RIO_URING_H
 #define RIO_URING_H
@@ -26,18 +27,19 @@ static inline struct uring *rio__uring(rio_loop *loop)
 	return loop->be_data;
 }
 
-/* uring_setup.c */
-RIO__HIDDEN int rio__uring_init(rio_loop *loop, const rio_loop_opts *opts,
-				char *why, size_t why_len);
-RIO__HIDDEN int rio__uring_bind(rio_loop *loop);
-RIO__HIDDEN void rio__uring_fini(rio_loop *loop);
-
 /* uring_bufring.c */
 RIO__HIDDEN int rio__uring_pool_init(rio_bufpool *pool);
 RIO__HIDDEN void rio__uring_pool_fini(rio_bufpool *pool);
 RIO__HIDDEN void rio__uring_pool_put(rio_bufpool *pool, uint16_t id);
 
-/* uring.c: arm the read on the wakeup eventfd (once, at init) */
+/* uring.c, the op core */
+RIO__HIDDEN void rio__uring_submit(rio_loop *loop, rio_op *op);
+RIO__HIDDEN int rio__uring_poll(rio_loop *loop, int block);
+RIO__HIDDEN void rio__uring_wake(rio_loop *loop);
+/* Hand op to the kernel's SQ; a full SQ is flushed, and if it is still
+ * full the op waits its turn. Never fails. Also resumes a starved recv. */
+RIO__HIDDEN void rio__uring_enqueue(rio_loop *loop, rio_op *op);
+/* Arm the read on the wakeup eventfd (once, at init). */
 RIO__HIDDEN void rio__uring_arm_wake(rio_loop *loop);
 
 #endif

@@ -2,7 +2,8 @@
  * The io_uring backend's ring: setup with the best flags the kernel takes
  * (dropped one by one on -EINVAL), the opcode probe, why io_uring was
  * refused (for the fallback's reason), enabling the ring for the thread
- * that first runs the loop, and teardown.
+ * that first runs the loop, teardown; and the backend's table for the
+ * core.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -143,7 +144,7 @@ static int setup_ring(rio_loop *loop, struct uring *u,
 	}
 }
 
-int rio__uring_init(rio_loop *loop, const rio_loop_opts *opts, char *why,
+static int uring_init(rio_loop *loop, const rio_loop_opts *opts, char *why,
 		      size_t why_len)
 {
 	if (opts->cq_entries && opts->cq_entries < opts->sq_entries)
@@ -188,7 +189,7 @@ int rio__uring_init(rio_loop *loop, const rio_loop_opts *opts, char *why,
  * makes this thread its SINGLE_ISSUER (and the one DEFER_TASKRUN runs task
  * work on); the ring fd is registered in this thread's io_uring context,
  * so an enter skips the fd lookup. */
-int rio__uring_bind(rio_loop *loop)
+static int uring_bind(rio_loop *loop)
 {
 	struct uring *u = rio__uring(loop);
 	if (u->setup_flags & IORING_SETUP_R_DISABLED) {
@@ -203,10 +204,25 @@ int rio__uring_bind(rio_loop *loop)
 	return 0;
 }
 
-void rio__uring_fini(rio_loop *loop)
+static void uring_fini(rio_loop *loop)
 {
 	struct uring *u = rio__uring(loop);
 	io_uring_queue_exit(&u->ring);
 	close(u->efd);
 	free(u);
 }
+
+const struct rio__backend rio__backend_uring = {
+	.name = "uring",
+	.kind = RIO_BACKEND_URING,
+	.init = uring_init,
+	.fini = uring_fini,
+	.bind = uring_bind,
+	.submit = rio__uring_submit,
+	.poll = rio__uring_poll,
+	.wake = rio__uring_wake,
+	.pool_init = rio__uring_pool_init,
+	.pool_fini = rio__uring_pool_fini,
+	.pool_put = rio__uring_pool_put,
+	.resume = rio__uring_enqueue,
+};
