@@ -500,9 +500,13 @@ static void reap(rio_loop *loop)
 int rio__uring_poll(rio_loop *loop, int block)
 {
 	struct uring *u = U(loop);
+	/* Results decided before this enter (at submit, by callbacks of the
+	 * results the turn started with) go first: what the enter finds was
+	 * decided after them. Delivering them is this turn's work, so it
+	 * does not wait for the kernel. */
+	if (rio__flush_pending(loop))
+		block = 0;
 	flush_sqwait(loop);
-	/* results decided before this turn (at submit) are this turn's
-	 * work: do not wait for the kernel */
 	if (!rio__opq_empty(&loop->pending))
 		block = 0;
 	int r = block ? io_uring_submit_and_wait(&u->ring, 1)

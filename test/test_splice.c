@@ -330,3 +330,77 @@ Test(splice, run_once_returns_after_a_result_decided_at_submit, .timeout = 10)
 	close(b);
 	t_loop_done(loop);
 }
+
+#ifdef __linux__ /* splice(2) */
+/*
+ * Results reach the caller in the order they were decided, across the
+ * turn's kernel enter as well: a callback of the results a turn starts with
+ * submits a splice in that is decided at submit (the socket holds "AAA"),
+ * then the peer sends "BBB" and the callback submits a recv on the same
+ * stream, which io_uring completes when the turn enters the kernel. The
+ * splice's bytes came first, so its completion must come first (io_uring
+ * delivered the recv first when its turn no longer ran the results queued
+ * before the enter).
+ */
+static struct order {
+	int a, b, p[2];
+	rio_op splice, recv;
+	char buf[16];
+	int seq, splice_at, recv_at, splice_res, recv_res;
+} ord;
+
+static void ord_splice_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)op;
+	ord.splice_res = res;
+	ord.splice_at = ++ord.seq;
+}
+
+static void ord_recv_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)op;
+	ord.recv_res = res;
+	ord.recv_at = ++ord.seq;
+}
+
+/* A cancel of an idle op: -ENOENT, decided at submit, so this runs among
+ * the results the next turn starts with. */
+static void ord_start_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)op;
+	cr_assert_eq(res, -ENOENT);
+	cr_assert_eq(rio_splice_in(loop, &ord.splice, ord.b, ord.p[1], 3,
+				   ord_splice_cb), 0);
+	cr_assert_eq(write(ord.a, "BBB", 3), 3);
+	cr_assert_eq(rio_recv(loop, &ord.recv, ord.b, ord.buf, sizeof ord.buf, 0,
+			      ord_recv_cb), 0);
+}
+
+Test(splice, a_result_decided_at_submit_comes_before_a_later_read, .timeout = 10)
+{
+	rio_loop *loop = t_loop();
+	rio_op idle, cancel;
+	rio_op_init(&idle);
+	rio_op_init(&cancel);
+	t_pair(&ord.a, &ord.b);
+	cr_assert_eq(pipe2(ord.p, O_NONBLOCK | O_CLOEXEC), 0);
+	cr_assert_eq(write(ord.a, "AAA", 3), 3);
+	cr_assert_eq(rio_cancel(loop, &cancel, &idle, ord_start_cb), 0);
+	T_RUN_UNTIL(loop, ord.splice_at && ord.recv_at, 3000);
+	cr_assert_eq(ord.splice_res, 3, "splice_in: %d (%s)", ord.splice_res,
+		     rio_strerror(ord.splice_res));
+	cr_assert_eq(ord.recv_res, 3, "recv: %d (%s)", ord.recv_res,
+		     rio_strerror(ord.recv_res));
+	cr_assert_eq(memcmp(ord.buf, "BBB", 3), 0);
+	cr_assert_lt(ord.splice_at, ord.recv_at,
+		     "the recv of the later bytes was delivered before the "
+		     "splice decided at submit");
+	close(ord.a);
+	close(ord.b);
+	close(ord.p[0]);
+	close(ord.p[1]);
+	t_loop_done(loop);
+}
+#endif
