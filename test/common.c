@@ -88,7 +88,7 @@ rio_backend_kind t_backend(const rio_loop *loop)
 
 static void wd_cb(rio_loop *loop, rio_op *op, int res)
 {
-	t_runner *r = T_CONTAINER_OF(op, t_runner, wd);
+	t_runner *r = RIO_CONTAINER_OF(op, t_runner, wd);
 
 	(void)loop;
 	(void)res;
@@ -97,7 +97,7 @@ static void wd_cb(rio_loop *loop, rio_op *op, int res)
 
 static void wd_cancel_cb(rio_loop *loop, rio_op *op, int res)
 {
-	t_runner *r = T_CONTAINER_OF(op, t_runner, cancel);
+	t_runner *r = RIO_CONTAINER_OF(op, t_runner, cancel);
 
 	(void)loop;
 	(void)res;
@@ -193,7 +193,7 @@ static void sleeper_cb(rio_loop *loop, rio_op *op, int res)
 {
 	(void)loop;
 	(void)res;
-	T_CONTAINER_OF(op, struct sleeper, op)->done = 1;
+	RIO_CONTAINER_OF(op, struct sleeper, op)->done = 1;
 }
 
 void t_loop_sleep(rio_loop *loop, unsigned ms)
@@ -731,7 +731,7 @@ int t_done;
 
 void t_rec_cb(rio_loop *loop, rio_op *op, int res)
 {
-	t_rec *r = T_CONTAINER_OF(op, t_rec, op);
+	t_rec *r = RIO_CONTAINER_OF(op, t_rec, op);
 
 	(void)loop;
 	r->calls++;

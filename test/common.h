@@ -35,9 +35,6 @@
 
 #define T_MS 1000000ull /* nanoseconds per millisecond */
 
-#define T_CONTAINER_OF(ptr, type, member) \
-	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
-
 /* Ops submitted (and completed) by the helpers' runners, per process. */
 extern uint64_t t_helper_ops;
 

@@ -942,7 +942,7 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 
 static void op_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct fop *f = (struct fop *)(void *)((char *)op - offsetof(struct fop, op));
+	struct fop *f = RIO_CONTAINER_OF(op, struct fop, op);
 	struct prog *p = op->data;
 	(void)loop;
 	p->callbacks++;

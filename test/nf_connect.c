@@ -13,7 +13,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +44,7 @@ static double now_ms(void)
 
 static void on_connect(rio_loop *loop, rio_op *op, int res)
 {
-	struct conn *c = (struct conn *)((char *)op - offsetof(struct conn, op));
+	struct conn *c = RIO_CONTAINER_OF(op, struct conn, op);
 	(void)loop;
 	if (c->completions++ == 0) {
 		c->res = res;

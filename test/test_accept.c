@@ -21,7 +21,7 @@ struct acceptor {
 
 static void accept_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct acceptor *a = T_CONTAINER_OF(op, struct acceptor, op);
+	struct acceptor *a = RIO_CONTAINER_OF(op, struct acceptor, op);
 
 	(void)loop;
 	a->calls++;
@@ -251,7 +251,7 @@ struct ordered {
 
 static void ordered_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct ordered *o = T_CONTAINER_OF(op, struct ordered, op);
+	struct ordered *o = RIO_CONTAINER_OF(op, struct ordered, op);
 	(void)loop;
 	if (res >= 0 && o->n < 4) {
 		o->fd[o->n] = res;

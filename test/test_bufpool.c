@@ -57,7 +57,7 @@ struct sink {
 
 static void give_back_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct sink *s = T_CONTAINER_OF(op, struct sink, later);
+	struct sink *s = RIO_CONTAINER_OF(op, struct sink, later);
 
 	(void)loop;
 	(void)res;
@@ -69,7 +69,7 @@ static void give_back_cb(rio_loop *loop, rio_op *op, int res)
 
 static void sink_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct sink *s = T_CONTAINER_OF(op, struct sink, op);
+	struct sink *s = RIO_CONTAINER_OF(op, struct sink, op);
 
 	s->calls++;
 	if (res == -ENOBUFS)
@@ -171,7 +171,7 @@ struct tail {
 
 static void tail_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct tail *t = T_CONTAINER_OF(op, struct tail, op);
+	struct tail *t = RIO_CONTAINER_OF(op, struct tail, op);
 
 	(void)loop;
 	if (t->n < 4)

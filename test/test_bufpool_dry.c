@@ -24,7 +24,7 @@ struct dry {
 
 static void dry_end_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct dry *d = T_CONTAINER_OF(op, struct dry, end);
+	struct dry *d = RIO_CONTAINER_OF(op, struct dry, end);
 
 	(void)loop;
 	d->end_calls++;
@@ -34,7 +34,7 @@ static void dry_end_cb(rio_loop *loop, rio_op *op, int res)
 
 static void dry_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct dry *d = T_CONTAINER_OF(op, struct dry, op);
+	struct dry *d = RIO_CONTAINER_OF(op, struct dry, op);
 
 	d->calls++;
 	if (res == -ENOBUFS)
@@ -127,7 +127,7 @@ struct race {
 
 static void race_giveback_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct race *r = T_CONTAINER_OF(op, struct race, giveback);
+	struct race *r = RIO_CONTAINER_OF(op, struct race, giveback);
 
 	(void)loop;
 	(void)res;
@@ -139,7 +139,7 @@ static void race_giveback_cb(rio_loop *loop, rio_op *op, int res)
 
 static void race_recv_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct race *r = T_CONTAINER_OF(op, struct race, op);
+	struct race *r = RIO_CONTAINER_OF(op, struct race, op);
 
 	if (res == -ENOBUFS)
 		r->enobufs_seen++;
@@ -164,7 +164,7 @@ static void race_recv_cb(rio_loop *loop, rio_op *op, int res)
 
 static void race_cancel_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct race *r = T_CONTAINER_OF(op, struct race, cancel);
+	struct race *r = RIO_CONTAINER_OF(op, struct race, cancel);
 
 	(void)loop;
 	r->cancel_calls++;
@@ -173,7 +173,7 @@ static void race_cancel_cb(rio_loop *loop, rio_op *op, int res)
 
 static void race_timer_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct race *r = T_CONTAINER_OF(op, struct race, timer);
+	struct race *r = RIO_CONTAINER_OF(op, struct race, timer);
 
 	(void)res;
 	r->timer_done = 1;

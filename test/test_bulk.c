@@ -64,7 +64,7 @@ struct sender {
 
 static void close_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct sender *s = T_CONTAINER_OF(op, struct sender, close_op);
+	struct sender *s = RIO_CONTAINER_OF(op, struct sender, close_op);
 
 	(void)loop;
 	s->closed++;
@@ -75,7 +75,7 @@ static int send_next(rio_loop *loop, struct sender *s);
 
 static void send_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct sender *s = T_CONTAINER_OF(op, struct sender, op);
+	struct sender *s = RIO_CONTAINER_OF(op, struct sender, op);
 
 	s->sends++;
 	if (res <= 0) {

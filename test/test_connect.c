@@ -18,7 +18,7 @@ struct conn {
 
 static void connect_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct conn *c = T_CONTAINER_OF(op, struct conn, op);
+	struct conn *c = RIO_CONTAINER_OF(op, struct conn, op);
 
 	(void)loop;
 	c->calls++;

@@ -13,7 +13,7 @@ struct io {
 
 static void io_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct io *io = T_CONTAINER_OF(op, struct io, op);
+	struct io *io = RIO_CONTAINER_OF(op, struct io, op);
 
 	(void)loop;
 	io->calls++;
@@ -59,7 +59,7 @@ struct later_write {
 
 static void later_write_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct later_write *w = T_CONTAINER_OF(op, struct later_write, op);
+	struct later_write *w = RIO_CONTAINER_OF(op, struct later_write, op);
 
 	(void)loop;
 	w->ok = res == 0 && write(w->fd, "intime", 6) == 6;
@@ -221,7 +221,7 @@ static int chunk_seq;
 
 static void chunk_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct chunk *c = T_CONTAINER_OF(op, struct chunk, op);
+	struct chunk *c = RIO_CONTAINER_OF(op, struct chunk, op);
 	(void)loop;
 	c->calls++;
 	c->res = res;

@@ -14,7 +14,7 @@ struct io {
 
 static void io_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct io *io = T_CONTAINER_OF(op, struct io, op);
+	struct io *io = RIO_CONTAINER_OF(op, struct io, op);
 
 	(void)loop;
 	io->calls++;

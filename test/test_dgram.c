@@ -18,7 +18,7 @@ struct dg {
 
 static void dg_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct dg *d = T_CONTAINER_OF(op, struct dg, op);
+	struct dg *d = RIO_CONTAINER_OF(op, struct dg, op);
 
 	(void)loop;
 	if (!(op->flags & RIO_OP_F_MORE)) {

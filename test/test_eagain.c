@@ -43,7 +43,7 @@ static void submit(struct eag *e, struct slot *s);
 static void cb(rio_loop *loop, rio_op *op, int res)
 {
 	struct eag *e = op->data;
-	struct slot *s = T_CONTAINER_OF(op, struct slot, op);
+	struct slot *s = RIO_CONTAINER_OF(op, struct slot, op);
 
 	(void)loop;
 	e->live--;

@@ -15,7 +15,7 @@ struct io {
 
 static void io_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct io *io = T_CONTAINER_OF(op, struct io, op);
+	struct io *io = RIO_CONTAINER_OF(op, struct io, op);
 
 	(void)loop;
 	io->calls++;
@@ -166,7 +166,7 @@ struct dribble {
 
 static void dribble_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct dribble *d = T_CONTAINER_OF(op, struct dribble, op);
+	struct dribble *d = RIO_CONTAINER_OF(op, struct dribble, op);
 	char chunk[1000];
 
 	t_pat_fill(chunk, sizeof(chunk), (uint64_t)d->sent * 1000);

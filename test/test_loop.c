@@ -15,7 +15,7 @@ struct op_rec {
 
 static void rec_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct op_rec *r = T_CONTAINER_OF(op, struct op_rec, op);
+	struct op_rec *r = RIO_CONTAINER_OF(op, struct op_rec, op);
 
 	(void)loop;
 	r->calls++;

@@ -42,7 +42,7 @@ static struct world *W;
 
 static void client_close_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct client *c = T_CONTAINER_OF(op, struct client, close_op);
+	struct client *c = RIO_CONTAINER_OF(op, struct client, close_op);
 
 	(void)loop;
 	c->n_close++;
@@ -52,7 +52,7 @@ static void client_close_cb(rio_loop *loop, rio_op *op, int res)
 
 static void client_recv_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct client *c = T_CONTAINER_OF(op, struct client, recv_op);
+	struct client *c = RIO_CONTAINER_OF(op, struct client, recv_op);
 
 	c->n_recv++;
 	if (res <= 0) {
@@ -72,7 +72,7 @@ static void client_recv_cb(rio_loop *loop, rio_op *op, int res)
 
 static void client_send_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct client *c = T_CONTAINER_OF(op, struct client, send_op);
+	struct client *c = RIO_CONTAINER_OF(op, struct client, send_op);
 
 	(void)loop;
 	c->n_send++;
@@ -81,7 +81,7 @@ static void client_send_cb(rio_loop *loop, rio_op *op, int res)
 
 static void client_connect_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct client *c = T_CONTAINER_OF(op, struct client, connect_op);
+	struct client *c = RIO_CONTAINER_OF(op, struct client, connect_op);
 
 	c->n_connect++;
 	if (res != 0) {
@@ -98,7 +98,7 @@ static void client_connect_cb(rio_loop *loop, rio_op *op, int res)
 
 static void server_close_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct server *s = T_CONTAINER_OF(op, struct server, close_op);
+	struct server *s = RIO_CONTAINER_OF(op, struct server, close_op);
 
 	(void)loop;
 	s->n_close++;
@@ -110,7 +110,7 @@ static void server_recv_cb(rio_loop *loop, rio_op *op, int res);
 
 static void server_send_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct server *s = T_CONTAINER_OF(op, struct server, send_op);
+	struct server *s = RIO_CONTAINER_OF(op, struct server, send_op);
 
 	s->n_send++;
 	if (res <= 0 || res > s->len) {
@@ -130,7 +130,7 @@ static void server_send_cb(rio_loop *loop, rio_op *op, int res)
 
 static void server_recv_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct server *s = T_CONTAINER_OF(op, struct server, recv_op);
+	struct server *s = RIO_CONTAINER_OF(op, struct server, recv_op);
 
 	s->n_recv++;
 	if (res > 0) { /* echo it */

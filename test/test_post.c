@@ -25,7 +25,7 @@ static void cancel_done_cb(rio_loop *loop, rio_op *op, int res)
 
 static void posted_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct posted *p = T_CONTAINER_OF(op, struct posted, op);
+	struct posted *p = RIO_CONTAINER_OF(op, struct posted, op);
 
 	p->calls++;
 	p->res = res;
@@ -43,7 +43,7 @@ struct timer {
 
 static void timer_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct timer *t = T_CONTAINER_OF(op, struct timer, op);
+	struct timer *t = RIO_CONTAINER_OF(op, struct timer, op);
 
 	(void)loop;
 	t->calls++;

@@ -31,7 +31,7 @@ static void cancel_cb(rio_loop *loop, rio_op *op, int res)
 
 static void recv_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct cap *c = T_CONTAINER_OF(op, struct cap, op);
+	struct cap *c = RIO_CONTAINER_OF(op, struct cap, op);
 
 	if (op->flags & RIO_OP_F_BUF) {
 		c->data++;
@@ -108,7 +108,7 @@ struct fb {
 
 static void fb_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct fb *f = T_CONTAINER_OF(op, struct fb, op);
+	struct fb *f = RIO_CONTAINER_OF(op, struct fb, op);
 
 	(void)loop;
 	if (op->flags & RIO_OP_F_BUF) {

@@ -30,7 +30,7 @@ static void relay_in(rio_loop *loop, struct relay *r)
 
 static void relay_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct relay *r = T_CONTAINER_OF(op, struct relay, op);
+	struct relay *r = RIO_CONTAINER_OF(op, struct relay, op);
 
 	if (res < 0) {
 		r->err = res;
@@ -70,7 +70,7 @@ static struct io {
 
 static void io_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct io *io = T_CONTAINER_OF(op, struct io, op);
+	struct io *io = RIO_CONTAINER_OF(op, struct io, op);
 
 	(void)loop;
 	io->calls++;

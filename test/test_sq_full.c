@@ -20,7 +20,7 @@ struct mixed {
 
 static void submit_mixed_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct mixed *m = T_CONTAINER_OF(op, struct mixed, kick);
+	struct mixed *m = RIO_CONTAINER_OF(op, struct mixed, kick);
 
 	(void)res;
 	for (int i = 0; i < 250; i++) {
@@ -79,7 +79,7 @@ struct pairs_batch {
 
 static void submit_pairs_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct pairs_batch *p = T_CONTAINER_OF(op, struct pairs_batch, kick);
+	struct pairs_batch *p = RIO_CONTAINER_OF(op, struct pairs_batch, kick);
 
 	(void)res;
 	for (int i = 0; i < NFD; i++) {
@@ -98,7 +98,7 @@ static void submit_pairs_cb(rio_loop *loop, rio_op *op, int res)
 
 static void submit_closes_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct pairs_batch *p = T_CONTAINER_OF(op, struct pairs_batch, kick);
+	struct pairs_batch *p = RIO_CONTAINER_OF(op, struct pairs_batch, kick);
 
 	(void)res;
 	for (int i = 0; i < NFD; i++) {

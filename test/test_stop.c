@@ -13,7 +13,7 @@ struct rec {
 
 static void rec_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct rec *r = T_CONTAINER_OF(op, struct rec, op);
+	struct rec *r = RIO_CONTAINER_OF(op, struct rec, op);
 
 	(void)loop;
 	r->calls++;

@@ -13,7 +13,7 @@ static int g_seq;
 
 static void timer_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct timer *t = T_CONTAINER_OF(op, struct timer, op);
+	struct timer *t = RIO_CONTAINER_OF(op, struct timer, op);
 
 	(void)loop;
 	t->calls++;
@@ -113,7 +113,7 @@ struct ticker {
 
 static void ticker_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct ticker *t = T_CONTAINER_OF(op, struct ticker, op);
+	struct ticker *t = RIO_CONTAINER_OF(op, struct ticker, op);
 
 	t->calls++;
 	if (res != 0)

@@ -17,7 +17,7 @@ struct batch {
 
 static void submit_timeouts_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct batch *b = T_CONTAINER_OF(op, struct batch, kick);
+	struct batch *b = RIO_CONTAINER_OF(op, struct batch, kick);
 
 	(void)res;
 	for (int i = 0; i < b->n; i++)
@@ -110,7 +110,7 @@ struct send_batch {
 
 static void submit_sends_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct send_batch *b = T_CONTAINER_OF(op, struct send_batch, kick);
+	struct send_batch *b = RIO_CONTAINER_OF(op, struct send_batch, kick);
 
 	(void)res;
 	for (int i = 0; i < PAIRS * PER_PAIR; i++)

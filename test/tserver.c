@@ -25,7 +25,7 @@ static void unlink_conn(struct tconn *c)
 
 static void close_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct tconn *c = T_CONTAINER_OF(op, struct tconn, close_op);
+	struct tconn *c = RIO_CONTAINER_OF(op, struct tconn, close_op);
 	tsrv *s = c->s;
 
 	(void)loop;
@@ -84,7 +84,7 @@ static void do_send(struct tconn *c)
 /* One op per connection: recv, then send until all of it is out. */
 static void io_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct tconn *c = T_CONTAINER_OF(op, struct tconn, op);
+	struct tconn *c = RIO_CONTAINER_OF(op, struct tconn, op);
 	int sending = c->len > 0;
 
 	(void)loop;

@@ -19,7 +19,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,8 +30,6 @@
 
 #include "relay.h"
 #include "tool.h"
-
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
 struct cfg {
 	const char *addr;
@@ -80,7 +77,7 @@ static void drain_check(struct worker *w)
 
 static void close_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct conn *c = container_of(op, struct conn, close_op);
+	struct conn *c = RIO_CONTAINER_OF(op, struct conn, close_op);
 	rio_listener_release(c->w->l);
 	relay_release(&c->r); /* RELAY_FREED frees c */
 }
@@ -98,7 +95,7 @@ static void conn_close(struct conn *c)
 
 static void on_relay(struct relay *r, enum relay_event ev, int res)
 {
-	struct conn *c = container_of(r, struct conn, r);
+	struct conn *c = RIO_CONTAINER_OF(r, struct conn, r);
 	struct worker *w = c->w;
 	switch (ev) {
 	case RELAY_RECEIVED:
@@ -149,7 +146,7 @@ static void on_listener_stop(rio_listener *l, int err, void *data)
 
 static void expire(struct tool_idle *q, struct tool_idle_node *n)
 {
-	struct conn *c = container_of(n, struct conn, node);
+	struct conn *c = RIO_CONTAINER_OF(n, struct conn, node);
 	c->w->idle_closed++;
 	conn_close(c);
 }
@@ -158,13 +155,13 @@ static void close_all(struct tool_worker *t)
 {
 	struct worker *w = (struct worker *)t;
 	while (w->conns.head)
-		conn_close(container_of(w->conns.head, struct conn, node));
+		conn_close(RIO_CONTAINER_OF(w->conns.head, struct conn, node));
 }
 
 static void drain_cb(rio_loop *loop, rio_op *op, int res)
 {
 	if (res == 0)
-		close_all(&container_of(op, struct worker, drain_op)->t);
+		close_all(&RIO_CONTAINER_OF(op, struct worker, drain_op)->t);
 }
 
 /* Graceful shutdown: stop accepting, close what is idle now, give the
@@ -178,7 +175,7 @@ static void drain(struct tool_worker *t)
 	struct tool_idle_node *n = w->conns.head;
 	while (n) {
 		struct tool_idle_node *next = n->next;
-		struct conn *c = container_of(n, struct conn, node);
+		struct conn *c = RIO_CONTAINER_OF(n, struct conn, node);
 		if (relay_idle(&c->r))
 			conn_close(c);
 		n = next;
@@ -224,51 +221,15 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, struct cfg *cfg)
 {
-	static const struct option opts[] = {
-		{"port", required_argument, 0, 'p'},
-		{"addr", required_argument, 0, 'a'},
-		TOOL_COMMON_OPTIONS,
-		{"max-conns", required_argument, 0, 'm'},
-		{"drain-timeout", required_argument, 0, 'd'},
-		{"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
+	const struct tool_flag flags[] = {
+		TOOL_NUM("port", 'p', cfg->port, 0, 65535),
+		TOOL_ARG("addr", 'a', tool_parse_string, &cfg->addr),
+		TOOL_NUM("max-conns", 'm', cfg->max_conns, 0, 1 << 24),
+		TOOL_NUM("drain-timeout", 'd', cfg->drain_ms, 0, 86400000),
+		TOOL_FLAGS_END,
 	};
-	int c;
-	long v;
-	while ((c = getopt_long(argc, argv, "p:a:m:d:h" TOOL_COMMON_SHORT, opts,
-				NULL)) != -1) {
-		const char *bad = NULL;
-		if (tool_common_flag(c, optarg, &cfg->com, &bad))
-			c = 0; /* handled */
-		switch (c) {
-		case 0:
-			break;
-		case 'p':
-			if (tool_parse_long(optarg, 0, 65535, &v)) bad = "--port";
-			else cfg->port = (int)v;
-			break;
-		case 'a':
-			cfg->addr = optarg;
-			break;
-		case 'm':
-			if (tool_parse_long(optarg, 0, 1 << 24, &v)) bad = "--max-conns";
-			else cfg->max_conns = (unsigned)v;
-			break;
-		case 'd':
-			if (tool_parse_long(optarg, 0, 86400000, &v)) bad = "--drain-timeout";
-			else cfg->drain_ms = (uint64_t)v;
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
-			return -EINVAL;
-		}
-		if (bad)
-			return tool_bad_value("ringio-echo", bad, optarg);
-	}
-	if (tool_no_operands("ringio-echo", argc, argv, optind) < 0)
+	if (tool_parse_flags("ringio-echo", argc, argv, flags, &cfg->com,
+			     usage) < 0)
 		return -EINVAL;
 	if (cfg->port < 0) {
 		fprintf(stderr, "ringio-echo: --port is required\n");
@@ -296,51 +257,20 @@ static const struct tool_worker_ops worker_ops = {
 	.force = close_all, /* a second: no more waiting */
 };
 
-/* One line of counters, summed over the threads, on stdout. */
+/* Two lines of counters, summed over the threads, on stdout. */
 static void report(struct worker *ws, int n)
 {
-	rio_counters t = {0};
-	rio_accept_counters a = {0};
+	struct tool_counters sum = {0};
 	uint64_t idle = 0, resets = 0, spliced = 0;
 	for (int i = 0; i < n; i++) {
-		rio_counters c;
-		rio_accept_counters la;
-		if (!ws[i].t.loop)
-			continue;
-		rio_loop_counters(ws[i].t.loop, &c);
-		tool_add_counters(&t, &c);
+		tool_count(&sum, ws[i].t.loop, &ws[i].l, 1);
 		idle += ws[i].idle_closed;
 		resets += ws[i].resets;
 		spliced += ws[i].rp.spliced;
-		if (!ws[i].l)
-			continue;
-		rio_listener_counters(ws[i].l, &la);
-		a.accepted += la.accepted;
-		a.client_errors += la.client_errors;
-		a.network_errors += la.network_errors;
-		a.load_errors += la.load_errors;
-		a.early_resumes += la.early_resumes;
-		a.limit_pauses += la.limit_pauses;
-		a.shed += la.shed;
-		a.fatal_errors += la.fatal_errors;
 	}
-	printf("ringio-echo: accepted=%" PRIu64 " client_errors=%" PRIu64
-	       " network_errors=%" PRIu64 " load_errors=%" PRIu64
-	       " early_resumes=%" PRIu64 " limit_pauses=%" PRIu64
-	       " shed=%" PRIu64 " fatal_errors=%" PRIu64
-	       " idle_closed=%" PRIu64 " resets=%" PRIu64 " spliced=%" PRIu64
-	       "\n",
-	       a.accepted, a.client_errors, a.network_errors, a.load_errors,
-	       a.early_resumes, a.limit_pauses, a.shed, a.fatal_errors, idle,
-	       resets, spliced);
-	printf("ringio-echo: ops=%" PRIu64 " completions=%" PRIu64
-	       " enters=%" PRIu64 " cq_overflows=%" PRIu64
-	       " enobufs_rearms=%" PRIu64 " multishot_rearms=%" PRIu64
-	       " spurious_wakeups=%" PRIu64 " faults_injected=%" PRIu64 "\n",
-	       t.ops_submitted, t.completions, t.enters, t.cq_overflows,
-	       t.enobufs_rearms, t.multishot_rearms, t.spurious_wakeups,
-	       t.faults_injected);
-	fflush(stdout);
+	tool_print_counters("ringio-echo", &sum,
+			    " idle_closed=%" PRIu64 " resets=%" PRIu64
+			    " spliced=%" PRIu64, idle, resets, spliced);
 }
 
 static void worker_fini(struct worker *w)

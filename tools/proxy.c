@@ -36,7 +36,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -50,8 +49,6 @@
 
 #include "relay.h"
 #include "tool.h"
-
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
 enum { MAX_ADDRS = 16 };
 
@@ -71,8 +68,10 @@ struct cfg {
 	uint64_t fail_ms; /* a failed upstream is skipped this long */
 };
 
+/* Only uint64_t fields: tool_add_u64s sums them. (Clients accepted are the
+ * listeners' count.) */
 struct stats {
-	uint64_t accepted, upstream_ok, upstream_refused, upstream_timeouts,
+	uint64_t upstream_ok, upstream_refused, upstream_timeouts,
 		upstream_other, no_upstream, idle_closed, bytes_up, bytes_down,
 		sessions_done, fd_waits, fd_shed;
 };
@@ -150,12 +149,12 @@ static void closed(struct session *s)
 
 static void closed_c_cb(rio_loop *loop, rio_op *op, int res)
 {
-	closed(container_of(op, struct session, close_c));
+	closed(RIO_CONTAINER_OF(op, struct session, close_c));
 }
 
 static void closed_u_cb(rio_loop *loop, rio_op *op, int res)
 {
-	closed(container_of(op, struct session, close_u));
+	closed(RIO_CONTAINER_OF(op, struct session, close_u));
 }
 
 static void fdwait_del(struct worker *w, struct session *s)
@@ -218,7 +217,7 @@ static void dir_moved(struct pipe_dir *d, int n)
 
 static void on_relay(struct relay *r, enum relay_event ev, int res)
 {
-	struct pipe_dir *d = container_of(r, struct pipe_dir, r);
+	struct pipe_dir *d = RIO_CONTAINER_OF(r, struct pipe_dir, r);
 	struct session *s = d->s;
 	switch (ev) {
 	case RELAY_RECEIVED:
@@ -257,17 +256,16 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-
 static void failed_closed_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct session *s = container_of(op, struct session, close_u);
+	struct session *s = RIO_CONTAINER_OF(op, struct session, close_u);
 	s->ufd = -1;
 	try_upstream(s);
 }
 
 static void connect_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct session *s = container_of(op, struct session, connect_op);
+	struct session *s = RIO_CONTAINER_OF(op, struct session, connect_op);
 	struct worker *w = s->w;
 	if (s->closing)
 		return;
@@ -317,7 +315,7 @@ static int next_upstream(const struct session *s)
 
 static void fdwait_timer_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct worker *w = container_of(op, struct worker, fdwait_timer);
+	struct worker *w = RIO_CONTAINER_OF(op, struct worker, fdwait_timer);
 	if (w->fdwait_head && w->fdwait_ms < 1000)
 		w->fdwait_ms *= 2;
 	/* Every session waits, so none will free an fd (a multishot accept
@@ -416,7 +414,6 @@ static void on_accept(rio_listener *l, int fd, void *data)
 	s->start = w->rr++ % (unsigned)w->cfg->nup;
 	w->nsessions++;
 	tool_idle_add(&w->sessions, &s->node);
-	w->st.accepted++;
 	rio_set_nodelay(fd, 1);
 	try_upstream(s);
 }
@@ -425,7 +422,7 @@ static void on_accept(rio_listener *l, int fd, void *data)
  * --connect-timeout for that, and starts its idle time afresh. */
 static void expire(struct tool_idle *q, struct tool_idle_node *n)
 {
-	struct session *s = container_of(n, struct session, node);
+	struct session *s = RIO_CONTAINER_OF(n, struct session, node);
 	if (!s->pumping) {
 		tool_idle_touch(q, n);
 		return;
@@ -521,7 +518,7 @@ static void worker_stop(struct tool_worker *t)
 	struct tool_idle_node *n = w->sessions.head;
 	while (n) {
 		struct tool_idle_node *next = n->next;
-		struct session *s = container_of(n, struct session, node);
+		struct session *s = RIO_CONTAINER_OF(n, struct session, node);
 		if (!rio_op_in_flight(&s->connect_op) &&
 		    !rio_op_in_flight(&s->close_u))
 			session_close(s);
@@ -594,53 +591,29 @@ static int parse_addr(const char *text, struct addr *list, int *n)
 	return 0;
 }
 
+static int parse_listen(const char *arg, void *cfg)
+{
+	struct cfg *c = cfg;
+	return parse_addr(arg, c->listen, &c->nlisten);
+}
+
+static int parse_upstream(const char *arg, void *cfg)
+{
+	struct cfg *c = cfg;
+	return parse_addr(arg, c->up, &c->nup);
+}
+
 static int parse_args(int argc, char **argv, struct cfg *cfg)
 {
-	static const struct option opts[] = {
-		{"listen", required_argument, 0, 'l'},
-		{"upstream", required_argument, 0, 'u'},
-		TOOL_COMMON_OPTIONS,
-		{"connect-timeout", required_argument, 0, 'c'},
-		{"fail-timeout", required_argument, 0, 'f'},
-		{"help", no_argument, 0, 'h'},
-		{0, 0, 0, 0},
+	const struct tool_flag flags[] = {
+		TOOL_ARG("listen", 'l', parse_listen, cfg),
+		TOOL_ARG("upstream", 'u', parse_upstream, cfg),
+		TOOL_NUM("connect-timeout", 'c', cfg->connect_ms, 1, 3600000),
+		TOOL_NUM("fail-timeout", 'f', cfg->fail_ms, 0, 3600000),
+		TOOL_FLAGS_END,
 	};
-	int c;
-	long v;
-	while ((c = getopt_long(argc, argv, "l:u:c:f:h" TOOL_COMMON_SHORT, opts, NULL)) != -1) {
-		const char *bad = NULL;
-		if (tool_common_flag(c, optarg, &cfg->com, &bad))
-			c = 0; /* handled */
-		switch (c) {
-		case 0:
-			break;
-		case 'l':
-			if (parse_addr(optarg, cfg->listen, &cfg->nlisten) < 0)
-				bad = "--listen";
-			break;
-		case 'u':
-			if (parse_addr(optarg, cfg->up, &cfg->nup) < 0)
-				bad = "--upstream";
-			break;
-		case 'c':
-			if (tool_parse_long(optarg, 1, 3600000, &v)) bad = "--connect-timeout";
-			else cfg->connect_ms = (uint64_t)v;
-			break;
-		case 'f':
-			if (tool_parse_long(optarg, 0, 3600000, &v)) bad = "--fail-timeout";
-			else cfg->fail_ms = (uint64_t)v;
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
-			return -EINVAL;
-		}
-		if (bad)
-			return tool_bad_value("ringio-proxy", bad, optarg);
-	}
-	if (tool_no_operands("ringio-proxy", argc, argv, optind) < 0)
+	if (tool_parse_flags("ringio-proxy", argc, argv, flags, &cfg->com,
+			     usage) < 0)
 		return -EINVAL;
 	if (!cfg->nlisten || !cfg->nup) {
 		fprintf(stderr, "ringio-proxy: at least one --listen and one "
@@ -651,38 +624,30 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 	return 0;
 }
 
+/* Two lines of counters, summed over the threads, on stdout. */
 static void report(struct worker *ws, int n)
 {
+	struct tool_counters sum = {0};
 	struct stats t = {0};
 	uint64_t spliced = 0;
 	for (int i = 0; i < n; i++) {
-		const struct stats *s = &ws[i].st;
+		tool_count(&sum, ws[i].t.loop, ws[i].l, ws[i].cfg->nlisten);
+		tool_add_u64s(&t, &ws[i].st, sizeof t);
 		spliced += ws[i].rp.spliced;
-		t.accepted += s->accepted;
-		t.upstream_ok += s->upstream_ok;
-		t.upstream_refused += s->upstream_refused;
-		t.upstream_timeouts += s->upstream_timeouts;
-		t.upstream_other += s->upstream_other;
-		t.no_upstream += s->no_upstream;
-		t.idle_closed += s->idle_closed;
-		t.bytes_up += s->bytes_up;
-		t.bytes_down += s->bytes_down;
-		t.sessions_done += s->sessions_done;
-		t.fd_waits += s->fd_waits;
-		t.fd_shed += s->fd_shed;
 	}
-	printf("ringio-proxy: accepted=%" PRIu64 " upstream_ok=%" PRIu64
-	       " upstream_refused=%" PRIu64 " upstream_timeouts=%" PRIu64
-	       " upstream_other=%" PRIu64 " no_upstream=%" PRIu64
-	       " idle_closed=%" PRIu64 " bytes_up=%" PRIu64
-	       " bytes_down=%" PRIu64 " sessions_done=%" PRIu64
-	       " spliced_dirs=%" PRIu64 " fd_waits=%" PRIu64
-	       " fd_shed=%" PRIu64 "\n",
-	       t.accepted, t.upstream_ok, t.upstream_refused,
-	       t.upstream_timeouts, t.upstream_other, t.no_upstream,
-	       t.idle_closed, t.bytes_up, t.bytes_down, t.sessions_done,
-	       spliced, t.fd_waits, t.fd_shed);
-	fflush(stdout);
+	tool_print_counters("ringio-proxy", &sum,
+			    " upstream_ok=%" PRIu64 " upstream_refused=%" PRIu64
+			    " upstream_timeouts=%" PRIu64
+			    " upstream_other=%" PRIu64 " no_upstream=%" PRIu64
+			    " idle_closed=%" PRIu64 " bytes_up=%" PRIu64
+			    " bytes_down=%" PRIu64 " sessions_done=%" PRIu64
+			    " spliced_dirs=%" PRIu64 " fd_waits=%" PRIu64
+			    " fd_shed=%" PRIu64,
+			    t.upstream_ok, t.upstream_refused,
+			    t.upstream_timeouts, t.upstream_other,
+			    t.no_upstream, t.idle_closed, t.bytes_up,
+			    t.bytes_down, t.sessions_done, spliced, t.fd_waits,
+			    t.fd_shed);
 }
 
 int main(int argc, char **argv)

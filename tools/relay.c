@@ -10,7 +10,6 @@
 
 #include "relay.h"
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 #define NONE 0xffffu
 
 int relay_pool_init(struct relay_pool *p, rio_loop *loop, unsigned count,
@@ -149,7 +148,7 @@ static void splice_out(struct relay *r)
 
 static void splice_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct relay *r = container_of(op, struct relay, splice_op);
+	struct relay *r = RIO_CONTAINER_OF(op, struct relay, splice_op);
 	if (r->silent)
 		return;
 	if (r->plen == 0) { /* a splice in: 0 is the end of the stream */
@@ -217,7 +216,7 @@ static void hand_off(struct relay *r)
 
 static void recv_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct relay *r = container_of(op, struct relay, recv_op);
+	struct relay *r = RIO_CONTAINER_OF(op, struct relay, recv_op);
 	struct relay_pool *p = r->p;
 	if (op->flags & RIO_OP_F_BUF) {
 		uint16_t id = op->buf_id;
@@ -268,7 +267,7 @@ static void recv_cb(rio_loop *loop, rio_op *op, int res)
 
 static void send_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct relay *r = container_of(op, struct relay, send_op);
+	struct relay *r = RIO_CONTAINER_OF(op, struct relay, send_op);
 	struct relay_pool *p = r->p;
 	if (r->silent)
 		return;
@@ -302,7 +301,7 @@ static void send_cb(rio_loop *loop, rio_op *op, int res)
  * error; a FIN or hang-up is left to the relay's own ops to report. */
 static void watch_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct relay *r = container_of(op, struct relay, watch_op);
+	struct relay *r = RIO_CONTAINER_OF(op, struct relay, watch_op);
 	if (r->silent || res <= 0 || !(res & POLLERR))
 		return;
 	int err = 0;
@@ -315,7 +314,7 @@ static void watch_cb(rio_loop *loop, rio_op *op, int res)
 
 static void pause_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct relay *r = container_of(op, struct relay, pause_op);
+	struct relay *r = RIO_CONTAINER_OF(op, struct relay, pause_op);
 	if (r->released) {
 		r->cb(r, RELAY_FREED, 0);
 		return;

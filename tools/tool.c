@@ -2,8 +2,11 @@
 #include "tool.h"
 
 #include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,69 +25,128 @@ int tool_parse_long(const char *s, long lo, long hi, long *out)
 	return 0;
 }
 
-int tool_common_flag(int c, const char *arg, struct tool_common *com,
-		     const char **bad)
+int tool_parse_string(const char *arg, void *dst)
+{
+	*(const char **)dst = arg;
+	return 0;
+}
+
+static int parse_backend(const char *arg, void *dst)
+{
+	int v = rio_backend_parse(arg);
+	if (v < 0)
+		return -EINVAL;
+	*(rio_backend_kind *)dst = (rio_backend_kind)v;
+	return 0;
+}
+
+static int parse_buf_count(const char *arg, void *dst)
 {
 	long v;
-	switch (c) {
-	case 't':
-		if (tool_parse_long(arg, 1, TOOL_MAX_THREADS, &v))
-			*bad = "--threads";
-		else
-			com->threads = (int)v;
-		return 1;
-	case 'b':
-		v = rio_backend_parse(arg);
-		if (v < 0)
-			*bad = "--backend";
-		else
-			com->backend = (rio_backend_kind)v;
-		return 1;
-	case 'i':
-		if (tool_parse_long(arg, 0, 86400000, &v))
-			*bad = "--idle-timeout";
-		else
-			com->idle_ms = (uint64_t)v;
-		return 1;
-	case 'n':
-		if (tool_parse_long(arg, 1, 32768, &v) || (v & (v - 1)))
-			*bad = "--buf-count";
-		else
-			com->buf_count = (unsigned)v;
-		return 1;
-	case 's':
-		if (tool_parse_long(arg, 64, 1 << 24, &v))
-			*bad = "--buf-size";
-		else
-			com->buf_size = (size_t)v;
-		return 1;
-	case 'S':
-		if (!strcmp(arg, "auto"))
-			com->splice = RELAY_SPLICE_AUTO;
-		else if (!strcmp(arg, "on"))
-			com->splice = RELAY_SPLICE_ON;
-		else if (!strcmp(arg, "off"))
-			com->splice = RELAY_SPLICE_OFF;
-		else
-			*bad = "--splice";
-		return 1;
-	default:
-		return 0;
+	if (tool_parse_long(arg, 1, 32768, &v) || (v & (v - 1)))
+		return -EINVAL; /* not a power of 2 */
+	*(unsigned *)dst = (unsigned)v;
+	return 0;
+}
+
+static int parse_splice(const char *arg, void *dst)
+{
+	static const char *const names[] = {[RELAY_SPLICE_OFF] = "off",
+					    [RELAY_SPLICE_AUTO] = "auto",
+					    [RELAY_SPLICE_ON] = "on"};
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(arg, names[i])) {
+			*(enum relay_splice *)dst = (enum relay_splice)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+static int set_flag(const struct tool_flag *f, const char *arg)
+{
+	long v;
+	if (f->parse)
+		return f->parse(arg, f->dst);
+	if (tool_parse_long(arg, f->lo, f->hi, &v) < 0)
+		return -EINVAL;
+	if (f->size == sizeof(uint32_t)) { /* int or unsigned */
+		uint32_t u = (uint32_t)v;
+		memcpy(f->dst, &u, sizeof u);
+	} else { /* uint64_t or size_t */
+		uint64_t u = (uint64_t)v;
+		memcpy(f->dst, &u, sizeof u);
 	}
+	return 0;
 }
 
-int tool_bad_value(const char *prog, const char *flag, const char *val)
+enum { MAX_FLAGS = 32 };
+
+/* Append the flags of `table` to all[n...]; returns the new count. */
+static int add_flags(const struct tool_flag **all, int n,
+		     const struct tool_flag *table)
 {
-	fprintf(stderr, "%s: invalid value for %s: '%s'\n", prog, flag, val);
-	return -EINVAL;
+	for (const struct tool_flag *f = table; f->name; f++) {
+		/* a mistake in the table, not on the command line */
+		if (n == MAX_FLAGS || (!f->parse && f->size != 4 && f->size != 8))
+			abort();
+		all[n++] = f;
+	}
+	return n;
 }
 
-int tool_no_operands(const char *prog, int argc, char **argv, int first)
+int tool_parse_flags(const char *prog, int argc, char **argv,
+		     const struct tool_flag *flags, struct tool_common *com,
+		     void (*usage)(FILE *f))
 {
-	if (first >= argc)
-		return 0;
-	fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[first]);
-	return -EINVAL;
+	const struct tool_flag common[] = {
+		TOOL_NUM("threads", 't', com->threads, 1, TOOL_MAX_THREADS),
+		TOOL_ARG("backend", 'b', parse_backend, &com->backend),
+		TOOL_NUM("idle-timeout", 'i', com->idle_ms, 0, 86400000),
+		TOOL_ARG("buf-count", 'n', parse_buf_count, &com->buf_count),
+		TOOL_NUM("buf-size", 's', com->buf_size, 64, 1 << 24),
+		TOOL_ARG("splice", 'S', parse_splice, &com->splice),
+		TOOL_FLAGS_END,
+	};
+	const struct tool_flag *all[MAX_FLAGS];
+	int n = add_flags(all, add_flags(all, 0, flags), common);
+	/* getopt_long's view of them: "x:" for each, and --help */
+	struct option opts[MAX_FLAGS + 2];
+	char letters[2 * MAX_FLAGS + 2];
+	for (int i = 0; i < n; i++) {
+		opts[i] = (struct option){all[i]->name, required_argument, NULL,
+					  all[i]->letter};
+		letters[2 * i] = all[i]->letter;
+		letters[2 * i + 1] = ':';
+	}
+	opts[n] = (struct option){"help", no_argument, NULL, 'h'};
+	opts[n + 1] = (struct option){0};
+	memcpy(&letters[2 * n], "h", 2);
+
+	int c;
+	while ((c = getopt_long(argc, argv, letters, opts, NULL)) != -1) {
+		if (c == 'h') {
+			usage(stdout);
+			exit(0);
+		}
+		int i = 0;
+		while (i < n && all[i]->letter != c)
+			i++;
+		if (i == n) { /* getopt said what is wrong */
+			usage(stderr);
+			return -EINVAL;
+		}
+		if (set_flag(all[i], optarg) < 0) {
+			fprintf(stderr, "%s: invalid value for --%s: '%s'\n",
+				prog, all[i]->name, optarg);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "%s: unexpected argument '%s'\n", prog,
+			argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static rio_loop *_Atomic loops[TOOL_MAX_THREADS];
@@ -147,16 +209,65 @@ int tool_run_threads(const char *prog, void *first, size_t stride, int n,
 	return err ? -err : 0;
 }
 
+void tool_add_u64s(void *total, const void *add, size_t size)
+{
+	uint64_t *t = total;
+	const uint64_t *a = add;
+	for (size_t i = 0; i < size / sizeof *a; i++)
+		t[i] += a[i];
+}
+
 /* rio_counters is a run of uint64_t and nothing else. */
 _Static_assert(sizeof(rio_counters) % sizeof(uint64_t) == 0,
 	       "rio_counters holds only uint64_t fields");
+/* rio_accept_counters: the nine uint64_t counters that are summed and
+ * printed, then `live` and `last_error`, which are not. */
+_Static_assert(offsetof(rio_accept_counters, live) == 9 * sizeof(uint64_t),
+	       "a new accept counter: print it in tool_print_counters");
 
-void tool_add_counters(rio_counters *total, const rio_counters *c)
+void tool_count(struct tool_counters *sum, const rio_loop *loop,
+		rio_listener *const *l, int n)
 {
-	uint64_t *t = (uint64_t *)total;
-	const uint64_t *a = (const uint64_t *)c;
-	for (size_t i = 0; i < sizeof *c / sizeof *a; i++)
-		t[i] += a[i];
+	if (!loop)
+		return;
+	rio_counters c;
+	rio_loop_counters(loop, &c);
+	tool_add_u64s(&sum->loop, &c, sizeof c);
+	for (int i = 0; i < n; i++) {
+		rio_accept_counters a;
+		if (!l[i])
+			continue;
+		rio_listener_counters(l[i], &a);
+		tool_add_u64s(&sum->accept, &a,
+			      offsetof(rio_accept_counters, live));
+	}
+}
+
+void tool_print_counters(const char *prog, const struct tool_counters *sum,
+			 const char *fmt, ...)
+{
+	const rio_accept_counters *a = &sum->accept;
+	const rio_counters *t = &sum->loop;
+	va_list ap;
+	printf("%s: accepted=%" PRIu64 " client_errors=%" PRIu64
+	       " network_errors=%" PRIu64 " load_errors=%" PRIu64
+	       " error_pauses=%" PRIu64 " early_resumes=%" PRIu64
+	       " limit_pauses=%" PRIu64 " shed=%" PRIu64
+	       " fatal_errors=%" PRIu64,
+	       prog, a->accepted, a->client_errors, a->network_errors,
+	       a->load_errors, a->error_pauses, a->early_resumes,
+	       a->limit_pauses, a->shed, a->fatal_errors);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n%s: ops=%" PRIu64 " completions=%" PRIu64
+	       " enters=%" PRIu64 " cq_overflows=%" PRIu64
+	       " enobufs_rearms=%" PRIu64 " multishot_rearms=%" PRIu64
+	       " spurious_wakeups=%" PRIu64 " faults_injected=%" PRIu64 "\n",
+	       prog, t->ops_submitted, t->completions, t->enters,
+	       t->cq_overflows, t->enobufs_rearms, t->multishot_rearms,
+	       t->spurious_wakeups, t->faults_injected);
+	fflush(stdout);
 }
 
 /* ---- before start ---- */
@@ -303,8 +414,6 @@ void *tool_worker_run(void *arg)
 
 /* ---- idle timeout ---- */
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
-
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -331,7 +440,7 @@ static void arm_sweep(struct tool_idle *q)
 
 static void sweep_cb(rio_loop *loop, rio_op *op, int res)
 {
-	struct tool_idle *q = container_of(op, struct tool_idle, sweep_op);
+	struct tool_idle *q = RIO_CONTAINER_OF(op, struct tool_idle, sweep_op);
 	if (res < 0 || q->stopped)
 		return;
 	uint64_t now = now_ms();

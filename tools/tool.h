@@ -1,14 +1,15 @@
 /*
- * What ringio's tools share: strict number flags, the messages for a bad
- * command line, one loop per thread stopped by SIGINT/SIGTERM, and
- * summing per-thread counters. Not part of the library.
+ * What ringio's tools share: one flag parser (strict numbers, the messages
+ * for a bad command line), one loop per thread stopped by SIGINT/SIGTERM,
+ * and the loop and listener counters, summed over the threads and printed.
+ * Not part of the library.
  */
 #ifndef RIO_TOOL_H
 #define RIO_TOOL_H
 
-#include <getopt.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <ringio.h>
 
@@ -16,7 +17,7 @@
 
 #define TOOL_MAX_THREADS 256
 
-/* The flags every tool takes, parsed one way. */
+/* The flags every tool takes, parsed one way (by tool_parse_flags). */
 struct tool_common {
 	int threads;              /* --threads N: one loop per thread */
 	rio_backend_kind backend; /* --backend auto|uring|epoll|kqueue */
@@ -26,15 +27,6 @@ struct tool_common {
 	enum relay_splice splice; /* --splice auto|on|off */
 };
 
-/* Their getopt_long entries, for a tool's option table. */
-#define TOOL_COMMON_OPTIONS                                   \
-	{ "threads", required_argument, 0, 't' },             \
-	{ "backend", required_argument, 0, 'b' },             \
-	{ "idle-timeout", required_argument, 0, 'i' },        \
-	{ "buf-count", required_argument, 0, 'n' },           \
-	{ "buf-size", required_argument, 0, 's' },            \
-	{ "splice", required_argument, 0, 'S' }
-#define TOOL_COMMON_SHORT "t:b:i:n:s:S:"
 /* Their usage lines. */
 #define TOOL_COMMON_USAGE                                                  \
 	"  [--threads N] [--backend auto|uring|epoll|kqueue] "             \
@@ -42,20 +34,43 @@ struct tool_common {
 	"  [--buf-count N (power of 2)] [--buf-size BYTES] "                \
 	"[--splice auto|on|off]\n"
 
-/* getopt_long's `c` with its `arg`: if it is a common flag, store it (or
- * point *bad at the flag's name when the value is wrong) and return 1;
- * else return 0. */
-int tool_common_flag(int c, const char *arg, struct tool_common *com,
-		     const char **bad);
+/*
+ * One flag, in a table that TOOL_FLAGS_END ends: --name ARG, or -letter
+ * ARG. TOOL_NUM takes a whole decimal number in [lo, hi] (lo >= 0) into
+ * `var`, an int, unsigned, uint64_t or size_t; TOOL_ARG hands ARG to
+ * `parse`, which stores it through `dst` and returns 0, or -EINVAL for a
+ * value it refuses.
+ */
+struct tool_flag {
+	const char *name; /* the long name, without the dashes */
+	char letter;      /* the short one */
+	void *dst;
+	size_t size; /* TOOL_NUM: sizeof var */
+	long lo, hi; /* TOOL_NUM: the range */
+	int (*parse)(const char *arg, void *dst); /* TOOL_ARG */
+};
+#define TOOL_NUM(name, letter, var, lo, hi) \
+	{ (name), (letter), &(var), sizeof(var), (lo), (hi), NULL }
+#define TOOL_ARG(name, letter, parse, dst) \
+	{ (name), (letter), (dst), 0, 0, 0, (parse) }
+#define TOOL_FLAGS_END { NULL, 0, NULL, 0, 0, 0, NULL }
+
+/*
+ * Parse the command line: the tool's `flags`, the common ones into *com,
+ * and --help (usage(stdout), then exit 0). Long names may be abbreviated
+ * (getopt_long). Returns 0, or -EINVAL (the tool exits 2) after a message
+ * on stderr: "PROG: invalid value for --NAME: 'ARG'" for a value refused,
+ * getopt's message and usage(stderr) for an unknown flag or a missing
+ * value, "PROG: unexpected argument 'ARG'" for an operand.
+ */
+int tool_parse_flags(const char *prog, int argc, char **argv,
+		     const struct tool_flag *flags, struct tool_common *com,
+		     void (*usage)(FILE *f));
 
 /* Parse a whole decimal number in [lo, hi]. Returns 0 or -EINVAL. */
 int tool_parse_long(const char *s, long lo, long hi, long *out);
-
-/* "PROG: invalid value for FLAG: 'VAL'" on stderr; returns -EINVAL. */
-int tool_bad_value(const char *prog, const char *flag, const char *val);
-
-/* After getopt: -EINVAL (with a message) if operands are left over. */
-int tool_no_operands(const char *prog, int argc, char **argv, int first);
+/* A TOOL_ARG parser for a string flag: *(const char **)dst = arg. */
+int tool_parse_string(const char *arg, void *dst);
 
 /*
  * After the flags, before anything starts: refuse what cannot run here,
@@ -139,7 +154,26 @@ struct tool_worker {
 int tool_worker_start(struct tool_worker *w);
 void *tool_worker_run(void *arg);
 
-/* *total += *c, field by field. */
-void tool_add_counters(rio_counters *total, const rio_counters *c);
+/* What a tool's loops and listeners counted, summed over its threads. */
+struct tool_counters {
+	rio_counters loop;
+	rio_accept_counters accept;
+};
+/* Add what `loop` and the `n` listeners at `l` counted; a NULL loop or
+ * listener counts nothing. */
+void tool_count(struct tool_counters *sum, const rio_loop *loop,
+		rio_listener *const *l, int n);
+/*
+ * Two lines on stdout, flushed: "PROG: accepted=N ... fatal_errors=N"
+ * (the listeners' counters) followed by the tool's own fields, `fmt` with
+ * its arguments (" name=%" PRIu64 ...), then "PROG: ops=N ...
+ * faults_injected=N" (the loops').
+ */
+void tool_print_counters(const char *prog, const struct tool_counters *sum,
+			 const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* *total += *add, where both are `size` bytes of uint64_t fields only. */
+void tool_add_u64s(void *total, const void *add, size_t size);
 
 #endif
