@@ -27,6 +27,7 @@
  *   be.uring    io_uring's scratch: the timespec of its (linked) timeout,
  *               CQEs still to come, RIO__U_* bits
  *   be.reactor  the fallback's scratch: its slot + 1 in the timer heap
+ *               (each backend sets its scratch at submit; the core does not)
  *   fd          the file it works on (-1: none)
  *   gen         the generation of its fd when it was submitted (fdtab.c)
  *   fault_err   the errno a fault hook is ending it with
@@ -79,7 +80,6 @@ enum rio__side {
 /* What the backends and the core need to know of a kind; one row each
  * (op.c). */
 struct rio__kind_info {
-	const char *name;
 	uint8_t side;     /* enum rio__side */
 	uint8_t tracked;  /* counted on its fd: a close of the fd waits for it */
 	uint8_t deadline; /* rio_op.deadline_ns applies (if not multishot) */

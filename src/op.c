@@ -14,25 +14,25 @@
 
 #include "internal.h"
 
-/* name, side, tracked, deadline, again, io, pool */
+/* side, tracked, deadline, again, io, pool */
 const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
-	[RIO__OP_NONE] = {"none", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
-	[RIO__OP_ACCEPT] = {"accept", RIO__SIDE_READ, 1, 1, 1, 0, 0},
-	[RIO__OP_CONNECT] = {"connect", RIO__SIDE_WRITE, 1, 1, 0, 0, 0},
-	[RIO__OP_RECV] = {"recv", RIO__SIDE_READ, 1, 1, 1, 1, 0},
-	[RIO__OP_SEND] = {"send", RIO__SIDE_WRITE, 1, 1, 1, 1, 0},
-	[RIO__OP_RECVMSG] = {"recvmsg", RIO__SIDE_READ, 1, 1, 1, 1, 0},
-	[RIO__OP_SENDMSG] = {"sendmsg", RIO__SIDE_WRITE, 1, 1, 1, 1, 0},
-	[RIO__OP_RECV_MULTI] = {"recv_multishot", RIO__SIDE_READ, 1, 0, 0, 0, 1},
-	[RIO__OP_SPLICE_IN] = {"splice_in", RIO__SIDE_READ, 1, 1, 1, 0, 0},
-	[RIO__OP_SPLICE_OUT] = {"splice_out", RIO__SIDE_WRITE, 1, 1, 1, 0, 0},
+	[RIO__OP_NONE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_ACCEPT] = {RIO__SIDE_READ, 1, 1, 1, 0, 0},
+	[RIO__OP_CONNECT] = {RIO__SIDE_WRITE, 1, 1, 0, 0, 0},
+	[RIO__OP_RECV] = {RIO__SIDE_READ, 1, 1, 1, 1, 0},
+	[RIO__OP_SEND] = {RIO__SIDE_WRITE, 1, 1, 1, 1, 0},
+	[RIO__OP_RECVMSG] = {RIO__SIDE_READ, 1, 1, 1, 1, 0},
+	[RIO__OP_SENDMSG] = {RIO__SIDE_WRITE, 1, 1, 1, 1, 0},
+	[RIO__OP_RECV_MULTI] = {RIO__SIDE_READ, 1, 0, 0, 0, 1},
+	[RIO__OP_SPLICE_IN] = {RIO__SIDE_READ, 1, 1, 1, 0, 0},
+	[RIO__OP_SPLICE_OUT] = {RIO__SIDE_WRITE, 1, 1, 1, 0, 0},
 	/* close and cancel never wait on a peer; a timeout is one */
-	[RIO__OP_CLOSE] = {"close", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
-	[RIO__OP_TIMEOUT] = {"timeout", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
-	[RIO__OP_CANCEL] = {"cancel", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
-	[RIO__OP_POST] = {"post", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
-	[RIO__OP_WAKE] = {"wake", RIO__SIDE_NONE, 0, 0, 0, 0, 0},
-	[RIO__OP_POLL] = {"poll", RIO__SIDE_ANY, 1, 1, 0, 0, 0},
+	[RIO__OP_CLOSE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_TIMEOUT] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_CANCEL] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_POST] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_WAKE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_POLL] = {RIO__SIDE_ANY, 1, 1, 0, 0, 0},
 };
 
 uint64_t rio__now_ns(void)
@@ -89,7 +89,7 @@ void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 			loop->active--;
 			loop->ctr.ops_completed++;
 		}
-		if (op->priv.kind == RIO__OP_RECV_MULTI)
+		if (rio__kind(op)->pool)
 			op->priv.a.multi.pool->users--;
 	}
 	if (!internal)
@@ -156,7 +156,6 @@ static int take(rio_loop *loop, rio_op *op, rio_cb *cb, enum rio__kind kind,
 	op->priv.gen = 0;
 	op->priv.fault_err = 0;
 	memset(&op->priv.a, 0, sizeof op->priv.a);
-	memset(&op->priv.be, 0, sizeof op->priv.be);
 	loop->active++;
 	loop->ctr.ops_submitted++;
 	return 0;

@@ -170,3 +170,42 @@ Test(tiny_ring, sq4_closes_cancel_their_fds_ops_in_order, .timeout = 60)
 	free(p);
 	t_loop_done(loop);
 }
+
+/* A cancel of an op that waits for SQ room ends it with -ECANCELED, even
+ * when it has a deadline (io_uring settled it without the kernel and then
+ * read its -ECANCELED as the deadline's -ETIMEDOUT). Before the first run
+ * a full SQ cannot be flushed, so the ops past the fourth SQE wait. */
+Test(tiny_ring, sq4_a_cancelled_waiting_op_with_a_deadline_is_cancelled,
+     .timeout = 20)
+{
+	rio_loop *loop = t_loop_opts(4, 0);
+	enum { N = 8 };
+	t_rec rc[N], cancel[N];
+	char buf[N][8];
+	int a, b;
+
+	t_pair(&a, &b);
+	t_done = 0;
+	for (int i = 0; i < N; i++) {
+		rio_op_init(&rc[i].op);
+		rio_op_init(&cancel[i].op);
+		rc[i].calls = cancel[i].calls = 0;
+		rio_op_set_deadline(&rc[i].op, 10000 * T_MS);
+		cr_assert_eq(rio_recv(loop, &rc[i].op, b, buf[i], 8, 0,
+				      t_rec_count_cb), 0);
+	}
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(rio_cancel(loop, &cancel[i].op, &rc[i].op,
+					t_rec_count_cb), 0);
+	T_RUN_UNTIL(loop, t_done >= 2 * N, 5000);
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(rc[i].calls, 1);
+		cr_assert_eq(rc[i].res, -ECANCELED,
+			     "cancelled recv %d with a deadline: %d (%s)", i,
+			     rc[i].res, rio_strerror(rc[i].res));
+		cr_assert_eq(cancel[i].calls, 1);
+	}
+	close(a);
+	close(b);
+	t_loop_done(loop);
+}
