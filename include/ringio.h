@@ -39,7 +39,7 @@ extern "C" {
 #endif
 
 #define RINGIO_VERSION_MAJOR 0
-#define RINGIO_VERSION_MINOR 1
+#define RINGIO_VERSION_MINOR 2
 #define RINGIO_VERSION_PATCH 0
 
 typedef struct rio_loop rio_loop;
@@ -468,7 +468,8 @@ RIO_API size_t rio_bufpool_size(const rio_bufpool *pool);
  * exists (multishot accept on io_uring) and applies one policy to accept's
  * errors, the same on every backend:
  *
- *   client's fault  ECONNABORTED EPROTO ECONNRESET EPERM EINTR
+ *   client's fault  ECONNABORTED EPROTO ECONNRESET EPERM EINTR, and
+ *                   ENOTCONN (reset before its address could be read)
  *                   -> counted, accept again at once (after 256 of these
  *                   and network errors in a row with no accept between,
  *                   a pause as for load: an error that does not use up
@@ -498,9 +499,15 @@ RIO_API size_t rio_bufpool_size(const rio_bufpool *pool);
  */
 typedef struct rio_listener rio_listener;
 
-/* A new connection: `fd` is non-blocking and close-on-exec, and the owner's.
- * Call rio_listener_release() when it is closed. */
-typedef void rio_listener_accept_cb(rio_listener *l, int fd, void *data);
+/* A new connection on `loop`: `fd` is non-blocking and close-on-exec, and
+ * the owner's; `peer` (`peer_len` bytes, valid during the call) is the
+ * client's address, as getpeername(2) gives it. Call
+ * rio_listener_release() when it is closed. A connection the client reset
+ * before it could be handed out is closed by the listener and counted as
+ * a client error (ENOTCONN); on_accept never sees it. */
+typedef void rio_listener_accept_cb(rio_listener *l, rio_loop *loop, int fd,
+				    const struct sockaddr *peer,
+				    socklen_t peer_len, void *data);
 
 /* The listener has stopped: `err` is 0 after rio_listener_stop(), or the
  * fatal -errno that stopped it. Runs exactly once, never from inside

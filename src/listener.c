@@ -43,7 +43,7 @@ static enum eclass classify(int err)
 {
 	switch (err) {
 	case ECONNABORTED: case EPROTO: case ECONNRESET: case EPERM:
-	case EINTR:
+	case EINTR: case ENOTCONN:
 		return E_CLIENT;
 	case ENETDOWN: case ENETUNREACH: case EHOSTDOWN: case EHOSTUNREACH:
 	case ENONET: case ENOPROTOOPT: case EOPNOTSUPP: case ETIMEDOUT:
@@ -205,14 +205,29 @@ static void accept_failed(rio_listener *l, int err)
 	}
 }
 
+/* The peer's address, the same on every backend: a multishot accept
+ * cannot return one per connection, so it is asked of the socket. */
+static int peer_of(int fd, struct sockaddr_storage *ss, socklen_t *len)
+{
+	*len = sizeof *ss;
+	return getpeername(fd, (struct sockaddr *)ss, len) == 0;
+}
+
 static void accept_cb(rio_loop *loop, rio_op *op, int res)
 {
 	rio_listener *l = L_OF(op, accept_op);
+	struct sockaddr_storage peer;
+	socklen_t peer_len = sizeof peer;
 	if (res >= 0) {
 		if (!want_accept(l)) {
 			/* the kernel accepted it before our cancel landed */
 			close(res);
 			l->c.shed++;
+		} else if (!peer_of(res, &peer, &peer_len)) {
+			/* reset before we could hand it out: the client's */
+			int e = -errno;
+			close(res);
+			accept_failed(l, e);
 		} else {
 			l->c.accepted++;
 			l->c.live++;
@@ -220,7 +235,8 @@ static void accept_cb(rio_loop *loop, rio_op *op, int res)
 				l->c.limit_pauses++;
 			l->backoff_ms = l->o.backoff_ms_min;
 			l->error_run = 0;
-			l->o.on_accept(l, res, l->o.data);
+			l->o.on_accept(l, loop, res, (struct sockaddr *)&peer,
+				      peer_len, l->o.data);
 		}
 	}
 	if (op->flags & RIO_OP_F_MORE) {

@@ -1813,7 +1813,9 @@ static void peer_connect(struct prog *p)
 
 /* ---- the rio_listener on L4 ---- */
 
-static void lis_accept(rio_listener *l, int fd, void *data)
+static void lis_accept(rio_listener *l, rio_loop *loop, int fd,
+			const struct sockaddr *peer, socklen_t peer_len,
+			void *data)
 {
 	struct prog *p = data;
 	rio_accept_counters k;

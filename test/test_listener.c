@@ -4,7 +4,9 @@
 
 #include <unistd.h>
 
-static void nop_accept(rio_listener *l, int fd, void *data)
+static void nop_accept(rio_listener *l, rio_loop *loop, int fd,
+			const struct sockaddr *peer, socklen_t peer_len,
+			void *data)
 {
 	(void)l;
 	(void)data;
@@ -167,7 +169,9 @@ struct hold {
 	rio_listener *l;
 };
 
-static void hold_accept(rio_listener *l, int fd, void *data)
+static void hold_accept(rio_listener *l, rio_loop *loop, int fd,
+			const struct sockaddr *peer, socklen_t peer_len,
+			void *data)
 {
 	struct hold *h = data;
 
@@ -222,7 +226,9 @@ struct bulk {
 	unsigned max;
 };
 
-static void bulk_accept(rio_listener *l, int fd, void *data)
+static void bulk_accept(rio_listener *l, rio_loop *loop, int fd,
+			const struct sockaddr *peer, socklen_t peer_len,
+			void *data)
 {
 	struct bulk *b = data;
 	rio_accept_counters c;
@@ -285,4 +291,67 @@ Test(listener, bulk_release_resumes_without_overshoot, .timeout = 60)
 	free(cl);
 	free(b);
 	t_loop_done(loop);
+}
+
+/* on_accept gets the listener's loop and the client's address, the one
+ * the client's own socket is bound to, on every backend, IPv4 and IPv6. */
+struct peer_seen {
+	rio_loop *loop;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, n;
+};
+
+static void peer_accept(rio_listener *l, rio_loop *loop, int fd,
+			const struct sockaddr *peer, socklen_t peer_len,
+			void *data)
+{
+	struct peer_seen *s = data;
+
+	(void)l;
+	s->loop = loop;
+	cr_assert(peer_len > 0 && peer_len <= sizeof s->ss);
+	memcpy(&s->ss, peer, peer_len);
+	s->len = peer_len;
+	s->fd = fd;
+	s->n++;
+}
+
+static void peer_address_for(int family)
+{
+	rio_loop *loop = t_loop();
+	struct peer_seen seen = { .fd = -1 };
+	rio_listener_opts o = { .on_accept = peer_accept, .data = &seen };
+	rio_listener *l;
+	uint16_t port;
+	int lfd = t_listen(family, 8, &port);
+
+	cr_assert_eq(rio_listener_start(loop, lfd, &o, &l), 0);
+	int c = t_connect(family, port);
+	struct sockaddr_storage mine;
+	socklen_t mine_len = sizeof mine;
+	cr_assert_eq(getsockname(c, (struct sockaddr *)&mine, &mine_len), 0);
+	T_RUN_UNTIL(loop, seen.n == 1, 5000);
+	cr_assert_eq(seen.loop, loop, "on_accept got another loop");
+	cr_assert_eq(seen.len, mine_len);
+	cr_assert_eq(memcmp(&seen.ss, &mine, mine_len), 0,
+		     "the peer address is not the client's");
+	cr_assert_eq(rio_listener_release(l), 0);
+	close(seen.fd);
+	close(c);
+	cr_assert_eq(rio_listener_stop(l), 0);
+	t_drain(loop, 5000);
+	cr_assert_eq(rio_listener_destroy(l), 0);
+	close(lfd);
+	t_loop_done(loop);
+}
+
+Test(listener, on_accept_gets_the_loop_and_the_peer_ipv4, .timeout = 20)
+{
+	peer_address_for(AF_INET);
+}
+
+Test(listener, on_accept_gets_the_loop_and_the_peer_ipv6, .timeout = 20)
+{
+	peer_address_for(AF_INET6);
 }

@@ -111,7 +111,9 @@ static void io_cb(rio_loop *loop, rio_op *op, int res)
 	do_recv(c);
 }
 
-static void on_accept(rio_listener *l, int fd, void *data)
+static void on_accept(rio_listener *l, rio_loop *loop, int fd,
+			const struct sockaddr *peer, socklen_t peer_len,
+			void *data)
 {
 	tsrv *s = data;
 	struct tconn *c = calloc(1, sizeof(*c));

@@ -116,7 +116,9 @@ static void on_relay(struct relay *r, enum relay_event ev, int res)
 	}
 }
 
-static void on_accept(rio_listener *l, int fd, void *data)
+static void on_accept(rio_listener *l, rio_loop *loop, int fd,
+			const struct sockaddr *peer, socklen_t peer_len,
+			void *data)
 {
 	struct worker *w = data;
 	struct conn *c = calloc(1, sizeof *c);

@@ -389,7 +389,9 @@ static void try_upstream(struct session *s)
 		    (const struct sockaddr *)&a->ss, a->len, connect_cb);
 }
 
-static void on_accept(rio_listener *l, int fd, void *data)
+static void on_accept(rio_listener *l, rio_loop *loop, int fd,
+			const struct sockaddr *peer, socklen_t peer_len,
+			void *data)
 {
 	struct worker *w = data;
 	struct session *s = calloc(1, sizeof *s);
