@@ -584,6 +584,173 @@ RIO_API int rio_listener_fd(const rio_listener *l);
 RIO_API int rio_listener_destroy(rio_listener *l);
 
 /* ------------------------------------------------------------------ */
+/* Relay: bytes between two connected sockets, both ways              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A relay moves bytes from socket `a` to socket `b` and from `b` to `a`
+ * until both directions have ended, on every backend. It is a composite
+ * op: the caller owns the struct (embed it; ringio allocates nothing), and
+ * r->op gets exactly one completion, when every op the relay had in
+ * flight has completed:
+ *
+ *   0             both directions reached end of stream, each FIN carried
+ *                 through as shutdown(SHUT_WR) on the other socket
+ *   -ETIMEDOUT    no byte moved either way for opts.idle_ns
+ *   -ECANCELED    rio_cancel() on r->op, rio_relay_drain() finished, or
+ *                 either socket closed through the loop (rio_close)
+ *   other -errno  the first error of either socket (-ECONNRESET, -EPIPE,
+ *                 ...); a reset is noticed even while reads are paused
+ *
+ * The relay never closes `a` or `b`: close them in the callback (or later).
+ * With a == b it echoes: one direction, from the socket back to itself.
+ *
+ * Each direction copies through opts.pool (a multishot recv; each buffer
+ * is sent on as it arrives, then given back) or splices through a pipe of
+ * its own (RIO_SPLICE_*). Backpressure: while a direction holds
+ * RIO_RELAY_Q_HIGH received buffers not yet sent (RIO_RELAY_Q_TIGHT while
+ * three quarters of the pool are lent out) it stops reading, and reads
+ * again once it is down to RIO_RELAY_Q_LOW: the bytes wait in the kernel
+ * and TCP's window stops the sender. Memory is bounded by the pool, not
+ * by the number of relays; a quiet relay holds no buffer.
+ */
+typedef enum rio_splice_mode {
+	RIO_SPLICE_AUTO = 0, /* copy; splice from the first recv that fills a
+				whole buffer on (bulk), for good */
+	RIO_SPLICE_ON,       /* splice from the first byte (copy if no pipe) */
+	RIO_SPLICE_OFF,      /* always copy */
+} rio_splice_mode;
+
+enum { RIO_RELAY_Q_HIGH = 4, RIO_RELAY_Q_TIGHT = 2, RIO_RELAY_Q_LOW = 1 };
+
+typedef struct rio_relay_opts {
+	rio_bufpool *pool;      /* required: a pool of the relay's loop */
+	rio_splice_mode splice;
+	uint64_t idle_ns;       /* end with -ETIMEDOUT after this long with no
+				   byte moved; 0 = never */
+} rio_relay_opts;
+
+typedef struct rio_relay_counters {
+	uint64_t bytes[2];   /* sent on: [0] from a to b, [1] from b to a */
+	uint64_t copies;     /* sends from pool buffers */
+	uint64_t splices;    /* splices out of a pipe */
+	uint8_t spliced[2];  /* the direction moved to a pipe */
+	uint8_t eof[2];      /* the direction's end of stream was carried */
+	int8_t failed;       /* which socket failed first: 0 (a), 1 (b), or
+				-1 (none, or not a socket's error) */
+} rio_relay_counters;
+
+typedef struct rio_relay {
+	rio_op op;  /* the relay's one completion; rio_cancel() ends it */
+	/* ringio's: state, queues and the relay's own ops */
+	union {
+		uint64_t u64[192];
+		void *p;
+	} priv;
+} rio_relay;
+
+/*
+ * Start relaying between connected sockets `a` and `b` (a == b: echo).
+ * `opts` is copied. Returns 0, or -EINVAL (NULL loop, r, opts, pool or
+ * cb; a pool of another loop; fd < 0; a deadline on r->op: use idle_ns),
+ * -EBUSY (r->op in flight). Errors of the sockets arrive through cb.
+ */
+RIO_API int rio_relay_start(rio_loop *loop, rio_relay *r, int a, int b,
+			    const rio_relay_opts *opts, rio_cb *cb);
+
+/*
+ * Stop reading; send on what was already received; then complete with
+ * -ECANCELED (a graceful stop). Returns 0, -EALREADY when the relay is
+ * already ending, or -ENOENT when it is not running.
+ */
+RIO_API int rio_relay_drain(rio_relay *r);
+
+/* Bytes received and not yet sent (queued buffers, a pipe's content). */
+RIO_API size_t rio_relay_pending(const rio_relay *r);
+
+/* What the relay moved so far (valid in and after its completion). */
+RIO_API void rio_relay_counters(const rio_relay *r, rio_relay_counters *out);
+
+/* ------------------------------------------------------------------ */
+/* Upstreams: connect to the first of a list that answers             */
+/* ------------------------------------------------------------------ */
+
+/* An address, as rio_addr_parse() makes it. */
+typedef struct rio_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+} rio_addr;
+
+/*
+ * Parse "1.2.3.4:80" or "[::1]:80" (numeric; no DNS) into *out. Returns 0
+ * or -EINVAL (no port, port > 65535, IPv6 without brackets, ...).
+ */
+RIO_API int rio_addr_parse(const char *text, rio_addr *out);
+
+/*
+ * Format `a` as rio_addr_parse() reads it ("1.2.3.4:80", "[::1]:80") into
+ * buf. Returns the length, or -EINVAL (not IPv4/IPv6) / -ENOSPC.
+ */
+RIO_API int rio_addr_format(const rio_addr *a, char *buf, size_t len);
+
+/*
+ * A list of upstream addresses and what the loop learnt of them: where the
+ * round robin stands, which failed lately. One set per loop (not shared
+ * between threads).
+ */
+typedef struct rio_upstreams rio_upstreams;
+
+typedef struct rio_upstreams_opts {
+	uint64_t try_ns;   /* each connect's deadline; 0 = 3 s */
+	uint64_t retry_ns; /* a failed address is tried only after the
+			      others for this long; 0 = 10 s */
+} rio_upstreams_opts;
+
+typedef struct rio_upstream_counters {
+	uint64_t connected;   /* connects that succeeded */
+	uint64_t refused;     /* -ECONNREFUSED */
+	uint64_t timeouts;    /* -ETIMEDOUT (try_ns passed) */
+	uint64_t other;       /* any other error of a try */
+	uint64_t exhausted;   /* rio_connect_any that found none answering */
+} rio_upstream_counters;
+
+/* Copies `addrs` (1..64 of them). `opts` may be NULL. Returns 0 or -EINVAL,
+ * -ENOMEM. */
+RIO_API int rio_upstreams_create(const rio_addr *addrs, unsigned n,
+				 const rio_upstreams_opts *opts,
+				 rio_upstreams **out);
+/* -EBUSY while a rio_connect_any() on it is in flight. */
+RIO_API int rio_upstreams_destroy(rio_upstreams *u);
+/* Totals over the set, or for address `i` (i < 0: the whole set). */
+RIO_API void rio_upstreams_counters(const rio_upstreams *u, int i,
+				    rio_upstream_counters *out);
+
+typedef struct rio_connector {
+	rio_op op;    /* the one completion: res is the connected fd
+			 (non-blocking, close-on-exec, the caller's) or the
+			 last try's -errno; rio_cancel() ends it */
+	int upstream; /* in the completion: the index tried last */
+	/* ringio's */
+	union {
+		uint64_t u64[32];
+		void *p;
+	} priv;
+} rio_connector;
+
+/*
+ * Connect to one of `u`'s addresses: each call starts one on from the last
+ * (round robin); an address that failed within retry_ns is tried only after
+ * every other; each try has try_ns and is verified as rio_connect() is, on
+ * every backend. The first that connects completes c->op with its fd; when
+ * all have failed, with the last error (u's `exhausted` counts it). A
+ * socket that cannot be made (-EMFILE, -ENFILE) ends it at once with that
+ * error, marking no address down. Returns 0, -EINVAL (NULL argument), or
+ * -EBUSY (c->op in flight).
+ */
+RIO_API int rio_connect_any(rio_loop *loop, rio_connector *c,
+			    rio_upstreams *u, rio_cb *cb);
+
+/* ------------------------------------------------------------------ */
 /* Socket helpers                                                      */
 /* ------------------------------------------------------------------ */
 

@@ -66,6 +66,8 @@ enum rio__kind {
 	RIO__OP_POST,
 	RIO__OP_WAKE, /* internal: the loop's wakeup channel */
 	RIO__OP_POLL,
+	RIO__OP_RELAY,       /* composite (relay.c): no backend sees it */
+	RIO__OP_CONNECT_ANY, /* composite (upstream.c) */
 	RIO__OP_KINDS
 };
 
@@ -196,6 +198,17 @@ struct rio_bufpool {
  * op (rio_post runs on any thread). -EINVAL, -EBUSY or 0. */
 RIO__HIDDEN int rio__op_claim(rio_loop *loop, rio_op *op, rio_cb *cb,
 			      enum rio__kind kind);
+/* take() of every submit call: rio__op_claim, then the op is counted in
+ * flight with fd `fd` and its arguments zeroed. A composite op (relay,
+ * connect_any) is taken this way and later completed with rio__defer; it
+ * never reaches a backend. */
+RIO__HIDDEN int rio__op_take(rio_loop *loop, rio_op *op, rio_cb *cb,
+			     enum rio__kind kind, int fd);
+/* rio_cancel() of a composite op: ask it to end with -ECANCELED. Returns
+ * what the cancel completes with: 0, or -EALREADY when it is ending
+ * already. */
+RIO__HIDDEN int rio__relay_cancel(rio_loop *loop, rio_op *op);
+RIO__HIDDEN int rio__connect_any_cancel(rio_loop *loop, rio_op *op);
 /* Deliver one result to op's callback: the one place a callback runs.
  * Without RIO_OP_F_MORE in `flags` it is the final one: the op goes back
  * to the caller first. A close whose generation still has ops in flight

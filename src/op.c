@@ -33,6 +33,9 @@ const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
 	[RIO__OP_POST] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
 	[RIO__OP_WAKE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
 	[RIO__OP_POLL] = {RIO__SIDE_ANY, 1, 1, 0, 0, 0},
+	/* composites: their own ops do the waiting */
+	[RIO__OP_RELAY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_CONNECT_ANY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
 };
 
 uint64_t rio__now_ns(void)
@@ -146,8 +149,8 @@ int rio__op_claim(rio_loop *loop, rio_op *op, rio_cb *cb,
 }
 
 /* Common checks and bookkeeping of every submit call. */
-static int take(rio_loop *loop, rio_op *op, rio_cb *cb, enum rio__kind kind,
-		int fd)
+int rio__op_take(rio_loop *loop, rio_op *op, rio_cb *cb, enum rio__kind kind,
+		 int fd)
 {
 	int r = rio__op_claim(loop, op, cb, kind);
 	if (r)
@@ -196,7 +199,7 @@ int rio_accept(rio_loop *loop, rio_op *op, int fd, struct sockaddr *addr,
 		return -EINVAL;
 	if ((addr == NULL) != (addrlen == NULL))
 		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_ACCEPT, fd);
+	int r = rio__op_take(loop, op, cb, RIO__OP_ACCEPT, fd);
 	if (r)
 		return r;
 	op->priv.a.accept.addr = addr;
@@ -211,7 +214,7 @@ int rio_connect(rio_loop *loop, rio_op *op, int fd,
 {
 	if (!addr || addrlen == 0)
 		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_CONNECT, fd);
+	int r = rio__op_take(loop, op, cb, RIO__OP_CONNECT, fd);
 	if (r)
 		return r;
 	op->priv.a.connect.addr = addr;
@@ -223,7 +226,7 @@ static int submit_io(rio_loop *loop, rio_op *op, enum rio__kind kind, int fd,
 		     void *buf, size_t len, struct msghdr *msg, int msg_flags,
 		     rio_cb *cb)
 {
-	int r = take(loop, op, cb, kind, fd);
+	int r = rio__op_take(loop, op, cb, kind, fd);
 	if (r)
 		return r;
 	op->priv.a.io.buf = buf;
@@ -274,7 +277,7 @@ static int submit_splice(rio_loop *loop, rio_op *op, enum rio__kind kind,
 {
 	if (pipe < 0 || len == 0)
 		return -EINVAL;
-	int r = take(loop, op, cb, kind, sock);
+	int r = rio__op_take(loop, op, cb, kind, sock);
 	if (r)
 		return r;
 	op->priv.a.splice.len = len > INT_MAX ? INT_MAX : (uint32_t)len;
@@ -300,7 +303,7 @@ int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd, rio_bufpool *pool,
 {
 	if (!pool || pool->loop != loop || (op && op->deadline_ns))
 		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_RECV_MULTI, fd);
+	int r = rio__op_take(loop, op, cb, RIO__OP_RECV_MULTI, fd);
 	if (r)
 		return r;
 	op->priv.a.multi.pool = pool;
@@ -321,7 +324,7 @@ int rio_poll(rio_loop *loop, rio_op *op, int fd, unsigned events,
 	if (events & ~(unsigned)(POLLIN | POLLOUT | POLLPRI | POLLRDHUP |
 				 POLLERR | POLLHUP))
 		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_POLL, fd);
+	int r = rio__op_take(loop, op, cb, RIO__OP_POLL, fd);
 	if (r)
 		return r;
 	/* io_uring reports a peer's FIN to any poll: so do all backends */
@@ -331,7 +334,7 @@ int rio_poll(rio_loop *loop, rio_op *op, int fd, unsigned events,
 
 int rio_close(rio_loop *loop, rio_op *op, int fd, rio_cb *cb)
 {
-	int r = take(loop, op, cb, RIO__OP_CLOSE, fd);
+	int r = rio__op_take(loop, op, cb, RIO__OP_CLOSE, fd);
 	if (r)
 		return r;
 	return submit(loop, op);
@@ -341,7 +344,7 @@ int rio_timeout(rio_loop *loop, rio_op *op, uint64_t timeout_ns, rio_cb *cb)
 {
 	if (op && op->deadline_ns)
 		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_TIMEOUT, -1);
+	int r = rio__op_take(loop, op, cb, RIO__OP_TIMEOUT, -1);
 	if (r)
 		return r;
 	op->priv.a.timeout.ns = timeout_ns;
@@ -352,7 +355,7 @@ int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target, rio_cb *cb)
 {
 	if (!target || target == op)
 		return -EINVAL;
-	int r = take(loop, op, cb, RIO__OP_CANCEL, -1);
+	int r = rio__op_take(loop, op, cb, RIO__OP_CANCEL, -1);
 	if (r)
 		return r;
 	op->priv.a.cancel.target = target;
@@ -370,6 +373,16 @@ int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target, rio_cb *cb)
 		rio__opq_remove(&loop->starved, target);
 		rio__defer(loop, target, -ECANCELED);
 		rio__defer(loop, op, 0);
+		return 0;
+	default:
+		break;
+	}
+	switch (target->priv.kind) {
+	case RIO__OP_RELAY:
+		rio__defer(loop, op, rio__relay_cancel(loop, target));
+		return 0;
+	case RIO__OP_CONNECT_ANY:
+		rio__defer(loop, op, rio__connect_any_cancel(loop, target));
 		return 0;
 	default:
 		return submit(loop, op);
