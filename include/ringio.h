@@ -669,7 +669,8 @@ RIO_API int rio_relay_drain(rio_relay *r);
 RIO_API size_t rio_relay_pending(const rio_relay *r);
 
 /* What the relay moved so far (valid in and after its completion). */
-RIO_API void rio_relay_counters(const rio_relay *r, rio_relay_counters *out);
+RIO_API void rio_relay_get_counters(const rio_relay *r,
+				    rio_relay_counters *out);
 
 /* ------------------------------------------------------------------ */
 /* Upstreams: connect to the first of a list that answers             */
