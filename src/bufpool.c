@@ -27,6 +27,7 @@ int rio_bufpool_create(rio_loop *loop, unsigned count, size_t size,
 	pool->count = count;
 	pool->bgid = loop->next_bgid++;
 	pool->lent = calloc((count + 7) / 8, 1);
+	pool->link = calloc(count, sizeof *pool->link);
 	/* Populated up front: a buffer ring cycles through every buffer, and
 	 * first-touch page faults on the receive path cost ~3x throughput
 	 * until the whole pool has been touched once. */
@@ -35,11 +36,12 @@ int rio_bufpool_create(rio_loop *loop, unsigned count, size_t size,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (pool->mem == MAP_FAILED)
 		pool->mem = NULL;
-	int r = pool->lent && pool->mem ? 0 : -ENOMEM;
+	int r = pool->lent && pool->link && pool->mem ? 0 : -ENOMEM;
 	if (r == 0)
 		r = loop->be->pool_init(pool);
 	if (r < 0) {
 		free(pool->lent);
+		free(pool->link);
 		if (pool->mem)
 			munmap(pool->mem, pool->mem_len);
 		free(pool);
@@ -59,6 +61,7 @@ int rio_bufpool_destroy(rio_bufpool *pool)
 	pool->loop->be->pool_fini(pool);
 	pool->loop->npools--;
 	free(pool->lent);
+	free(pool->link);
 	munmap(pool->mem, pool->mem_len);
 	free(pool);
 	return 0;

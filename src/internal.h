@@ -179,6 +179,12 @@ struct rio_loop {
 	struct rio__faults faults; /* test builds: the fault plan */
 };
 
+/* A received buffer waiting on a relay's queue to be sent on. */
+struct rio__buflink {
+	uint32_t len;  /* bytes received into it */
+	uint16_t next; /* the next buffer id on the same queue */
+};
+
 struct rio_bufpool {
 	rio_loop *loop;
 	unsigned char *mem;
@@ -189,6 +195,7 @@ struct rio_bufpool {
 	uint32_t users;        /* ops in flight that use this pool */
 	unsigned char *lent;   /* bitmap: buffer is the caller's */
 	unsigned nlent;        /* buffers the caller holds */
+	struct rio__buflink *link; /* per buffer id: a relay's queue (relay.c) */
 	void *be;              /* backend state (io_uring: the buffer ring) */
 };
 
