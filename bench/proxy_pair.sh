@@ -11,6 +11,8 @@
 #         | haproxy-splice (the same, splicing both ways: zero-copy through
 #           a pipe, to measure splice against copying)
 #         | haproxy-splice-auto (haproxy splices when it judges it pays)
+#         | readme-proxy (README's "A proxy in 60 lines", built as
+#           test/readme_proxy: one loop, io_uring where it can)
 set -euo pipefail
 kind=${1:-}
 shift || true
@@ -46,6 +48,10 @@ ringio-proxy*)
 	esac
 	exec "$RIO_BENCH_BDIR/tools/ringio-proxy" --backend "$be" --splice "$splice" \
 		--listen "$addr:$port" --upstream "$addr:$up" ;;
+readme-proxy)
+	bin=$RIO_BENCH_BDIR/test/readme_proxy
+	[ -x "$bin" ] || { echo "proxy_pair.sh: $bin not built (tests off?)" >&2; exit 2; }
+	exec "$bin" "$addr:$port" "$addr:$up" ;;
 haproxy | haproxy-splice | haproxy-splice-auto)
 	splice=""
 	[ "$kind" = haproxy-splice ] &&

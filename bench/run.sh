@@ -55,7 +55,8 @@ Servers (binaries relative to the build dir; a missing one is skipped):
                 machine has fewer than 2N; the multi-core rows
 Proxy rows (bench/proxy_pair.sh: the proxy in front of rio-epoll-echo):
   ringio-proxy, ringio-proxy-epoll (--splice auto), ringio-proxy-copy,
-  ringio-proxy-splice (--splice off / on), haproxy (Debian's, nbthread 1),
+  ringio-proxy-splice (--splice off / on), readme-proxy (README's 60-line
+  proxy), haproxy (Debian's, nbthread 1),
   haproxy-splice (haproxy splicing both ways), haproxy-splice-auto
 --add-server 'NAME=BIN ARGS' defines another (and adds it to the list), e.g.
   --add-server 'uring-16k=bench/rio-uring-echo --buf-size 16384'
@@ -148,7 +149,7 @@ server_cmd() {
 	ringio-epoll-t[1-9]*) echo "tools/ringio-echo --backend epoll --threads ${1#ringio-epoll-t}" ;;
 	libuv) echo "bench/rio-uv-echo" ;;
 	ringio-proxy | ringio-proxy-epoll | ringio-proxy-copy | ringio-proxy-splice | \
-		haproxy | haproxy-splice | haproxy-splice-auto)
+		readme-proxy | haproxy | haproxy-splice | haproxy-splice-auto)
 		echo "@bench/proxy_pair.sh $1" ;;
 	*) [ -n "${EXTRA[$1]:-}" ] && echo "${EXTRA[$1]}" ;;
 	esac

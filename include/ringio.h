@@ -705,6 +705,9 @@ typedef struct rio_upstreams_opts {
 	uint64_t try_ns;   /* each connect's deadline; 0 = 3 s */
 	uint64_t retry_ns; /* a failed address is tried only after the
 			      others for this long; 0 = 10 s */
+	unsigned first;    /* where the round robin starts (mod n): loops
+			      with their own sets of the same list start
+			      on different addresses */
 } rio_upstreams_opts;
 
 typedef struct rio_upstream_counters {
@@ -773,6 +776,10 @@ RIO_API int rio_sockaddr(const char *host, uint16_t port,
  */
 RIO_API int rio_listen_tcp(const char *host, uint16_t port, int backlog,
 			   unsigned flags);
+
+/* The same on an address rio_addr_parse() made (IPv4 or IPv6, else
+ * -EINVAL). */
+RIO_API int rio_listen_addr(const rio_addr *a, int backlog, unsigned flags);
 
 /* Create a non-blocking, close-on-exec TCP socket of `family` (AF_INET or
  * AF_INET6). Returns the fd or -errno. */

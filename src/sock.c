@@ -117,11 +117,20 @@ int rio_socket_tcp(int family)
 int rio_listen_tcp(const char *host, uint16_t port, int backlog,
 		   unsigned flags)
 {
-	struct sockaddr_storage ss;
-	socklen_t len;
-	if ((flags & ~(RIO_SOCK_REUSEPORT | RIO_SOCK_V6ONLY)) ||
-	    rio_sockaddr(host, port, &ss, &len) < 0)
+	rio_addr a;
+	if (rio_sockaddr(host, port, &a.ss, &a.len) < 0)
 		return -EINVAL;
+	return rio_listen_addr(&a, backlog, flags);
+}
+
+int rio_listen_addr(const rio_addr *a, int backlog, unsigned flags)
+{
+	if (!a || (flags & ~(RIO_SOCK_REUSEPORT | RIO_SOCK_V6ONLY)) ||
+	    (a->ss.ss_family != AF_INET && a->ss.ss_family != AF_INET6) ||
+	    a->len > sizeof a->ss)
+		return -EINVAL;
+	struct sockaddr_storage ss = a->ss;
+	socklen_t len = a->len;
 	int fd = rio_socket_tcp(ss.ss_family);
 	if (fd < 0)
 		return fd;

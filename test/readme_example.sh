@@ -16,10 +16,7 @@ cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 fail() { echo "readme_example: $*"; exit 1; }
 
-awk '/<!-- readme-example/ { on = 1; next }
-     on == 1 && /^```c$/ { on = 2; next }
-     on == 2 && /^```$/ { exit }
-     on == 2 { print }' "$root/README.md" >"$work/example.c"
+bash "$root/test/readme_cut.sh" readme-example "$root/README.md" "$work/example.c" || fail "cannot cut the example out of README.md"
 [ "$(wc -l <"$work/example.c")" -ge 20 ] || fail "no C example after the readme-example marker in README.md"
 
 # shellcheck disable=SC2086 # RIO_EXAMPLE_CFLAGS: the build's sanitizer flags

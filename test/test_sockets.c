@@ -187,3 +187,33 @@ Test(sockets, ipv6_listener_and_connect_through_the_loop, .timeout = 20)
 	close(lfd);
 	t_loop_done(loop);
 }
+
+/* rio_listen_addr listens where a rio_addr says, IPv4 and IPv6, and
+ * refuses what is not an address of either. */
+Test(sockets, listen_addr_listens_on_the_address, .timeout = 10)
+{
+	rio_addr a;
+
+	memset(&a, 0, sizeof(a));
+	cr_assert_eq(rio_sockaddr("127.0.0.1", 0, &a.ss, &a.len), 0);
+	int fd = rio_listen_addr(&a, 0, 0);
+	cr_assert_geq(fd, 0, "%s", rio_strerror(fd));
+	int port = rio_local_port(fd);
+	cr_assert_gt(port, 0);
+	int c = t_connect(AF_INET, (uint16_t)port);
+	close(c);
+	close(fd);
+	if (t_ipv6_loopback()) {
+		cr_assert_eq(rio_sockaddr("::1", 0, &a.ss, &a.len), 0);
+		fd = rio_listen_addr(&a, 0, RIO_SOCK_V6ONLY);
+		cr_assert_geq(fd, 0, "%s", rio_strerror(fd));
+		c = t_connect(AF_INET6, (uint16_t)rio_local_port(fd));
+		close(c);
+		close(fd);
+	}
+	cr_assert_eq(rio_listen_addr(NULL, 0, 0), -EINVAL);
+	cr_assert_eq(rio_sockaddr("127.0.0.1", 0, &a.ss, &a.len), 0);
+	cr_assert_eq(rio_listen_addr(&a, 0, 0x80), -EINVAL);
+	a.ss.ss_family = AF_UNIX;
+	cr_assert_eq(rio_listen_addr(&a, 0, 0), -EINVAL);
+}

@@ -1,21 +1,20 @@
 /*
  * ringio-echo: an echo server on ringio. One loop per thread, each with its
- * own SO_REUSEPORT listener; multishot accept, and a relay (relay.h) from
- * each connection back to itself: multishot recv into a buffer pool, the
- * received buffer sent straight back (no copy), and the receive cancelled
- * while too many buffers wait to be echoed (a client that sends but does
- * not read), so one slow reader cannot hold the whole pool. With
- * --splice auto (the default) a connection that fills a whole buffer in
- * one recv is bulk: it moves on to a pipe of its own, and its bytes go
- * back out without ever being copied into user memory.
+ * own SO_REUSEPORT listener; each connection is one rio_relay from the
+ * socket back to itself (the library's relay: a multishot recv into the
+ * thread's buffer pool, each buffer sent straight back, reads paused while
+ * too much waits to be echoed, so one slow reader cannot hold the whole
+ * pool). With --splice auto (the default) a connection that fills a whole
+ * buffer in one recv is bulk: it moves on to a pipe of its own, and its
+ * bytes go back out without ever being copied into user memory.
  *
  * Accepting goes through rio_listener (the accept policy: client errors
- * retried, load errors backed off, fatal errors reported). Connections sit
- * on a list in order of last activity; a sweep timer closes the ones idle
- * past --idle-timeout (a first read included), so a silent client costs a
- * list entry, never a blocked accept. SIGINT/SIGTERM shut down gracefully:
- * stop accepting, close idle connections, let the others finish echoing
- * for up to --drain-timeout, close the rest, print the counters, exit 0.
+ * retried, load errors backed off, fatal errors reported). A connection
+ * that moves nothing for --idle-timeout (a first read included) ends: the
+ * relay's own idle timer. SIGINT/SIGTERM shut down gracefully: stop
+ * accepting, drain every relay (no more reads; what was read is echoed;
+ * an idle one ends at once), close the rest after --drain-timeout, print
+ * the counters, exit 0.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,7 +27,6 @@
 
 #include <ringio.h>
 
-#include "relay.h"
 #include "tool.h"
 
 struct cfg {
@@ -43,23 +41,23 @@ struct cfg {
 struct worker {
 	struct tool_worker t; /* first: its loop, slot and error */
 	const struct cfg *cfg;
-	struct relay_pool rp;
+	rio_bufpool *pool;
+	rio_relay_opts ro;
 	int lfd;
 	rio_listener *l;
-	struct tool_idle conns; /* live connections, least recently active first */
+	struct tool_list conns; /* relaying (not yet closing) */
 	rio_op drain_op;        /* the drain deadline */
 	rio_op cancel_drain_op;
 	int draining;
-	uint64_t idle_closed, resets;
+	uint64_t idle_closed, resets, spliced;
 };
 
 struct conn {
 	struct worker *w;
 	int fd;
-	int closing;
-	struct tool_idle_node node; /* on w->conns while not closing */
-	struct relay r;             /* fd back to fd */
-	rio_op close_op;
+	struct tool_node node; /* on w->conns until its relay ends */
+	rio_relay relay;       /* fd back to fd */
+	rio_op close_op, cancel_op;
 };
 
 static void nop_cb(rio_loop *loop, rio_op *op, int res)
@@ -79,46 +77,29 @@ static void close_cb(rio_loop *loop, rio_op *op, int res)
 {
 	struct conn *c = RIO_CONTAINER_OF(op, struct conn, close_op);
 	rio_listener_release(c->w->l);
-	relay_release(&c->r); /* RELAY_FREED frees c */
+	free(c);
 }
 
-static void conn_close(struct conn *c)
+/* The relay is over (every op of it done): count why, close the socket. */
+static void relay_done(rio_loop *loop, rio_op *op, int res)
 {
-	if (c->closing)
-		return;
-	c->closing = 1;
-	relay_silence(&c->r);
-	tool_idle_del(&c->w->conns, &c->node);
-	rio_close(c->w->t.loop, &c->close_op, c->fd, close_cb);
-	drain_check(c->w);
-}
-
-static void on_relay(struct relay *r, enum relay_event ev, int res)
-{
-	struct conn *c = RIO_CONTAINER_OF(r, struct conn, r);
+	struct conn *c = RIO_CONTAINER_OF(op, struct conn, relay.op);
 	struct worker *w = c->w;
-	switch (ev) {
-	case RELAY_RECEIVED:
-		tool_idle_touch(&w->conns, &c->node);
-		break;
-	case RELAY_SENT:
-		if (w->draining && relay_idle(r))
-			conn_close(c);
-		break;
-	case RELAY_END: /* end of stream and all echoed, or an error */
-		if (res == -ECONNRESET)
-			w->resets++;
-		conn_close(c);
-		break;
-	case RELAY_FREED:
-		free(c);
-		break;
-	}
+	rio_relay_counters k;
+	rio_relay_get_counters(&c->relay, &k);
+	w->spliced += k.spliced[0];
+	if (res == -ETIMEDOUT)
+		w->idle_closed++;
+	else if (res == -ECONNRESET)
+		w->resets++;
+	tool_list_del(&w->conns, &c->node);
+	rio_close(loop, &c->close_op, c->fd, close_cb);
+	drain_check(w);
 }
 
 static void on_accept(rio_listener *l, rio_loop *loop, int fd,
-			const struct sockaddr *peer, socklen_t peer_len,
-			void *data)
+		      const struct sockaddr *peer, socklen_t peer_len,
+		      void *data)
 {
 	struct worker *w = data;
 	struct conn *c = calloc(1, sizeof *c);
@@ -129,11 +110,9 @@ static void on_accept(rio_listener *l, rio_loop *loop, int fd,
 	}
 	c->w = w;
 	c->fd = fd;
-	rio_op_init(&c->close_op);
-	tool_idle_add(&w->conns, &c->node);
 	rio_set_nodelay(fd, 1);
-	relay_init(&c->r, &w->rp, on_relay);
-	relay_start(&c->r, fd, fd);
+	tool_list_add(&w->conns, &c->node);
+	rio_relay_start(loop, &c->relay, fd, fd, &w->ro, relay_done);
 }
 
 static void on_listener_stop(rio_listener *l, int err, void *data)
@@ -146,18 +125,14 @@ static void on_listener_stop(rio_listener *l, int err, void *data)
 	}
 }
 
-static void expire(struct tool_idle *q, struct tool_idle_node *n)
-{
-	struct conn *c = RIO_CONTAINER_OF(n, struct conn, node);
-	c->w->idle_closed++;
-	conn_close(c);
-}
-
 static void close_all(struct tool_worker *t)
 {
 	struct worker *w = (struct worker *)t;
-	while (w->conns.head)
-		conn_close(RIO_CONTAINER_OF(w->conns.head, struct conn, node));
+	for (struct tool_node *n = w->conns.head; n; n = n->next) {
+		struct conn *c = RIO_CONTAINER_OF(n, struct conn, node);
+		if (!rio_op_in_flight(&c->cancel_op))
+			rio_cancel(w->t.loop, &c->cancel_op, &c->relay.op, nop_cb);
+	}
 }
 
 static void drain_cb(rio_loop *loop, rio_op *op, int res)
@@ -166,22 +141,16 @@ static void drain_cb(rio_loop *loop, rio_op *op, int res)
 		close_all(&RIO_CONTAINER_OF(op, struct worker, drain_op)->t);
 }
 
-/* Graceful shutdown: stop accepting, close what is idle now, give the
- * rest drain_ms to finish their echoes, then close them too. */
+/* Graceful shutdown: stop accepting; every relay stops reading, echoes
+ * what it read and ends (an idle one at once); after drain_ms the rest
+ * are cancelled. */
 static void drain(struct tool_worker *t)
 {
 	struct worker *w = (struct worker *)t;
 	w->draining = 1;
 	rio_listener_stop(w->l); /* -EALREADY if it stopped on its own */
-	tool_idle_stop(&w->conns);
-	struct tool_idle_node *n = w->conns.head;
-	while (n) {
-		struct tool_idle_node *next = n->next;
-		struct conn *c = RIO_CONTAINER_OF(n, struct conn, node);
-		if (relay_idle(&c->r))
-			conn_close(c);
-		n = next;
-	}
+	for (struct tool_node *n = w->conns.head; n; n = n->next)
+		rio_relay_drain(&RIO_CONTAINER_OF(n, struct conn, node)->relay);
 	if (w->conns.head)
 		rio_timeout(w->t.loop, &w->drain_op, w->cfg->drain_ms * 1000000ull,
 			    drain_cb);
@@ -191,13 +160,15 @@ static int worker_init(struct tool_worker *t)
 {
 	struct worker *w = (struct worker *)t;
 	const struct cfg *cfg = w->cfg;
-	int r = relay_pool_init(&w->rp, w->t.loop, cfg->com.buf_count,
-				cfg->com.buf_size, cfg->com.splice);
+	int r = rio_bufpool_create(w->t.loop, cfg->com.buf_count,
+				   cfg->com.buf_size, &w->pool);
 	if (r < 0) {
 		fprintf(stderr, "ringio-echo: buffer pool: %s\n", rio_strerror(r));
 		return r;
 	}
-	tool_idle_init(&w->conns, w->t.loop, cfg->com.idle_ms, expire);
+	w->ro = (rio_relay_opts){.pool = w->pool,
+				 .splice = cfg->com.splice,
+				 .idle_ns = cfg->com.idle_ms * 1000000ull};
 	w->lfd = rio_listen_tcp(cfg->addr, (uint16_t)cfg->port, 4096,
 				RIO_SOCK_REUSEPORT);
 	if (w->lfd < 0) {
@@ -209,10 +180,7 @@ static int worker_init(struct tool_worker *t)
 				.on_stop = on_listener_stop,
 				.data = w,
 				.max_conns = cfg->max_conns};
-	r = rio_listener_start(w->t.loop, w->lfd, &lo, &w->l);
-	if (r == 0)
-		tool_idle_start(&w->conns);
-	return r;
+	return rio_listener_start(w->t.loop, w->lfd, &lo, &w->l);
 }
 
 static void usage(FILE *f)
@@ -268,7 +236,7 @@ static void report(struct worker *ws, int n)
 		tool_count(&sum, ws[i].t.loop, &ws[i].l, 1);
 		idle += ws[i].idle_closed;
 		resets += ws[i].resets;
-		spliced += ws[i].rp.spliced;
+		spliced += ws[i].spliced;
 	}
 	tool_print_counters("ringio-echo", &sum,
 			    " idle_closed=%" PRIu64 " resets=%" PRIu64
@@ -279,7 +247,8 @@ static void worker_fini(struct worker *w)
 {
 	if (w->l && rio_listener_destroy(w->l) == 0)
 		w->l = NULL;
-	relay_pool_fini(&w->rp);
+	if (w->pool)
+		rio_bufpool_destroy(w->pool);
 	if (w->t.loop && rio_loop_destroy(w->t.loop) < 0)
 		fprintf(stderr, "ringio-echo: loop still busy at exit\n");
 	if (w->lfd >= 0)
@@ -292,7 +261,7 @@ int main(int argc, char **argv)
 	 * buffers cost ~1.35x the CPU per round trip at that size). */
 	struct cfg cfg = {.addr = "127.0.0.1", .port = -1, .com.threads = 1,
 			  .com.buf_count = 1024, .com.buf_size = 65536,
-			  .com.splice = RELAY_SPLICE_AUTO, .drain_ms = 5000};
+			  .com.splice = RIO_SPLICE_AUTO, .drain_ms = 5000};
 	if (parse_args(argc, argv, &cfg) < 0 ||
 	    tool_preflight("ringio-echo", &cfg.com) < 0)
 		return 2;

@@ -51,12 +51,12 @@ static int parse_buf_count(const char *arg, void *dst)
 
 static int parse_splice(const char *arg, void *dst)
 {
-	static const char *const names[] = {[RELAY_SPLICE_OFF] = "off",
-					    [RELAY_SPLICE_AUTO] = "auto",
-					    [RELAY_SPLICE_ON] = "on"};
+	static const char *const names[] = {[RIO_SPLICE_OFF] = "off",
+					    [RIO_SPLICE_AUTO] = "auto",
+					    [RIO_SPLICE_ON] = "on"};
 	for (int i = 0; i < 3; i++)
 		if (!strcmp(arg, names[i])) {
-			*(enum relay_splice *)dst = (enum relay_splice)i;
+			*(rio_splice_mode *)dst = (rio_splice_mode)i;
 			return 0;
 		}
 	return -EINVAL;
@@ -412,99 +412,19 @@ void *tool_worker_run(void *arg)
 	return NULL;
 }
 
-/* ---- idle timeout ---- */
+/* ---- a list of connections ---- */
 
-static uint64_t now_ms(void)
+void tool_list_add(struct tool_list *q, struct tool_node *n)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sweep_cb(rio_loop *loop, rio_op *op, int res);
-
-/* Wake when the oldest connection falls due (the list is in order of
- * activity), so that an idle one ends at idle_ms and not up to a sweep
- * interval later: a server full of idle connections frees its slots on
- * time. At least 5 ms apart; a quarter of idle_ms with nothing tracked. */
-static void arm_sweep(struct tool_idle *q)
-{
-	uint64_t ms = q->idle_ms / 4, now = now_ms();
-	if (q->head) {
-		uint64_t due = q->head->active_ms + q->idle_ms;
-		ms = due > now ? due - now : 0;
-	}
-	rio_timeout(q->loop, &q->sweep_op, (ms < 5 ? 5 : ms) * 1000000ull,
-		    sweep_cb);
-}
-
-static void sweep_cb(rio_loop *loop, rio_op *op, int res)
-{
-	struct tool_idle *q = RIO_CONTAINER_OF(op, struct tool_idle, sweep_op);
-	if (res < 0 || q->stopped)
-		return;
-	uint64_t now = now_ms();
-	while (q->head && now - q->head->active_ms >= q->idle_ms) {
-		struct tool_idle_node *n = q->head;
-		q->expire(q, n);
-		if (q->head == n) /* it did not take it off: do not spin */
-			tool_idle_del(q, n);
-	}
-	arm_sweep(q);
-}
-
-static void nop_cb(rio_loop *loop, rio_op *op, int res)
-{
-}
-
-void tool_idle_init(struct tool_idle *q, rio_loop *loop, uint64_t idle_ms,
-		    void (*expire)(struct tool_idle *, struct tool_idle_node *))
-{
-	memset(q, 0, sizeof *q);
-	q->loop = loop;
-	q->idle_ms = idle_ms;
-	q->expire = expire;
-	rio_op_init(&q->sweep_op);
-	rio_op_init(&q->cancel_op);
-}
-
-void tool_idle_start(struct tool_idle *q)
-{
-	if (q->idle_ms && !rio_op_in_flight(&q->sweep_op))
-		arm_sweep(q);
-}
-
-void tool_idle_stop(struct tool_idle *q)
-{
-	q->stopped = 1;
-	if (rio_op_in_flight(&q->sweep_op) && !rio_op_in_flight(&q->cancel_op))
-		rio_cancel(q->loop, &q->cancel_op, &q->sweep_op, nop_cb);
-}
-
-void tool_idle_add(struct tool_idle *q, struct tool_idle_node *n)
-{
-	n->active_ms = q->idle_ms ? now_ms() : 0;
 	n->next = NULL;
 	n->prev = q->tail;
 	*(q->tail ? &q->tail->next : &q->head) = n;
 	q->tail = n;
 }
 
-void tool_idle_del(struct tool_idle *q, struct tool_idle_node *n)
+void tool_list_del(struct tool_list *q, struct tool_node *n)
 {
 	*(n->prev ? &n->prev->next : &q->head) = n->next;
 	*(n->next ? &n->next->prev : &q->tail) = n->prev;
 	n->prev = n->next = NULL;
-}
-
-void tool_idle_touch(struct tool_idle *q, struct tool_idle_node *n)
-{
-	if (!q->idle_ms)
-		return;
-	if (q->tail == n) {
-		n->active_ms = now_ms();
-	} else {
-		tool_idle_del(q, n);
-		tool_idle_add(q, n);
-	}
 }

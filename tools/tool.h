@@ -13,8 +13,6 @@
 
 #include <ringio.h>
 
-#include "relay.h"
-
 #define TOOL_MAX_THREADS 256
 
 /* The flags every tool takes, parsed one way (by tool_parse_flags). */
@@ -24,7 +22,7 @@ struct tool_common {
 	uint64_t idle_ms;         /* --idle-timeout MS; 0: none */
 	unsigned buf_count;       /* --buf-count N: a power of 2 */
 	size_t buf_size;          /* --buf-size BYTES */
-	enum relay_splice splice; /* --splice auto|on|off */
+	rio_splice_mode splice;   /* --splice auto|on|off */
 };
 
 /* Their usage lines. */
@@ -98,35 +96,16 @@ void tool_catch_signals(void);
 int tool_run_threads(const char *prog, void *first, size_t stride, int n,
 		     void *(*run)(void *));
 
-/*
- * Idle timeout for connections: a list in order of last activity, and a
- * sweep timer (due when the oldest entry falls due, at least 5 ms apart)
- * that hands the ones quiet for idle_ms or more, oldest first, to
- * `expire`, which must take
- * them off the list (tool_idle_del). A quiet connection costs a list
- * entry, and no op of its own.
- */
-struct tool_idle_node {
-	struct tool_idle_node *prev, *next;
-	uint64_t active_ms;
+/* A list of connections, in the order they were added (for a graceful
+ * stop, which walks them). */
+struct tool_node {
+	struct tool_node *prev, *next;
 };
-struct tool_idle {
-	struct tool_idle_node *head, *tail;
-	rio_loop *loop;
-	uint64_t idle_ms; /* 0: no timeout (the list still lists) */
-	void (*expire)(struct tool_idle *q, struct tool_idle_node *n);
-	rio_op sweep_op, cancel_op;
-	int stopped;
+struct tool_list {
+	struct tool_node *head, *tail;
 };
-void tool_idle_init(struct tool_idle *q, rio_loop *loop, uint64_t idle_ms,
-		    void (*expire)(struct tool_idle *, struct tool_idle_node *));
-/* Arm the sweep (if there is a timeout); tool_idle_stop ends it. */
-void tool_idle_start(struct tool_idle *q);
-void tool_idle_stop(struct tool_idle *q);
-void tool_idle_add(struct tool_idle *q, struct tool_idle_node *n);
-void tool_idle_del(struct tool_idle *q, struct tool_idle_node *n);
-/* It moved a byte: to the back of the list (only with a timeout). */
-void tool_idle_touch(struct tool_idle *q, struct tool_idle_node *n);
+void tool_list_add(struct tool_list *q, struct tool_node *n);
+void tool_list_del(struct tool_list *q, struct tool_node *n);
 
 /*
  * A worker: one loop on one thread. A tool's worker struct starts with a
