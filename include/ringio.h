@@ -725,7 +725,8 @@ RIO_API int rio_upstreams_create(const rio_addr *addrs, unsigned n,
 				 rio_upstreams **out);
 /* -EBUSY while a rio_connect_any() on it is in flight. */
 RIO_API int rio_upstreams_destroy(rio_upstreams *u);
-/* Totals over the set, or for address `i` (i < 0: the whole set). */
+/* Totals over the set, or for address `i` (i < 0: the whole set; one
+ * address's `exhausted` is 0; an `i` past the set gives zeros). */
 RIO_API void rio_upstreams_counters(const rio_upstreams *u, int i,
 				    rio_upstream_counters *out);
 
@@ -733,10 +734,11 @@ typedef struct rio_connector {
 	rio_op op;    /* the one completion: res is the connected fd
 			 (non-blocking, close-on-exec, the caller's) or the
 			 last try's -errno; rio_cancel() ends it */
-	int upstream; /* in the completion: the index tried last */
-	/* ringio's */
+	int upstream; /* in the completion: the index tried last (-1:
+			 none was) */
+	/* ringio's: its two inner ops (a try, a cancel's close) and state */
 	union {
-		uint64_t u64[32];
+		uint64_t u64[48];
 		void *p;
 	} priv;
 } rio_connector;
@@ -747,9 +749,12 @@ typedef struct rio_connector {
  * every other; each try has try_ns and is verified as rio_connect() is, on
  * every backend. The first that connects completes c->op with its fd; when
  * all have failed, with the last error (u's `exhausted` counts it). A
- * socket that cannot be made (-EMFILE, -ENFILE) ends it at once with that
- * error, marking no address down. Returns 0, -EINVAL (NULL argument), or
- * -EBUSY (c->op in flight).
+ * socket that cannot be made for want of resources (-EMFILE, -ENFILE,
+ * -ENOBUFS, -ENOMEM) ends it at once with that error, marking no address
+ * down. A cancel closes the socket being tried (through the loop) and ends
+ * it with -ECANCELED, counting no try. `u` must outlive the call. Returns
+ * 0, -EINVAL (NULL argument; a deadline on c->op: try_ns bounds each try),
+ * or -EBUSY (c->op in flight).
  */
 RIO_API int rio_connect_any(rio_loop *loop, rio_connector *c,
 			    rio_upstreams *u, rio_cb *cb);
