@@ -207,6 +207,7 @@ int rio_upstreams_create(const rio_addr *addrs, unsigned n,
 	u->n = n;
 	u->try_ns = opts && opts->try_ns ? opts->try_ns : TRY_NS_DEFAULT;
 	u->retry_ns = opts && opts->retry_ns ? opts->retry_ns : RETRY_NS_DEFAULT;
+	u->next = opts ? opts->first % n : 0;
 	for (unsigned i = 0; i < n; i++) {
 		u->a[i].addr = addrs[i];
 		u->a[i].addr.len = family_len(addrs[i].ss.ss_family);

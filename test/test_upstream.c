@@ -429,6 +429,45 @@ Test(connect_any, round_robin_starts_one_on_each_call, .timeout = 20)
 	done(loop, u);
 }
 
+/* opts.first: sets of one list made by different loops start on
+ * different addresses (first mod n), then go round from there. */
+Test(connect_any, first_sets_where_the_round_robin_starts, .timeout = 20)
+{
+	enum { N = 3 };
+	rio_loop *loop = t_loop();
+	struct conn x = { .calls = 0 };
+	uint16_t port[N];
+	int lfd[N];
+	rio_addr a[N];
+
+	for (int i = 0; i < N; i++) {
+		lfd[i] = t_listen(AF_INET, 8, &port[i]);
+		a[i] = loopback_addr(AF_INET, port[i]);
+	}
+	for (unsigned first = 0; first < 5; first++) {
+		rio_upstreams_opts o = { .first = first };
+		rio_upstreams *u = NULL;
+
+		cr_assert_eq(rio_upstreams_create(a, N, &o, &u), 0);
+		for (int k = 0; k < 2; k++) {
+			int fd = connect_once(loop, &x, u);
+
+			cr_assert_geq(fd, 0, "%s", rio_strerror(fd));
+			cr_assert_eq(x.c.upstream, (int)((first + (unsigned)k) % N),
+				     "first %u, call %d went to %d", first, k,
+				     x.c.upstream);
+			int afd = accept_within(lfd[x.c.upstream], 2000);
+			cr_assert_geq(afd, 0);
+			close(afd);
+			close(fd);
+		}
+		cr_assert_eq(rio_upstreams_destroy(u), 0);
+	}
+	for (int i = 0; i < N; i++)
+		close(lfd[i]);
+	t_loop_done(loop);
+}
+
 /* Address 0 refuses. Calls start at 0, 1, 0, 1, ...: a call that starts at
  * 0 tries it first unless it failed within retry_ns. */
 Test(connect_any, a_failed_address_waits_retry_ns, .timeout = 20)
