@@ -253,6 +253,9 @@ struct rio_op {
 			struct {
 				uint64_t ns;
 			} timeout;
+			struct {
+				int (*cancel)(rio_loop *, rio_op *);
+			} composite;
 		} a;
 		union {
 			struct {

@@ -46,6 +46,10 @@
  *   a.close     CLOSE: the next close waiting on the same fd number; ops
  *               of the generation it ends still in flight
  *   a.timeout   TIMEOUT: its length
+ *   a.composite RELAY, CONNECT_ANY: what rio_cancel() of it calls (set by
+ *               relay.c / upstream.c after rio__op_take): ask it to end
+ *               with -ECANCELED; returns what the cancel completes with,
+ *               0, or -EALREADY when its result is decided
  */
 
 /* op->priv.kind */
@@ -88,6 +92,8 @@ struct rio__kind_info {
 	uint8_t again;    /* a -EAGAIN from the kernel is no result: retry */
 	uint8_t io;       /* a.io: bytes moved, MSG_WAITALL honoured */
 	uint8_t pool;     /* receives into a buffer pool (a.multi) */
+	uint8_t composite; /* runs ops of its own; no backend sees it
+			      (a.composite) */
 };
 
 RIO__HIDDEN extern const struct rio__kind_info rio__kinds[RIO__OP_KINDS];
@@ -211,11 +217,6 @@ RIO__HIDDEN int rio__op_claim(rio_loop *loop, rio_op *op, rio_cb *cb,
  * never reaches a backend. */
 RIO__HIDDEN int rio__op_take(rio_loop *loop, rio_op *op, rio_cb *cb,
 			     enum rio__kind kind, int fd);
-/* rio_cancel() of a composite op: ask it to end with -ECANCELED. Returns
- * what the cancel completes with: 0, or -EALREADY when it is ending
- * already. */
-RIO__HIDDEN int rio__relay_cancel(rio_loop *loop, rio_op *op);
-RIO__HIDDEN int rio__connect_any_cancel(rio_loop *loop, rio_op *op);
 /* Deliver one result to op's callback: the one place a callback runs.
  * Without RIO_OP_F_MORE in `flags` it is the final one: the op goes back
  * to the caller first. A close whose generation still has ops in flight

@@ -14,7 +14,7 @@
 
 #include "internal.h"
 
-/* side, tracked, deadline, again, io, pool */
+/* side, tracked, deadline, again, io, pool, composite */
 const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
 	[RIO__OP_NONE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
 	[RIO__OP_ACCEPT] = {RIO__SIDE_READ, 1, 1, 1, 0, 0},
@@ -34,8 +34,8 @@ const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
 	[RIO__OP_WAKE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
 	[RIO__OP_POLL] = {RIO__SIDE_ANY, 1, 1, 0, 0, 0},
 	/* composites: their own ops do the waiting */
-	[RIO__OP_RELAY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
-	[RIO__OP_CONNECT_ANY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0},
+	[RIO__OP_RELAY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1},
+	[RIO__OP_CONNECT_ANY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1},
 };
 
 uint64_t rio__now_ns(void)
@@ -377,14 +377,9 @@ int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target, rio_cb *cb)
 	default:
 		break;
 	}
-	switch (target->priv.kind) {
-	case RIO__OP_RELAY:
-		rio__defer(loop, op, rio__relay_cancel(loop, target));
+	if (rio__kind(target)->composite) {
+		rio__defer(loop, op, target->priv.a.composite.cancel(loop, target));
 		return 0;
-	case RIO__OP_CONNECT_ANY:
-		rio__defer(loop, op, rio__connect_any_cancel(loop, target));
-		return 0;
-	default:
-		return submit(loop, op);
 	}
+	return submit(loop, op);
 }

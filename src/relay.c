@@ -95,6 +95,7 @@ static struct relay *relay_of(const rio_relay *pub)
 }
 
 static void reconcile(struct relay *r);
+static int relay_cancel(rio_loop *loop, rio_op *op);
 
 /* ---- the result ---- */
 
@@ -491,6 +492,7 @@ int rio_relay_start(rio_loop *loop, rio_relay *pub, int a, int b,
 	int e = rio__op_take(loop, &pub->op, cb, RIO__OP_RELAY, a);
 	if (e)
 		return e;
+	pub->op.priv.a.composite.cancel = relay_cancel;
 	struct relay *r = relay_of(pub);
 	memset(r, 0, sizeof *r);
 	r->pub = pub;
@@ -521,7 +523,7 @@ int rio_relay_start(rio_loop *loop, rio_relay *pub, int a, int b,
 	return 0;
 }
 
-int rio__relay_cancel(rio_loop *loop, rio_op *op)
+static int relay_cancel(rio_loop *loop, rio_op *op)
 {
 	struct relay *r = relay_of(RIO_CONTAINER_OF(op, rio_relay, op));
 	(void)loop;

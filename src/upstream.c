@@ -339,6 +339,8 @@ static void next_try(rio_loop *loop, struct ca *p)
 	}
 }
 
+static int connect_any_cancel(rio_loop *loop, rio_op *op);
+
 int rio_connect_any(rio_loop *loop, rio_connector *c, rio_upstreams *u,
 		    rio_cb *cb)
 {
@@ -347,6 +349,7 @@ int rio_connect_any(rio_loop *loop, rio_connector *c, rio_upstreams *u,
 	int r = rio__op_take(loop, &c->op, cb, RIO__OP_CONNECT_ANY, -1);
 	if (r)
 		return r;
+	c->op.priv.a.composite.cancel = connect_any_cancel;
 	struct ca *p = ca_of(c);
 	memset(p, 0, sizeof *p); /* its ops are idle: c->op was */
 	p->u = u;
@@ -409,7 +412,7 @@ static void stop_cb(rio_loop *loop, rio_op *op, int res)
  * stops (the connect ends first, with -ECANCELED or its result), or the
  * close of a failed socket, which ends by itself. A cancelled try counts
  * against no address. */
-int rio__connect_any_cancel(rio_loop *loop, rio_op *op)
+static int connect_any_cancel(rio_loop *loop, rio_op *op)
 {
 	struct ca *p = ca_of(RIO_CONTAINER_OF(op, rio_connector, op));
 	if (p->cancelled)
