@@ -69,6 +69,12 @@ int rio__fd_closing(const rio_loop *loop, const rio_op *op)
 	return s && op->priv.gen != s->gen;
 }
 
+int rio__fd_gen_ended(const rio_loop *loop, int fd, uint32_t gen)
+{
+	const struct rio__fdslot *s = slot(&loop->fds, fd);
+	return s && gen != s->gen;
+}
+
 unsigned rio__fd_others(const rio_loop *loop, const rio_op *op)
 {
 	const struct rio__fdslot *s = slot(&loop->fds, op->priv.fd);

@@ -39,6 +39,10 @@ void rio__fd_track(rio_loop *loop, rio_op *op);
 void rio__fd_close(rio_loop *loop, rio_op *close_op);
 /* A tracked op whose generation a close has ended (or is ending). */
 int rio__fd_closing(const rio_loop *loop, const rio_op *op);
+/* Generation `gen` of fd has been ended by a close (for an op whose final
+ * result is being delivered: rio__fd_closing no longer sees it as
+ * tracked). */
+int rio__fd_gen_ended(const rio_loop *loop, int fd, uint32_t gen);
 /* Ops of op's generation in flight on its fd besides op itself. */
 unsigned rio__fd_others(const rio_loop *loop, const rio_op *op);
 /* A tracked op's final result was delivered: uncount it. Returns the close

@@ -217,6 +217,11 @@ RIO__HIDDEN int rio__op_claim(rio_loop *loop, rio_op *op, rio_cb *cb,
  * never reaches a backend. */
 RIO__HIDDEN int rio__op_take(rio_loop *loop, rio_op *op, rio_cb *cb,
 			     enum rio__kind kind, int fd);
+/* rio_poll for exactly `events` (POLLERR | POLLHUP alone: an error or a
+ * hang-up of both directions, not a peer's FIN; the relay's watch of a
+ * socket whose FIN it has read). */
+RIO__HIDDEN int rio__poll_events(rio_loop *loop, rio_op *op, int fd,
+				 unsigned events, rio_cb *cb);
 /* Deliver one result to op's callback: the one place a callback runs.
  * Without RIO_OP_F_MORE in `flags` it is the final one: the op goes back
  * to the caller first. A close whose generation still has ops in flight

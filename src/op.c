@@ -324,11 +324,18 @@ int rio_poll(rio_loop *loop, rio_op *op, int fd, unsigned events,
 	if (events & ~(unsigned)(POLLIN | POLLOUT | POLLPRI | POLLRDHUP |
 				 POLLERR | POLLHUP))
 		return -EINVAL;
+	/* io_uring reports a peer's FIN to any poll: so do all backends */
+	return rio__poll_events(loop, op, fd,
+				events | POLLERR | POLLHUP | POLLRDHUP, cb);
+}
+
+int rio__poll_events(rio_loop *loop, rio_op *op, int fd, unsigned events,
+		     rio_cb *cb)
+{
 	int r = rio__op_take(loop, op, cb, RIO__OP_POLL, fd);
 	if (r)
 		return r;
-	/* io_uring reports a peer's FIN to any poll: so do all backends */
-	op->priv.a.poll.events = events | POLLERR | POLLHUP | POLLRDHUP;
+	op->priv.a.poll.events = events;
 	return submit(loop, op);
 }
 

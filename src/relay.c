@@ -38,6 +38,13 @@
 #define NONE 0xffffu
 
 enum dstate { D_COPY, D_TO_PIPE, D_SPLICE, D_FLUSH, D_DONE };
+
+/* A direction's watch of its source: for anything (a reset, or a FIN,
+ * which the reads then report) until its FIN is seen; then for errors
+ * alone (a reset after the FIN: Linux reports EPIPE), since a FIN keeps
+ * a socket readable and a poll for it would fire forever; off once that
+ * one fires without an error (both ways shut down: nothing to learn). */
+enum watch { W_ANY, W_ERRORS, W_OFF };
 enum rstate { R_RUNNING, R_ENDING, R_ENDED };
 
 /* Bytes one splice moves at most: a default pipe's capacity. */
@@ -52,7 +59,8 @@ struct dir {
 	uint8_t idx;      /* 0: a to b, 1: b to a */
 	uint8_t state;    /* enum dstate */
 	uint8_t paused;   /* backpressure: no reads until Q_LOW */
-	uint8_t fin_seen; /* `from` sent its FIN (read, or seen by the watch) */
+	uint8_t watch;    /* enum watch: how `from` is watched while nothing
+			     reads it */
 	uint8_t in_cancelled; /* we cancelled the read in flight */
 	uint8_t end_cancelled; /* bit per DIR_OPS op: cancelled by the end */
 	uint16_t head, tail, qlen; /* received buffers, not yet sent */
@@ -213,7 +221,10 @@ static void in_cb(rio_loop *loop, rio_op *op, int res)
 			return;
 		}
 	}
-	int asked = d->in_cancelled;
+	/* A cancel of ours ended it, unless its socket is being closed
+	 * through the loop: then that close did, whatever we asked. */
+	int asked = d->in_cancelled &&
+		    !rio__fd_gen_ended(loop, op->priv.fd, op->priv.gen);
 	d->in_cancelled = 0;
 	if (r->state != R_RUNNING) {
 		/* ending: the result no longer matters */
@@ -223,7 +234,7 @@ static void in_cb(rio_loop *loop, rio_op *op, int res)
 		d->held += (size_t)res;
 		touch(r);
 	} else if (res == 0 && !(op->flags & RIO_OP_F_BUF)) {
-		d->fin_seen = 1; /* end of stream: pass it on once flushed */
+		d->watch = W_ERRORS; /* end of stream: pass it on once flushed */
 		d->state = D_FLUSH;
 	} else if (res < 0 && !(res == -ECANCELED && asked)) {
 		failed(d, res, from_side(d));
@@ -280,7 +291,7 @@ static void watch_cb(rio_loop *loop, rio_op *op, int res)
 				err = ECONNRESET;
 			failed(d, -err, from_side(d));
 		} else if (res > 0) {
-			d->fin_seen = 1;
+			d->watch = d->watch == W_ANY ? W_ERRORS : W_OFF;
 		} else if (res < 0) {
 			failed(d, res, from_side(d));
 		}
@@ -392,11 +403,21 @@ static void reconcile_dir(struct dir *d)
 	case D_DONE:
 		break;
 	}
-	/* Nothing reads `from` (paused, or splicing out): watch it, so a
-	 * reset there is noticed even now. */
-	if (d->state != D_DONE && !d->fin_seen && !rio_op_in_flight(in) &&
-	    !rio_op_in_flight(&d->op[OP_WATCH]))
-		must(rio_poll(r->loop, &d->op[OP_WATCH], d->from, 0, watch_cb));
+	/* Nothing reads `from` (paused, starved of buffers or about to be:
+	 * the pool is dry, splicing out, or past its FIN): watch it, so a
+	 * reset there is noticed even now. A recv that a dry pool starves
+	 * later, with no result of this relay's in between, is not seen
+	 * here: a reset then waits for a buffer or the idle timeout. */
+	rio_op *w = &d->op[OP_WATCH];
+	int starved = in->priv.state == RIO__ST_STARVED ||
+		      (in->priv.kind == RIO__OP_RECV_MULTI &&
+		       r->pool->nlent == r->pool->count);
+	if ((!rio_op_in_flight(in) || starved) && d->watch != W_OFF &&
+	    !rio_op_in_flight(w))
+		must(d->watch == W_ANY
+			     ? rio_poll(r->loop, w, d->from, 0, watch_cb)
+			     : rio__poll_events(r->loop, w, d->from,
+						POLLERR | POLLHUP, watch_cb));
 }
 
 static int dir_busy(const struct dir *d)
@@ -440,6 +461,7 @@ static void teardown(struct relay *r)
 		struct dir *d = &r->d[i];
 		while (d->head != NONE)
 			dequeue(d);
+		d->held = 0; /* what was not sent is dropped */
 		if (d->pipe[0] >= 0) {
 			close(d->pipe[0]);
 			close(d->pipe[1]);
@@ -459,8 +481,11 @@ static void reconcile(struct relay *r)
 			struct dir *d = &r->d[i];
 			reconcile_dir(d);
 			done += d->state == D_DONE;
+			/* drained: nothing held, nothing on its way out, and
+			 * no read whose bytes could still arrive */
 			idle += d->state == D_DONE ||
-				(!d->held && !rio_op_in_flight(&d->op[OP_OUT]));
+				(!d->held && !rio_op_in_flight(&d->op[OP_OUT]) &&
+				 !rio_op_in_flight(&d->op[OP_IN]));
 		}
 		if (r->state == R_RUNNING && done == r->ndirs)
 			end(r, 0, -1);

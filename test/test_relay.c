@@ -80,6 +80,8 @@ static void close_all(struct fix *f)
 static void fix_down(struct fix *f)
 {
 	cr_assert(!rio_op_in_flight(&f->relay.op));
+	cr_assert_eq(rio_relay_pending(&f->relay), 0,
+		     "an ended relay still says it holds bytes");
 	close_all(f);
 	/* 0, not -EBUSY: no op of the relay's uses it, no buffer is lent */
 	cr_assert_eq(rio_bufpool_destroy(f->pool), 0);
@@ -1630,5 +1632,53 @@ Test(relay, bursty_upstream_pauses_and_resumes_within_bounds, .timeout = 90)
 	cr_assert_eq(f.res, 0, "ended with %s", rio_strerror(f.res));
 	rio_relay_counters k = counters(&f);
 	cr_assert(k.bytes[0] == TOTAL && k.copies > 0 && k.splices == 0);
+	fix_down(&f);
+}
+
+/* Another op holds every buffer of the pool: the relay's recv waits for
+ * one (starved), so nothing reads the client's socket; a reset there is
+ * noticed all the same. */
+static int held_calls;
+
+static void hold_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)res;
+	if (op->flags & RIO_OP_F_BUF)
+		held_calls++; /* kept: never given back */
+}
+
+Test(relay, reset_while_starved_of_buffers_is_noticed, .timeout = 30)
+{
+	struct fix f;
+	int x, y;
+	rio_op hog, cop;
+
+	fix_up(&f, 2, 4096);
+	t_pair(&x, &y);
+	rio_op_init(&hog);
+	rio_op_init(&cop);
+	held_calls = 0;
+	cr_assert_eq(rio_recv_multishot(f.loop, &hog, y, f.pool, hold_cb), 0);
+	for (int i = 0; i < 2; i++) {
+		put(x, "hog");
+		T_RUN_UNTIL(f.loop, held_calls == i + 1, 5000);
+	}
+	cr_assert_eq(start(&f, RIO_SPLICE_OFF, 0), 0);
+	put(f.c, "waiting for a buffer");
+	t_loop_sleep(f.loop, 50);
+	cr_assert_eq(f.calls, 0);
+	t_rst_close(f.c);
+	f.c = -1;
+	T_RUN_UNTIL(f.loop, f.calls == 1, 5000);
+	cr_assert_eq(f.res, -ECONNRESET, "ended with %s", rio_strerror(f.res));
+	cr_assert_eq(counters(&f).failed, 0);
+	cr_assert_eq(rio_cancel(f.loop, &cop, &hog, nop_cb), 0);
+	T_RUN_UNTIL(f.loop, !rio_op_in_flight(&hog) && !rio_op_in_flight(&cop),
+		    5000);
+	for (uint16_t id = 0; id < 2; id++)
+		rio_bufpool_put(f.pool, id);
+	close(x);
+	close(y);
 	fix_down(&f);
 }
