@@ -99,7 +99,9 @@
 #define SHORT_NS (2 * 1000000ull)
 #define LONG_NS (30 * 1000000000ull)
 #define MAXRL 8          /* relays per program */
-#define RL_POOLS 2       /* the relays' pools: a small one, a larger one */
+#define RL_POOLS 4       /* the relays' pools: a small one, a larger one;
+			    and two such for tight relays, whose blocked
+			    sends hold buffers as long as timing says */
 #define RL_ID0 3000000   /* ids of the channels relays open */
 #define RL_TIGHT_BUF 4096 /* a tight relay's socket buffers */
 #define RL_KEY0 500000   /* trace names of the relay steps' ops */
@@ -2278,8 +2280,8 @@ static int rl_pool(struct prog *p, int k)
 		return 0;
 	static const unsigned count[2][3] = {{1, 2, 4}, {8, 16, 32}};
 	static const size_t size[2][3] = {{16, 64, 256}, {1024, 4096, 16384}};
-	unsigned n = count[k][below(p, 3)];
-	size_t sz = size[k][below(p, 3)];
+	unsigned n = count[k % 2][below(p, 3)];
+	size_t sz = size[k % 2][below(p, 3)];
 	int r = rio_bufpool_create(p->loop, n, sz, &p->rlpool[k]);
 	if (r) {
 		p->rlpool[k] = NULL;
@@ -2347,7 +2349,7 @@ static void rl_cb(rio_loop *loop, rio_op *op, int res);
 static void rl_start(struct prog *p)
 {
 	int echo = chance(p, 20), mode = (int)below(p, 3);
-	int pk = (int)below(p, RL_POOLS), tight = chance(p, 20);
+	int tight = chance(p, 20), pk = (int)below(p, 2) + 2 * tight;
 	unsigned idle = below(p, 10);
 	uint64_t short_ns = (1 + below(p, 3)) * 1000000ull;
 	int running = 0;
