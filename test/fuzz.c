@@ -2822,6 +2822,16 @@ static int rl_stuck(struct prog *p, int report)
 
 static int run_quiet(struct prog *p, unsigned limit_ms);
 
+/* Bytes a running relay holds whose peers are all still there (toward a
+ * peer that went, the kernel may take its time to say so: a tight TCP
+ * path waits for its zero window probe). */
+static size_t rl_held(struct prog *p, struct rl *rl)
+{
+	if (rl->done || rl->gone_step[0] || rl->gone_step[1])
+		return 0;
+	return rio_relay_pending(&rl->r);
+}
+
 /* Teardown, first: the relays' peers read again until nothing moves;
  * then each relay sent on exactly what arrived, and one still running
  * holds nothing. */
@@ -2845,8 +2855,7 @@ static void rl_settle(struct prog *p)
 			fail(p, "teardown: the relays did not go quiet in 3 s");
 		size_t held = 0;
 		for (int k = 0; k < p->nrl; k++)
-			if (!p->rls[k].done)
-				held += rio_relay_pending(&p->rls[k].r);
+			held += rl_held(p, &p->rls[k]);
 		if (moved)
 			still_since = 0;
 		else if (!still_since)
@@ -2863,7 +2872,7 @@ static void rl_settle(struct prog *p)
 		if (!rl->done)
 			rio_relay_get_counters(&rl->r, &now);
 		rl_check(p, rl, &now);
-		size_t held = rl->done ? 0 : rio_relay_pending(&rl->r);
+		size_t held = rl_held(p, rl);
 		if (held)
 			fail(p, "relay #%d holds %zu bytes after its peers read "
 			     "everything and the loop went quiet",
