@@ -69,6 +69,12 @@ int rio__fd_closing(const rio_loop *loop, const rio_op *op)
 	return s && op->priv.gen != s->gen;
 }
 
+uint32_t rio__fd_gen(rio_loop *loop, int fd)
+{
+	struct rio__fdslot *s = slot_grow(&loop->fds, fd);
+	return s ? s->gen : 0;
+}
+
 int rio__fd_gen_ended(const rio_loop *loop, int fd, uint32_t gen)
 {
 	const struct rio__fdslot *s = slot(&loop->fds, fd);

@@ -43,6 +43,8 @@ int rio__fd_closing(const rio_loop *loop, const rio_op *op);
  * result is being delivered: rio__fd_closing no longer sees it as
  * tracked). */
 int rio__fd_gen_ended(const rio_loop *loop, int fd, uint32_t gen);
+/* The current generation of fd (0 when the table cannot hold it). */
+uint32_t rio__fd_gen(rio_loop *loop, int fd);
 /* Ops of op's generation in flight on its fd besides op itself. */
 unsigned rio__fd_others(const rio_loop *loop, const rio_op *op);
 /* A tracked op's final result was delivered: uncount it. Returns the close

@@ -89,6 +89,8 @@ struct __attribute__((may_alias)) relay {
 	int res;         /* what it ends with */
 	uint64_t idle_ns;
 	uint64_t active_ns; /* when a byte last moved */
+	uint32_t gen[2];    /* of a and b at start: a close through the loop
+			       ends it, and no op is armed on a closed fd */
 	rio_relay_counters ctr;
 	struct dir d[2];
 	rio_op timer;
@@ -248,6 +250,8 @@ static void out_cb(rio_loop *loop, rio_op *op, int res)
 	struct relay *r = d->r;
 	(void)loop;
 	if (r->state != R_RUNNING) {
+		if (res > 0) /* they went out all the same: count them */
+			r->ctr.bytes[d->idx] += (uint64_t)res;
 		reconcile(r);
 		return;
 	}
@@ -440,10 +444,14 @@ static void teardown(struct relay *r)
 		if (rio_op_in_flight(&d->ctl))
 			continue;
 		rio_op *target = NULL;
+		/* An op whose socket a close through the loop is ending is
+		 * left to that close, which completes it. */
 		for (int k = 0; k < DIR_OPS && !target; k++)
 			if (rio_op_in_flight(&d->op[k]) &&
 			    !(d->end_cancelled & (1u << k)) &&
-			    !(k == OP_IN && d->in_cancelled)) {
+			    !(k == OP_IN && d->in_cancelled) &&
+			    !rio__fd_gen_ended(r->loop, d->op[k].priv.fd,
+					       d->op[k].priv.gen)) {
 				d->end_cancelled |= (uint8_t)(1u << k);
 				target = &d->op[k];
 			}
@@ -473,8 +481,19 @@ static void teardown(struct relay *r)
 	rio__defer(r->loop, &r->pub->op, r->res);
 }
 
+/* a or b was closed through the loop (its number may be another file's
+ * already): nothing more may be armed on it. */
+static int closed_under_us(struct relay *r)
+{
+	int a = r->d[0].from, b = r->d[0].to;
+	return rio__fd_gen_ended(r->loop, a, r->gen[0]) ||
+	       rio__fd_gen_ended(r->loop, b, r->gen[1]);
+}
+
 static void reconcile(struct relay *r)
 {
+	if (r->state == R_RUNNING && closed_under_us(r))
+		end(r, -ECANCELED, -1);
 	if (r->state == R_RUNNING) {
 		int done = 0, idle = 0;
 		for (int i = 0; i < r->ndirs && r->state == R_RUNNING; i++) {
@@ -529,6 +548,8 @@ int rio_relay_start(rio_loop *loop, rio_relay *pub, int a, int b,
 	r->active_ns = idle_clock();
 	r->ndirs = a == b ? 1 : 2;
 	r->ctr.failed = -1;
+	r->gen[0] = rio__fd_gen(loop, a);
+	r->gen[1] = rio__fd_gen(loop, b);
 	for (int i = 0; i < r->ndirs; i++) {
 		struct dir *d = &r->d[i];
 		d->r = r;
