@@ -75,6 +75,47 @@ uint32_t rio__fd_gen(rio_loop *loop, int fd)
 	return s ? s->gen : 0;
 }
 
+void rio__fd_watch(rio_loop *loop, struct rio__fdwatch *w, rio_op *op, int fd)
+{
+	struct rio__fdslot *s = slot_grow(&loop->fds, fd);
+	w->fd = fd;
+	w->gen = s ? s->gen : 0;
+	w->op = s ? op : NULL;
+	w->next = s ? s->watches : NULL;
+	if (s)
+		s->watches = w;
+}
+
+void rio__fd_unwatch(rio_loop *loop, struct rio__fdwatch *w)
+{
+	if (!w->op)
+		return;
+	struct rio__fdslot *s = slot(&loop->fds, w->fd);
+	struct rio__fdwatch **pw = &s->watches;
+	while (*pw != w) /* a few: the composites on one socket */
+		pw = &(*pw)->next;
+	*pw = w->next;
+	w->next = NULL;
+	w->op = NULL;
+}
+
+void rio__fd_closed(rio_loop *loop, int fd, uint32_t gen)
+{
+	/* from the head again after each: a composite's cancel may unlink
+	 * others (a relay that ends unlinks its other socket's watch) */
+	for (;;) {
+		struct rio__fdslot *s = slot(&loop->fds, fd);
+		struct rio__fdwatch *w = s ? s->watches : NULL;
+		while (w && w->gen != gen)
+			w = w->next;
+		if (!w)
+			return;
+		rio_op *op = w->op;
+		rio__fd_unwatch(loop, w);
+		op->priv.a.composite.cancel(loop, op);
+	}
+}
+
 int rio__fd_gen_ended(const rio_loop *loop, int fd, uint32_t gen)
 {
 	const struct rio__fdslot *s = slot(&loop->fds, fd);

@@ -19,10 +19,27 @@
 #include <stdint.h>
 #include "ringio.h"
 
+/*
+ * A composite op's interest in one generation of an fd (it lives in the
+ * composite's private area; nothing is allocated): a relay may have no op
+ * of its own on a socket for as long as that side is quiet, yet a close of
+ * that socket through the loop must end it. When a close of the watched
+ * generation is delivered, the watch is unlinked and the composite's
+ * cancel (priv.a.composite.cancel) is called, just before the close's own
+ * callback and as a callback is: it may submit.
+ */
+struct rio__fdwatch {
+	struct rio__fdwatch *next;
+	rio_op *op;   /* the composite; NULL while not linked */
+	int fd;
+	uint32_t gen; /* the generation watched */
+};
+
 struct rio__fdslot {
 	uint32_t inflight; /* tracked ops of the current generation */
 	uint32_t gen;      /* the current generation */
 	rio_op *closers;   /* closes waiting for their generation's ops */
+	struct rio__fdwatch *watches; /* of any generation not yet closed */
 };
 
 struct rio__fdtab {
@@ -45,6 +62,15 @@ int rio__fd_closing(const rio_loop *loop, const rio_op *op);
 int rio__fd_gen_ended(const rio_loop *loop, int fd, uint32_t gen);
 /* The current generation of fd (0 when the table cannot hold it). */
 uint32_t rio__fd_gen(rio_loop *loop, int fd);
+/* For composite `op`, watch fd's current generation (w->gen says which). A
+ * table that cannot grow leaves it unlinked: the composite then learns of
+ * the close at its next op's result only. */
+void rio__fd_watch(rio_loop *loop, struct rio__fdwatch *w, rio_op *op, int fd);
+/* Unlink a watch (one already told, or never linked: nothing). */
+void rio__fd_unwatch(rio_loop *loop, struct rio__fdwatch *w);
+/* The close of fd's generation `gen` is being delivered: tell its
+ * watches. */
+void rio__fd_closed(rio_loop *loop, int fd, uint32_t gen);
 /* Ops of op's generation in flight on its fd besides op itself. */
 unsigned rio__fd_others(const rio_loop *loop, const rio_op *op);
 /* A tracked op's final result was delivered: uncount it. Returns the close

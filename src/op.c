@@ -97,6 +97,8 @@ void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 	}
 	if (!internal)
 		loop->ctr.completions++;
+	if (final && op->priv.kind == RIO__OP_CLOSE)
+		rio__fd_closed(loop, fd, gen); /* composites on the fd */
 	op->priv.cb(loop, op, res);
 	/* op may be the caller's again, even resubmitted: fd, gen and bits
 	 * were read before */

@@ -40,10 +40,12 @@
 enum dstate { D_COPY, D_TO_PIPE, D_SPLICE, D_FLUSH, D_DONE };
 
 /* A direction's watch of its source: for anything (a reset, or a FIN,
- * which the reads then report) until its FIN is seen; then for errors
- * alone (a reset after the FIN: Linux reports EPIPE), since a FIN keeps
- * a socket readable and a poll for it would fire forever; off once that
- * one fires without an error (both ways shut down: nothing to learn). */
+ * which the reads then report) until its FIN is seen, by the watch or the
+ * reads; then for errors alone (a reset after the FIN: Linux reports
+ * EPIPE), since a FIN keeps a socket readable and a poll for it would fire
+ * forever (io_uring, which always watches POLLRDHUP, arms such a poll
+ * edge-triggered: uring.c); off once a hang-up is seen (both ways shut
+ * down: nothing to learn). */
 enum watch { W_ANY, W_ERRORS, W_OFF };
 enum rstate { R_RUNNING, R_ENDING, R_ENDED };
 
@@ -54,7 +56,6 @@ enum { SPLICE_LEN = 65536 };
 enum { OP_IN, OP_OUT, OP_WATCH, DIR_OPS };
 
 struct dir {
-	struct relay *r;
 	int from, to;     /* sockets */
 	uint8_t idx;      /* 0: a to b, 1: b to a */
 	uint8_t state;    /* enum dstate */
@@ -89,8 +90,10 @@ struct __attribute__((may_alias)) relay {
 	int res;         /* what it ends with */
 	uint64_t idle_ns;
 	uint64_t active_ns; /* when a byte last moved */
-	uint32_t gen[2];    /* of a and b at start: a close through the loop
-			       ends it, and no op is armed on a closed fd */
+	/* a and b as they were at start (fd, generation): a close through
+	 * the loop ends it, told even while nothing of the relay's is on
+	 * that socket; and no op is armed on a closed fd */
+	struct rio__fdwatch fdw[2];
 	rio_relay_counters ctr;
 	struct dir d[2];
 	rio_op timer;
@@ -98,6 +101,13 @@ struct __attribute__((may_alias)) relay {
 
 _Static_assert(sizeof(struct relay) <= sizeof(((rio_relay *)0)->priv),
 	       "rio_relay.priv is too small for struct relay");
+
+/* A direction's relay: d[idx] of it. */
+static struct relay *R(const struct dir *d)
+{
+	return RIO_CONTAINER_OF((struct dir *)(uintptr_t)(d - d->idx),
+				struct relay, d[0]);
+}
 
 static struct relay *relay_of(const rio_relay *pub)
 {
@@ -123,12 +133,12 @@ static void end(struct relay *r, int res, int side)
 /* The socket a direction reads (0 a, 1 b) and the one it writes. */
 static int from_side(const struct dir *d)
 {
-	return d->r->ndirs == 1 ? 0 : d->idx;
+	return R(d)->ndirs == 1 ? 0 : d->idx;
 }
 
 static int to_side(const struct dir *d)
 {
-	return d->r->ndirs == 1 ? 0 : !d->idx;
+	return R(d)->ndirs == 1 ? 0 : !d->idx;
 }
 
 /* An op of ours ended with res < 0 that nobody here asked for: -ECANCELED
@@ -136,7 +146,7 @@ static int to_side(const struct dir *d)
  * socket's own error. */
 static void failed(struct dir *d, int res, int side)
 {
-	end(d->r, res, res == -ECANCELED ? -1 : side);
+	end(R(d), res, res == -ECANCELED ? -1 : side);
 }
 
 /* The idle clock: CLOCK_MONOTONIC_COARSE (a tick, ~4 ms, is plenty for
@@ -158,7 +168,7 @@ static void touch(struct relay *r)
 
 static void enqueue(struct dir *d, uint16_t id, uint32_t len)
 {
-	struct rio__buflink *l = d->r->pool->link;
+	struct rio__buflink *l = R(d)->pool->link;
 	l[id].len = len;
 	l[id].next = NONE;
 	if (d->head == NONE)
@@ -172,7 +182,7 @@ static void enqueue(struct dir *d, uint16_t id, uint32_t len)
 
 static void dequeue(struct dir *d)
 {
-	rio_bufpool *pool = d->r->pool;
+	rio_bufpool *pool = R(d)->pool;
 	uint16_t id = d->head;
 	d->head = pool->link[id].next;
 	if (d->head == NONE)
@@ -185,7 +195,7 @@ static void dequeue(struct dir *d)
 /* Queued enough: stop reading for now. */
 static int queue_full(const struct dir *d)
 {
-	const rio_bufpool *p = d->r->pool;
+	const rio_bufpool *p = R(d)->pool;
 	return d->qlen >= RIO_RELAY_Q_HIGH ||
 	       (d->qlen >= RIO_RELAY_Q_TIGHT && p->nlent >= p->count / 4 * 3);
 }
@@ -200,7 +210,7 @@ static struct dir *dir_of_op(rio_op *op, int which)
 static void in_cb(rio_loop *loop, rio_op *op, int res)
 {
 	struct dir *d = dir_of_op(op, OP_IN);
-	struct relay *r = d->r;
+	struct relay *r = R(d);
 	(void)loop;
 	if (op->flags & RIO_OP_F_BUF) { /* a multishot recv's buffer */
 		if (r->state != R_RUNNING) {
@@ -215,7 +225,7 @@ static void in_cb(rio_loop *loop, rio_op *op, int res)
 			    (op->flags & RIO_OP_F_MORE) && !r->draining &&
 			    pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
 				d->state = D_TO_PIPE; /* bulk: on to a pipe */
-				d->r->ctr.spliced[d->idx] = 1;
+				R(d)->ctr.spliced[d->idx] = 1;
 			}
 		}
 		if (op->flags & RIO_OP_F_MORE) {
@@ -247,7 +257,7 @@ static void in_cb(rio_loop *loop, rio_op *op, int res)
 static void out_cb(rio_loop *loop, rio_op *op, int res)
 {
 	struct dir *d = dir_of_op(op, OP_OUT);
-	struct relay *r = d->r;
+	struct relay *r = R(d);
 	(void)loop;
 	if (r->state != R_RUNNING) {
 		if (res > 0) /* they went out all the same: count them */
@@ -280,11 +290,12 @@ static void out_cb(rio_loop *loop, rio_op *op, int res)
 }
 
 /* A reset (POLLERR) ends the relay with the socket's error; a FIN or
- * hang-up is left to the reads to report, and not watched again. */
+ * hang-up is left to the reads to report: past a FIN the watch is for
+ * errors alone, past a hang-up there is none. */
 static void watch_cb(rio_loop *loop, rio_op *op, int res)
 {
 	struct dir *d = dir_of_op(op, OP_WATCH);
-	struct relay *r = d->r;
+	struct relay *r = R(d);
 	(void)loop;
 	if (r->state == R_RUNNING) {
 		if (res > 0 && (res & POLLERR)) {
@@ -295,7 +306,10 @@ static void watch_cb(rio_loop *loop, rio_op *op, int res)
 				err = ECONNRESET;
 			failed(d, -err, from_side(d));
 		} else if (res > 0) {
-			d->watch = d->watch == W_ANY ? W_ERRORS : W_OFF;
+			/* a hang-up: shut both ways, nothing more to learn;
+			 * else a FIN (whatever the level now: the recv may
+			 * have seen it first): errors alone from now on */
+			d->watch = res & POLLHUP ? W_OFF : W_ERRORS;
 		} else if (res < 0) {
 			failed(d, res, from_side(d));
 		}
@@ -307,7 +321,7 @@ static void ctl_cb(rio_loop *loop, rio_op *op, int res)
 {
 	(void)loop;
 	(void)res; /* -EALREADY: the target's own result is on its way */
-	reconcile(RIO_CONTAINER_OF(op, struct dir, ctl)->r);
+	reconcile(R(RIO_CONTAINER_OF(op, struct dir, ctl)));
 }
 
 static void timer_cb(rio_loop *loop, rio_op *op, int res)
@@ -336,12 +350,12 @@ static void cancel_in(struct dir *d)
 	    rio_op_in_flight(&d->ctl))
 		return;
 	d->in_cancelled = 1;
-	must(rio_cancel(d->r->loop, &d->ctl, in, ctl_cb));
+	must(rio_cancel(R(d)->loop, &d->ctl, in, ctl_cb));
 }
 
 static void send_head(struct dir *d)
 {
-	struct relay *r = d->r;
+	struct relay *r = R(d);
 	rio_op *out = &d->op[OP_OUT];
 	if (d->head == NONE || rio_op_in_flight(out))
 		return;
@@ -355,14 +369,14 @@ static void splice_out(struct dir *d)
 	rio_op *out = &d->op[OP_OUT];
 	if (d->poff == d->plen || rio_op_in_flight(out))
 		return;
-	must(rio_splice_out(d->r->loop, out, d->pipe[0], d->to,
+	must(rio_splice_out(R(d)->loop, out, d->pipe[0], d->to,
 			    d->plen - d->poff, out_cb));
 }
 
 /* What one direction should have in flight, given its state. */
 static void reconcile_dir(struct dir *d)
 {
-	struct relay *r = d->r;
+	struct relay *r = R(d);
 	rio_op *in = &d->op[OP_IN];
 	int reading = !d->paused && !r->draining;
 	switch (d->state) {
@@ -478,6 +492,8 @@ static void teardown(struct relay *r)
 	}
 	r->pool->users--;
 	r->state = R_ENDED;
+	rio__fd_unwatch(r->loop, &r->fdw[0]);
+	rio__fd_unwatch(r->loop, &r->fdw[1]);
 	rio__defer(r->loop, &r->pub->op, r->res);
 }
 
@@ -485,9 +501,8 @@ static void teardown(struct relay *r)
  * already): nothing more may be armed on it. */
 static int closed_under_us(struct relay *r)
 {
-	int a = r->d[0].from, b = r->d[0].to;
-	return rio__fd_gen_ended(r->loop, a, r->gen[0]) ||
-	       rio__fd_gen_ended(r->loop, b, r->gen[1]);
+	return rio__fd_gen_ended(r->loop, r->fdw[0].fd, r->fdw[0].gen) ||
+	       rio__fd_gen_ended(r->loop, r->fdw[1].fd, r->fdw[1].gen);
 }
 
 static void reconcile(struct relay *r)
@@ -548,11 +563,15 @@ int rio_relay_start(rio_loop *loop, rio_relay *pub, int a, int b,
 	r->active_ns = idle_clock();
 	r->ndirs = a == b ? 1 : 2;
 	r->ctr.failed = -1;
-	r->gen[0] = rio__fd_gen(loop, a);
-	r->gen[1] = rio__fd_gen(loop, b);
+	rio__fd_watch(loop, &r->fdw[0], &pub->op, a);
+	if (a != b) {
+		rio__fd_watch(loop, &r->fdw[1], &pub->op, b);
+	} else { /* an echo: one socket, one watch */
+		r->fdw[1].fd = a;
+		r->fdw[1].gen = r->fdw[0].gen;
+	}
 	for (int i = 0; i < r->ndirs; i++) {
 		struct dir *d = &r->d[i];
-		d->r = r;
 		d->idx = (uint8_t)i;
 		d->from = i ? b : a;
 		d->to = i ? a : b;

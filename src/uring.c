@@ -16,12 +16,17 @@
 
 #include "uring.h"
 
-/* TAG_FAULT: an internal cancel the fault hooks issue; its CQE is dropped */
-enum { TAG_MAIN = 0, TAG_LT = 1, TAG_AUX = 2, TAG_FAULT = 3, TAG_MASK = 7 };
+/* TAG_STOP: an internal cancel (a fault hook's, or an edge poll's that has
+ * its result: see poll_cqe); its CQE is dropped */
+enum { TAG_MAIN = 0, TAG_LT = 1, TAG_AUX = 2, TAG_STOP = 3, TAG_MASK = 7 };
 
 /* op->priv.be.uring.bits */
 #define RIO__U_CAPPED 0x1u /* a multishot recv armed with a length cap */
 #define RIO__U_RETRY 0x2u  /* resubmitted after the kernel's -EAGAIN */
+#define RIO__U_EDGE 0x4u   /* its poll armed as an edge-triggered multishot */
+#define RIO__U_STOPPING 0x8u /* an edge poll with its result in op->res,
+				* stopped; delivered at its last CQE */
+#define RIO__U_WAITOUT 0x10u /* a send waiting for room: a poll for now */
 
 /* A multishot recv is armed for this many of its pool's buffers' worth of
  * bytes at a time, and re-armed by the loop when the kernel ends it there
@@ -58,6 +63,34 @@ static void poll_first(const rio_op *op, struct io_uring_sqe *sqe)
 {
 	if (op->priv.be.uring.bits & RIO__U_RETRY)
 		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+}
+
+/* A poll of op's: single-shot, or edge-triggered multishot (poll_cqe). */
+static void prep_wait(struct io_uring_sqe *sqe, const rio_op *op,
+		      unsigned events)
+{
+	if (op->priv.be.uring.bits & RIO__U_EDGE)
+		io_uring_prep_poll_multishot(sqe, op->priv.fd, events);
+	else
+		io_uring_prep_poll_add(sqe, op->priv.fd, events);
+}
+
+/*
+ * A send that finds no room waits on a poll of ours, not the kernel's:
+ * io_uring's internal poll watches POLLRDHUP too, so on a socket whose
+ * peer has shut its writing side it fires at once, again and again, until
+ * the kernel hands the send to an io-wq worker that blocks in it, where no
+ * cancel, close or deadline reaches it (Linux 6.x). So sends go with
+ * MSG_DONTWAIT and come back with -EAGAIN when full; the poll then waits
+ * for POLLOUT (poll_cqe keeps POLLRDHUP from spinning it). A sendmsg with
+ * MSG_WAITALL keeps the kernel's wait: resuming one part-sent means
+ * rebuilding its iovecs, and MSG_DONTWAIT would lose the count of what it
+ * sent before -EAGAIN.
+ */
+static int send_waits(const rio_op *op)
+{
+	return op->priv.kind == RIO__OP_SENDMSG &&
+	       (op->priv.a.io.flags & MSG_WAITALL);
 }
 
 static void prep_recv_multi(rio_loop *loop, struct uring *u, rio_op *op,
@@ -102,30 +135,46 @@ static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 		poll_first(op, sqe);
 		break;
 	case RIO__OP_SEND:
-		io_uring_prep_send(sqe, fd, op->priv.a.io.buf,
-				   rio__fault_send_len(loop, op->priv.a.io.len),
-				   op->priv.a.io.flags);
-		poll_first(op, sqe);
+		if (op->priv.be.uring.bits & RIO__U_WAITOUT) {
+			prep_wait(sqe, op, POLLOUT);
+			break;
+		}
+		/* MSG_WAITALL is done here (translate): the kernel's would
+		 * wait on its own poll */
+		io_uring_prep_send(sqe, fd,
+				   (char *)op->priv.a.io.buf + op->priv.a.io.done,
+				   rio__fault_send_len(loop, op->priv.a.io.len -
+								 op->priv.a.io.done),
+				   (op->priv.a.io.flags | MSG_DONTWAIT) &
+					   ~MSG_WAITALL);
 		break;
 	case RIO__OP_RECVMSG:
 		io_uring_prep_recvmsg(sqe, fd, op->priv.a.io.msg, (unsigned)op->priv.a.io.flags);
 		poll_first(op, sqe);
 		break;
 	case RIO__OP_SENDMSG:
-		io_uring_prep_sendmsg(sqe, fd, op->priv.a.io.msg, (unsigned)op->priv.a.io.flags);
+		if (op->priv.be.uring.bits & RIO__U_WAITOUT) {
+			prep_wait(sqe, op, POLLOUT);
+			break;
+		}
+		/* with MSG_WAITALL the kernel's own wait (see send_waits) */
+		io_uring_prep_sendmsg(sqe, fd, op->priv.a.io.msg,
+				      (unsigned)(op->priv.a.io.flags |
+						 (send_waits(op) ? 0
+								 : MSG_DONTWAIT)));
 		poll_first(op, sqe);
 		break;
 	case RIO__OP_RECV_MULTI:
 		prep_recv_multi(loop, u, op, sqe);
 		break;
 	case RIO__OP_POLL:
-		io_uring_prep_poll_add(sqe, fd, op->priv.a.poll.events);
+		prep_wait(sqe, op, op->priv.a.poll.events);
 		break;
 	case RIO__OP_SPLICE_IN: /* wait for the socket; splice on the CQE */
-		io_uring_prep_poll_add(sqe, fd, POLLIN);
+		prep_wait(sqe, op, POLLIN);
 		break;
 	case RIO__OP_SPLICE_OUT:
-		io_uring_prep_poll_add(sqe, fd, POLLOUT);
+		prep_wait(sqe, op, POLLOUT);
 		break;
 	case RIO__OP_CLOSE:
 		io_uring_prep_close(sqe, fd);
@@ -235,6 +284,11 @@ void rio__uring_submit(rio_loop *loop, rio_op *op)
 			rio__defer(loop, op, 0);
 			return;
 		}
+		if (target->priv.be.uring.bits & RIO__U_STOPPING) {
+			/* an edge poll with its result: it is on its way */
+			rio__defer(loop, op, -EALREADY);
+			return;
+		}
 		target->priv.bits |= RIO__B_CANCELLED;
 		if (target->priv.kind == RIO__OP_RECV_MULTI)
 			target->priv.a.multi.canceller = op; /* multishot_cqe */
@@ -267,6 +321,20 @@ static void translate(rio_loop *loop, rio_op *op, int res)
 		res = rio__stopped(loop, op, res);
 	if (op->priv.kind == RIO__OP_TIMEOUT && res == -ETIME)
 		res = 0;
+	int wait_out = (op->priv.kind == RIO__OP_SEND ||
+			op->priv.kind == RIO__OP_SENDMSG) && !send_waits(op);
+	if (op->priv.kind == RIO__OP_SEND &&
+	    (op->priv.a.io.flags & MSG_WAITALL) && op->priv.a.io.len > 0) {
+		/* MSG_WAITALL, here: on until every byte is sent; cut short,
+		 * what was sent */
+		uint32_t *done = &op->priv.a.io.done;
+		if (res > 0)
+			*done += (uint32_t)res;
+		if (res > 0 && *done < op->priv.a.io.len)
+			res = -EAGAIN;
+		else if (res != -EAGAIN && *done)
+			res = (int)*done;
+	}
 	/* The kernel's -EAGAIN (several ops on one fd: another took the
 	 * readiness this one was woken for; for a splice, a spurious
 	 * wakeup of its poll) is no result: try again (a deadline that
@@ -275,9 +343,12 @@ static void translate(rio_loop *loop, rio_op *op, int res)
 	if (res == -EAGAIN && rio__kind(op)->again) {
 		if ((op->priv.bits & RIO__B_CANCELLED) ||
 		    rio__fd_closing(loop, op)) {
-			res = -ECANCELED;
+			res = rio__kind(op)->io && op->priv.a.io.done
+				      ? (int)op->priv.a.io.done
+				      : -ECANCELED;
 		} else {
-			op->priv.be.uring.bits |= RIO__U_RETRY;
+			op->priv.be.uring.bits |=
+				wait_out ? RIO__U_WAITOUT : RIO__U_RETRY;
 			rio__uring_enqueue(loop, op);
 			return;
 		}
@@ -373,6 +444,25 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 	cqe_done(loop, op);
 }
 
+/* Ask the kernel to end op's request now: an internal cancel, whose own CQE
+ * is dropped; the op's last CQE follows. Returns 0, or -EBUSY when no SQE
+ * can be had. */
+static int stop(rio_loop *loop, rio_op *op)
+{
+	struct uring *u = U(loop);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+	if (!sqe && u->bound) {
+		io_uring_submit(&u->ring);
+		loop->ctr.enters++;
+		sqe = io_uring_get_sqe(&u->ring);
+	}
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+	set_ud(sqe, op, TAG_STOP);
+	return 0;
+}
+
 #ifdef RINGIO_FAULT_HOOKS
 /* End a live multishot op as if the kernel had ended it with `err`: cancel
  * it for real, and let its final -ECANCELED read as `err`. */
@@ -380,12 +470,8 @@ static void fault_end(rio_loop *loop, rio_op *op, int err)
 {
 	if (op->priv.bits & (RIO__B_FAULTEND | RIO__B_CANCELLED))
 		return;
-	/* an SQE once taken must be filled: the kernel would run it */
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&U(loop)->ring);
-	if (!sqe)
+	if (stop(loop, op))
 		return;
-	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
-	set_ud(sqe, op, TAG_FAULT);
 	op->priv.bits |= RIO__B_FAULTEND;
 	op->priv.fault_err = (int16_t)-err;
 }
@@ -422,17 +508,90 @@ static int fault_cqe(rio_loop *loop, rio_op *op, int *res, unsigned cf)
 }
 #endif
 
-/* A poll's result: the kernel reports the bits of the wakeup that ended
- * it; what became ready since (a FIN behind the data) is ready as well
- * when the caller sees it, and the fallback reports it (poll(2) at
- * delivery), so ask poll(2) too. Only what was asked for. */
+/* Ops that wait on a poll of ours now: a poll, a splice (then it splices),
+ * a send that found no room (then it sends again). */
+static int polling(const rio_op *op)
+{
+	return op->priv.kind == RIO__OP_POLL || is_splice(op) ||
+	       (op->priv.be.uring.bits & RIO__U_WAITOUT);
+}
+
+/* What a poll of op's asked for, of what the kernel reported. A poll's
+ * own: the kernel reports the bits of the wakeup that ended it; what
+ * became ready since (a FIN behind the data) is ready as well when the
+ * caller sees it, and the fallback reports it (poll(2) at delivery), so
+ * ask poll(2) too. A splice or a send: its readiness, or an error or a
+ * hang-up, which the syscall then reports. */
 static int poll_mask(const rio_op *op, int res)
 {
+	if (op->priv.kind != RIO__OP_POLL) {
+		int in = op->priv.kind == RIO__OP_SPLICE_IN;
+		return res & ((in ? POLLIN : POLLOUT) | POLLERR | POLLHUP);
+	}
 	short events = (short)op->priv.a.poll.events;
 	struct pollfd p = {.fd = op->priv.fd, .events = events};
 	if (poll(&p, 1, 0) > 0)
 		res |= p.revents;
 	return res & events;
+}
+
+/* A poll of op's is over: `res` is what it asked for (> 0), or an error. */
+static void poll_done(rio_loop *loop, rio_op *op, int res)
+{
+	uint8_t *ub = &op->priv.be.uring.bits;
+	*ub &= (uint8_t)~(RIO__U_EDGE | RIO__U_STOPPING);
+	/* the fd is being closed (its number may be another file's by
+	 * now): no syscall on it */
+	if (res > 0 && op->priv.kind != RIO__OP_POLL &&
+	    rio__fd_closing(loop, op))
+		res = -ECANCELED;
+	if (res > 0 && (*ub & RIO__U_WAITOUT)) { /* room: send again */
+		*ub &= (uint8_t)~RIO__U_WAITOUT;
+		rio__uring_enqueue(loop, op);
+		return;
+	}
+	if (res > 0 && is_splice(op))
+		res = rio__splice_try(op, 1);
+	op->res = res;
+	cqe_done(loop, op);
+}
+
+/* io_uring watches POLLERR, POLLHUP and POLLRDHUP whatever a poll asks for,
+ * so a poll for something else (POLLOUT, or errors alone: the relay's
+ * watch of a socket past its peer's FIN) on a socket that has its peer's
+ * FIN fires at once, forever: the bit that fires is not one it asked for.
+ * Such a poll is armed again as an edge-triggered multishot poll, which
+ * fires only on a new wakeup of the socket (room, a reset, data, a
+ * hang-up), and what those bring is masked again. The first asked-for bit
+ * is its result: kept in op->res while the poll is stopped, and acted on
+ * at its last CQE; a cancel meanwhile finds the result decided
+ * (-EALREADY, rio__uring_submit). */
+static void poll_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
+{
+	uint8_t *ub = &op->priv.be.uring.bits;
+	int ending = (op->priv.bits & RIO__B_CANCELLED) ||
+		     rio__fd_closing(loop, op);
+	if (res > 0)
+		res = poll_mask(op, res);
+	if (cf & IORING_CQE_F_MORE) { /* the edge poll: one wakeup */
+		if (res > 0 && !ending && !(*ub & RIO__U_STOPPING) &&
+		    stop(loop, op) == 0) {
+			op->res = res;
+			*ub |= RIO__U_STOPPING;
+		}
+		return;
+	}
+	if (*ub & RIO__U_STOPPING) {
+		res = op->res;
+	} else if (res == 0) { /* fired for a bit it did not ask for */
+		if (!ending) {
+			*ub |= RIO__U_EDGE;
+			rio__uring_enqueue(loop, op);
+			return;
+		}
+		res = -ECANCELED;
+	}
+	poll_done(loop, op, res);
 }
 
 static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
@@ -441,7 +600,7 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 	if ((ud & TAG_MASK) == TAG_MAIN && !fault_cqe(loop, op, &res, cf))
 		return;
 	switch (ud & TAG_MASK) {
-	case TAG_FAULT:
+	case TAG_STOP:
 		return;
 	case TAG_LT: /* no op: see prep */
 		return;
@@ -460,10 +619,10 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 		 * a multishot stream that ended by itself on the way). */
 		if (op->priv.kind == RIO__OP_CANCEL && res == -ENOENT)
 			res = op->priv.a.cancel.ended_first ? 0 : -EALREADY;
-		if (is_splice(op) && res >= 0) /* the poll fired */
-			res = rio__splice_try(op, 1);
-		if (op->priv.kind == RIO__OP_POLL && res > 0)
-			res = poll_mask(op, res);
+		if (polling(op)) {
+			poll_cqe(loop, op, res, cf);
+			return;
+		}
 		op->res = res;
 		cqe_done(loop, op);
 	}

@@ -1,6 +1,8 @@
 /* rio_cancel: results, -ENOENT, and exactly-once under cancel races. */
 #include "common.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -212,4 +214,146 @@ Test(cancel, multishot_accept_cancel_ends_the_stream, .timeout = 20)
 	cr_assert_eq(acc.calls, 1);
 	close(lfd);
 	t_loop_done(loop);
+}
+
+/*
+ * The peer has shut its writing side (its FIN is in) and reads nothing: a
+ * send that finds no room waits. io_uring's own wait for room fires at
+ * once on such a socket (it always watches POLLRDHUP), and the kernel
+ * ends up handing the send to an io-wq worker that blocks in it, out of
+ * reach of cancel, close and deadlines; ringio waits on a poll of its own
+ * (uring.c). Each of those ends the send promptly, and a reader lets it
+ * finish, on every backend. Found by the relay fuzzer (seed 1373).
+ */
+enum how { BY_CANCEL, BY_CLOSE, BY_DEADLINE, BY_READER };
+enum send_kind { K_SEND, K_SENDMSG, K_SEND_WAITALL, K_SPLICE_OUT };
+
+static void send_to_a_peer_past_its_fin(enum send_kind kind, enum how how)
+{
+	rio_loop *loop = t_loop();
+	static char big[256 << 10];
+	t_rec s = { .calls = 0 }, c = { .calls = 0 };
+	struct iovec iov = { big, sizeof(big) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	int a, b, p[2] = { -1, -1 };
+
+	t_pair(&a, &b);
+	cr_assert_eq(shutdown(b, SHUT_WR), 0);
+	t_fill_sndbuf(a, b);
+	if (how == BY_DEADLINE)
+		rio_op_set_deadline(&s.op, 100 * T_MS);
+	int r;
+	switch (kind) {
+	case K_SEND:
+		r = rio_send(loop, &s.op, a, big, sizeof(big), 0, t_rec_cb);
+		break;
+	case K_SENDMSG:
+		r = rio_sendmsg(loop, &s.op, a, &msg, 0, t_rec_cb);
+		break;
+	case K_SEND_WAITALL:
+		r = rio_send(loop, &s.op, a, big, sizeof(big), MSG_WAITALL,
+			     t_rec_cb);
+		break;
+	default:
+		cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+		cr_assert_eq(write(p[1], big, 4096), 4096);
+		r = rio_splice_out(loop, &s.op, p[0], a, 4096, t_rec_cb);
+		break;
+	}
+	cr_assert_eq(r, 0, "submit: %s", rio_strerror(r));
+	t_loop_sleep(loop, 50);
+	cr_assert_eq(s.calls, 0, "a send into a full socket completed: %d",
+		     s.res);
+	int cut = -ECANCELED;
+	switch (how) {
+	case BY_CANCEL:
+		cr_assert_eq(rio_cancel(loop, &c.op, &s.op, t_rec_cb), 0);
+		T_RUN_UNTIL(loop, s.calls && c.calls, 2000);
+		cr_assert_eq(c.res, 0, "cancel: %s", rio_strerror(c.res));
+		break;
+	case BY_CLOSE:
+		cr_assert_eq(rio_close(loop, &c.op, a, t_rec_cb), 0);
+		a = -1;
+		T_RUN_UNTIL(loop, s.calls && c.calls, 2000);
+		cr_assert_eq(c.res, 0, "close: %s", rio_strerror(c.res));
+		break;
+	case BY_DEADLINE:
+		T_RUN_UNTIL(loop, s.calls, 2000);
+		cut = -ETIMEDOUT;
+		break;
+	case BY_READER: {
+		int roomy = 1 << 20; /* no zero-window probes on the way */
+		setsockopt(b, SOL_SOCKET, SO_RCVBUF, &roomy, sizeof(roomy));
+		T_RUN_UNTIL(loop, (t_drain_fd(b), s.calls), 5000);
+		break;
+	}
+	}
+	cr_assert_eq(s.calls, 1);
+	if (how == BY_READER)
+		cr_assert(kind == K_SEND_WAITALL ? s.res == (int)sizeof(big)
+						 : s.res > 0,
+			  "with a reader: %s", rio_strerror(s.res));
+	else /* a MSG_WAITALL send cut short says what it sent, if any */
+		cr_assert(s.res == cut ||
+			  (kind == K_SEND_WAITALL && s.res > 0 &&
+			   s.res < (int)sizeof(big)),
+			  "ended with %s", rio_strerror(s.res));
+	int fds[] = { a, b, p[0], p[1] };
+	for (int i = 0; i < 4; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	t_loop_done(loop);
+}
+
+Test(cancel, send_to_a_peer_past_its_fin_is_cancelled, .timeout = 20)
+{
+	send_to_a_peer_past_its_fin(K_SEND, BY_CANCEL);
+}
+
+Test(cancel, sendmsg_to_a_peer_past_its_fin_is_cancelled, .timeout = 20)
+{
+	send_to_a_peer_past_its_fin(K_SENDMSG, BY_CANCEL);
+}
+
+Test(cancel, waitall_send_to_a_peer_past_its_fin_is_cancelled, .timeout = 20)
+{
+	send_to_a_peer_past_its_fin(K_SEND_WAITALL, BY_CANCEL);
+}
+
+Test(cancel, splice_out_to_a_peer_past_its_fin_is_cancelled, .timeout = 20)
+{
+	send_to_a_peer_past_its_fin(K_SPLICE_OUT, BY_CANCEL);
+}
+
+Test(cancel, send_to_a_peer_past_its_fin_ends_with_its_close, .timeout = 20)
+{
+	send_to_a_peer_past_its_fin(K_SEND, BY_CLOSE);
+}
+
+Test(cancel, send_to_a_peer_past_its_fin_meets_its_deadline, .timeout = 20)
+{
+	send_to_a_peer_past_its_fin(K_SEND, BY_DEADLINE);
+}
+
+Test(cancel, waitall_send_to_a_peer_past_its_fin_meets_its_deadline,
+     .timeout = 20)
+{
+	send_to_a_peer_past_its_fin(K_SEND_WAITALL, BY_DEADLINE);
+}
+
+Test(cancel, send_to_a_peer_past_its_fin_goes_on_when_it_reads, .timeout = 20)
+{
+	send_to_a_peer_past_its_fin(K_SEND, BY_READER);
+}
+
+Test(cancel, waitall_send_to_a_peer_past_its_fin_goes_on_when_it_reads,
+     .timeout = 20)
+{
+	send_to_a_peer_past_its_fin(K_SEND_WAITALL, BY_READER);
+}
+
+Test(cancel, splice_out_to_a_peer_past_its_fin_goes_on_when_it_reads,
+     .timeout = 20)
+{
+	send_to_a_peer_past_its_fin(K_SPLICE_OUT, BY_READER);
 }
