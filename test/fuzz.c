@@ -10,6 +10,9 @@
  * long ones that do not), rio_post from another thread. Several ops pend
  * on one fd; a close's callback opens the next socket at once, so it gets
  * the number just closed; peers stall, half-close, close or reset.
+ * Relays (rio_relay, see "Relays" below) between two of these sockets,
+ * from a random stream of their own: started, fed and starved by their
+ * peers, cancelled, drained, or cut by a close of one of their sockets.
  *
  * The program runs in steps. A step does a few actions (submits, and the
  * peers' plain syscalls), then runs the loop until it is quiet: nothing
@@ -29,11 +32,17 @@
  *     directions; nothing stays pending that could complete (a recv with
  *     data waiting, an accept with a connection queued); at the end every
  *     op drains, the loop's counters balance and no fd is left open;
+ *     a relay completes once, with a result its program allows (0 only
+ *     after both FINs were carried, -ECANCELED only when asked), and its
+ *     peers get exactly the bytes its counters say it sent on, in order,
+ *     then the FIN where it carried one; no pool buffer stays lent;
  *   - the same canonical trace on every backend: per op, its kind, the
  *     step it was submitted and completed in, its result class and byte
  *     count; per socket, what its peer saw. Where the contract leaves a
  *     choice (several reads pending on one socket: which gets the bytes
- *     and which the EOF), the trace keeps per-socket totals instead.
+ *     and which the EOF), the trace keeps per-socket totals instead;
+ *     per relay, its result and the bytes each peer got (less where
+ *     timing decides: see rl_trace()).
  *
  * With --faults PLAN (a RINGIO_FAULTS plan: the loop's fault hooks make
  * the backends misbehave as the kernel can) the per-backend checks run;
@@ -44,7 +53,11 @@
  *
  *   fuzz [--seed N | --seeds N [--first S] | --seconds S [--first S]]
  *        [--seed-file F] [--backends uring,epoll,kqueue|all]
- *        [--faults PLAN] [--steps N] [-v]
+ *        [--faults PLAN] [--steps N] [--no-relay]
+ *        [--relay-no-close-after-fin] [-v]
+ *
+ * --no-relay runs the programs as they were before relays (a quarter of
+ * the seeds have none anyway: those are the old programs exactly).
  *
  * Exit status: 0 all passed, 1 a check failed, 2 bad usage.
  */
@@ -71,7 +84,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAXCH 40       /* channel table */
+#define MAXCH_MAIN 40  /* channels the other actions may have */
+#define MAXCH_RL 24    /* and the relay steps' own (rlown), beyond those */
+#define MAXCH (MAXCH_MAIN + MAXCH_RL) /* channel table */
 #define MAXOPS 96      /* op slots */
 #define MAXREC 16384   /* op records per program */
 #define MAXCONN 16     /* connections queued on the listeners */
@@ -83,6 +98,13 @@
 #define IOBUF 4096
 #define SHORT_NS (2 * 1000000ull)
 #define LONG_NS (30 * 1000000000ull)
+#define MAXRL 8          /* relays per program */
+#define RL_POOLS 4       /* the relays' pools: a small one, a larger one;
+			    and two such for tight relays, whose blocked
+			    sends hold buffers as long as timing says */
+#define RL_ID0 3000000   /* ids of the channels relays open */
+#define RL_TIGHT_BUF 4096 /* a tight relay's socket buffers */
+#define RL_KEY0 500000   /* trace names of the relay steps' ops */
 
 /* ------------------------------------------------------------------ */
 /* The program's state                                                 */
@@ -91,12 +113,12 @@
 enum kind {
 	K_RECV, K_RECVMSG, K_SEND, K_SENDMSG, K_MULTI, K_POLL, K_SPLICE_IN,
 	K_SPLICE_OUT, K_ACCEPT, K_ACCEPT_MULTI, K_CONNECT, K_CLOSE, K_CANCEL,
-	K_TIMEOUT, K_POST, K_COUNT
+	K_TIMEOUT, K_POST, K_RELAY, K_COUNT
 };
 static const char *const kind_name[K_COUNT] = {
 	"recv", "recvmsg", "send", "sendmsg", "multi", "poll", "splice_in",
 	"splice_out", "accept", "accept_multi", "connect", "close", "cancel",
-	"timeout", "post",
+	"timeout", "post", "relay",
 };
 
 enum ctype { CH_TCP, CH_USTREAM, CH_UDGRAM, CH_LISTEN, CH_CONNECTING };
@@ -120,6 +142,13 @@ struct chan {
 	int pump;        /* each read that gets data is resubmitted at once */
 	int burst_step;  /* the step another thread writes to it in */
 	int refused;     /* a connect that is meant to fail */
+	int rl;          /* relayed: its relay's slot + 1 (for good) */
+	int polled;      /* a poll was submitted on it: whether one is still
+			    in flight may be open (a shared poll) */
+	int rlown;       /* the relay steps' (a pair they opened, or one a
+			    close of theirs opened): other actions never
+			    pick it, so their programs stay what they were */
+	int fin;         /* the peer sent its FIN (shut down, or closed) */
 	/* peer -> ringio */
 	uint64_t p2r_off;    /* bytes the peer wrote */
 	uint64_t r_got;      /* bytes the ringio side received, checked */
@@ -152,6 +181,11 @@ struct rec {
 	uint64_t bytes;
 	int shared, loose;
 	unsigned aux;
+	/* Of the relay steps (theirs, on their sockets, or a callback's of
+	 * theirs), and the number that seeds a callback's RNG: the other
+	 * ops count apart, so their callbacks draw what they drew before
+	 * relays. */
+	int rlside, mrid;
 };
 
 struct fop {
@@ -181,11 +215,56 @@ struct pool {
 	int nheld;
 };
 
+/* A relay between channels a (ch[0]) and b (ch[1]); a == b: an echo.
+ * Direction d: 0 from a to b, 1 from b to a (an echo has only 0). */
+enum { RL_ACTIVE, RL_DRAINING, RL_ENDING, RL_REAPED };
+struct rl {
+	rio_relay r;
+	int rid;             /* its record */
+	int ch[2], chid[2];  /* its channels: table slot and id */
+	int echo, mode, pool, tight;
+	uint64_t idle_ns;
+	int short_idle;      /* it times out in the step it starts in */
+	int phase;           /* what the program asked of it (RL_*) */
+	int start_step, ctl_step;
+	int cancel_asked, drain_asked, close_asked;
+	uint64_t base[2];    /* where the relay took the source's stream up */
+	uint64_t unread[2];  /* written since the destination peer last read
+				everything (the generator's count) */
+	uint64_t got[2];     /* bytes the destination peer read */
+	int dst_eof[2], dst_err[2];
+	int dst_lossy[2];    /* the destination socket closed while bytes may
+				have been on their way: got <= bytes only */
+	int gone_step[2];    /* the step side s's peer closed or reset in */
+	int write_step[2];   /* the last step side s's peer wrote in */
+	int racy;            /* a peer went in a step bytes flowed toward it
+				(or both went in one): whether the relay saw
+				the reset its own send drew is timing */
+	int checked[2];      /* got == bytes was checked, bytes final */
+	/* the completion */
+	int done, res, step_done;
+	rio_relay_counters k;
+	size_t pending;
+};
+
 struct prog {
 	uint64_t seed, rng, *cur; /* cur: the action RNG, or a callback's */
+	uint64_t rrng;            /* the relay steps' RNG (their own stream) */
+	int relay_on;
+	struct rl rls[MAXRL];
+	int nrl, nrlch;
+	rio_bufpool *rlpool[RL_POOLS];
+	unsigned rlpool_count[RL_POOLS];
+	size_t rlpool_size[RL_POOLS];
 	struct rec *cb_parent;    /* the op whose callback runs, if any */
 	size_t force_len;         /* do_recv_on: this length, if set */
 	int nkey;
+	int nrkey, in_rl;         /* relay steps name their ops apart, so the
+				     other ops keep their names */
+	int nrlrec;               /* records of the relay steps' (rlside) */
+	int rl_mixed;             /* relays may take the other actions'
+				     sockets (their programs change) */
+	int reuse_own;            /* a relay step's close opens a socket */
 	int tearing;
 	rio_backend_kind be;
 	const char *bename;
@@ -330,6 +409,13 @@ static void tracef(struct prog *p, const char *fmt, ...)
  * pipe) may leak. Other fds are left out: libkqueue keeps helper fds of
  * its own across kqueue()/close(). */
 static int no_splice;
+static int opt_norelay; /* --no-relay: the programs as before relays */
+/* --relay-no-close-after-fin: no relay step closes a relayed socket
+ * whose peer has sent its FIN. For runs that look past a relay that
+ * misses such a close (its direction from that socket done, nothing to
+ * send into it: no op of the relay is on the fd, so rio_close() does not
+ * end it, and it keeps the fd number the close freed). */
+static int opt_avoid_close_fin;
 
 static int count_fds(void)
 {
@@ -364,10 +450,24 @@ static struct chan *chan_at(struct prog *p, int i)
  * (accepts, a close's reuse) may open several in one step. */
 static int chans_free(const struct prog *p)
 {
-	int n = 0;
-	for (int i = 0; i < MAXCH; i++)
+	int n = 0, mine = 0;
+	for (int i = 0; i < MAXCH; i++) {
 		n += !p->ch[i].used;
-	return n;
+		mine += p->ch[i].used && !p->ch[i].rlown;
+	}
+	/* the relay steps' own channels take none of the others' room */
+	return n < MAXCH_MAIN - mine ? n : MAXCH_MAIN - mine;
+}
+
+/* Room for the relay steps' own channels. */
+static int rl_chans_free(const struct prog *p)
+{
+	int n = 0, theirs = 0;
+	for (int i = 0; i < MAXCH; i++) {
+		n += !p->ch[i].used;
+		theirs += p->ch[i].used && p->ch[i].rlown;
+	}
+	return n < MAXCH_RL - theirs ? n : MAXCH_RL - theirs;
 }
 
 /* TCP_NODELAY on both ends: Nagle holding a small send until an earlier
@@ -591,6 +691,14 @@ static void mark_shared(struct prog *p, struct fop *f)
 
 static void op_cb(rio_loop *loop, rio_op *op, int res);
 
+/* Take back the record new_rec() just made for f (f not submitted). */
+static void drop_rec(struct prog *p, struct fop *f)
+{
+	f->used = 0;
+	p->nrlrec -= p->recs[f->rid].rlside;
+	p->nrec--;
+}
+
 static int new_rec(struct prog *p, struct fop *f, int kind, int ch)
 {
 	if (p->nrec >= MAXREC)
@@ -602,6 +710,9 @@ static int new_rec(struct prog *p, struct fop *f, int kind, int ch)
 	memset(r, 0, sizeof *r);
 	r->kind = kind;
 	struct chan *c = chan_at(p, ch);
+	r->rlside = p->in_rl || (p->cb_parent && p->cb_parent->rlside) ||
+		    (c && (c->rl || c->rlown));
+	r->mrid = r->rlside ? 1000000 + p->nrlrec++ : f->rid - p->nrlrec;
 	r->chid = c ? c->id : -1;
 	if (c)
 		c->sub_step = p->step;
@@ -611,9 +722,23 @@ static int new_rec(struct prog *p, struct fop *f, int kind, int ch)
 		r->key1 = p->cb_parent->key1;
 		r->key2 = ++p->cb_parent->children;
 	} else {
-		r->key1 = p->nkey++;
+		r->key1 = p->in_rl ? RL_KEY0 + p->nrkey++ : p->nkey++;
 	}
 	return 0;
+}
+
+/* An op slot with its record, ready to submit; NULL when out of room. */
+static struct fop *new_op(struct prog *p, int kind, int ch)
+{
+	struct fop *f = slot(p);
+	if (!f)
+		return NULL;
+	if (new_rec(p, f, kind, ch)) {
+		f->used = 0;
+		return NULL;
+	}
+	f->op.data = p;
+	return f;
 }
 
 static void set_deadline(struct prog *p, struct fop *f, int allowed)
@@ -637,9 +762,10 @@ static void set_deadline(struct prog *p, struct fop *f, int allowed)
 	({                                                                  \
 		(p)->in_submit = 1;                                         \
 		if ((p)->verbose > 1)                                       \
-			fprintf(stderr, "  step %d: submit #%d %s ch%d\n",  \
+			fprintf(stderr, "  step %d: submit #%d %s ch%d%s\n", \
 				(p)->step, (f)->rid, kind_name[(f)->kind],  \
-				rec_of((p), (f))->chid);                    \
+				rec_of((p), (f))->chid,                     \
+				rec_of((p), (f))->rlside ? " (relay)" : ""); \
 		int r_ = (call);                                            \
 		(p)->in_submit = 0;                                         \
 		if (r_ < 0) {                                               \
@@ -911,6 +1037,8 @@ static int allowed(const struct prog *p, const struct fop *f, int res)
 
 static void reuse_at_once(struct prog *p, struct rec *r, int id);
 static void do_recv_on(struct prog *p, int kind, int i);
+static void rl_close_done(struct prog *p, struct chan *c, struct rec *r);
+static void rl_closing(struct prog *p, struct chan *c);
 static void new_accepted(struct prog *p, struct rec *r, int fd);
 
 static void pool_put(struct prog *p, int pi, uint16_t id, int now)
@@ -960,7 +1088,8 @@ static void op_cb(rio_loop *loop, rio_op *op, int res)
 		fprintf(stderr, "  step %d: #%d %s ch%d res %d%s\n", p->step,
 			f->rid, kind_name[f->kind], r->chid, res,
 			more ? " F_MORE" : "");
-	uint64_t local = mix(p->seed ^ ((uint64_t)f->rid << 20) ^ r->completions);
+	uint64_t local = mix(p->seed ^ ((uint64_t)r->mrid << 20) ^
+			     r->completions);
 	uint64_t *saved = p->cur;
 	struct rec *parent = p->cb_parent;
 	p->cur = &local;
@@ -1126,7 +1255,9 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 				     "(%s) that was pending on its fd", r->chid,
 				     f->pend_rids[k],
 				     kind_name[p->recs[f->pend_rids[k]].kind]);
-		if (c) {
+		if (c && c->rl) {
+			rl_close_done(p, c, r);
+		} else if (c) {
 			if (c->peer >= 0 && !c->peer_gone) {
 				peer_drain(p, c);
 				if (!c->peer_saw)
@@ -1141,6 +1272,8 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 				 c->born, c->r_got, c->peer_got, c->txq_len,
 				 c->r_eof, saw ? saw : "?", c->shared_bytes,
 				 c->shared_eof);
+		}
+		if (c) {
 			if (c->lis) {
 				int rr = rio_listener_release(p->lis);
 				if (rr)
@@ -1156,8 +1289,10 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 				p->nconn = 0;
 			}
 			c->used = 0;
+			p->reuse_own = c->rl || c->rlown;
 			if (!p->tearing && chance(p, 60))
 				reuse_at_once(p, r, 100000 + r->key1 * 8 + r->key2);
+			p->reuse_own = 0;
 		}
 		break;
 	default:
@@ -1195,6 +1330,17 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 /* Actions                                                             */
 /* ------------------------------------------------------------------ */
 
+/* Add channel slot i to cand[0..*n), kept in channel id order. */
+static void add_by_id(const struct prog *p, int *cand, int *n, int i)
+{
+	int k = (*n)++;
+	while (k > 0 && p->ch[cand[k - 1]].id > p->ch[i].id) {
+		cand[k] = cand[k - 1];
+		k--;
+	}
+	cand[k] = i;
+}
+
 /* A channel, chosen by its id (table slots depend on callback order). */
 static int pick_chan(struct prog *p, int want_data, int open_only)
 {
@@ -1203,14 +1349,11 @@ static int pick_chan(struct prog *p, int want_data, int open_only)
 		struct chan *c = &p->ch[i];
 		if (!c->used || (open_only && (c->closing || c->gone_now)))
 			continue;
+		if (c->rl || c->rlown)
+			continue; /* the relay steps' */
 		if (want_data && !data_chan(c))
 			continue;
-		int k = n++;
-		while (k > 0 && p->ch[cand[k - 1]].id > c->id) {
-			cand[k] = cand[k - 1];
-			k--;
-		}
-		cand[k] = i;
+		add_by_id(p, cand, &n, i);
 	}
 	return n ? cand[below(p, (unsigned)n)] : -1;
 }
@@ -1265,13 +1408,11 @@ static void do_recv_on(struct prog *p, int kind, int i)
 	 * WAITALL recv holds while it waits would come out of order.
 	 */
 	if (twin && (twin->kind != K_RECV && twin->kind != K_RECVMSG)) {
-		f->used = 0;
-		p->nrec--;
+		drop_rec(p, f);
 		return;
 	}
 	if (twin && (twin->deadline == 1 || (twin->flags & MSG_WAITALL))) {
-		f->used = 0;
-		p->nrec--;
+		drop_rec(p, f);
 		return;
 	}
 	if (twin) {
@@ -1378,14 +1519,8 @@ static void do_recv(struct prog *p, int kind)
 	for (int i = 0; i < MAXCH; i++) {
 		struct chan *c = chan_at(p, i);
 		if (c && data_chan(c) && !c->closing && !c->gone_now &&
-		    reads_on(p, i)) {
-			int k = n++;
-			while (k > 0 && p->ch[cand[k - 1]].id > c->id) {
-				cand[k] = cand[k - 1];
-				k--;
-			}
-			cand[k] = i;
-		}
+		    !c->rlown && reads_on(p, i))
+			add_by_id(p, cand, &n, i);
 	}
 	if (n && chance(p, 50))
 		do_recv_on(p, kind, cand[below(p, (unsigned)n)]);
@@ -1483,6 +1618,7 @@ static void do_poll(struct prog *p)
 	static const unsigned ev[] = {POLLIN, POLLOUT, 0, POLLIN | POLLOUT};
 	f->events = ev[below(p, 4)];
 	p->recs[f->rid].aux = f->events;
+	c->polled = 1;
 	set_deadline(p, f, 1);
 	SUBMIT(p, f, rio_poll(p->loop, &f->op, c->fd, f->events, op_cb));
 }
@@ -1598,7 +1734,7 @@ static void do_cancel(struct prog *p)
 		struct fop *t = &p->ops[k];
 		if (!t->used || t->kind == K_CLOSE || t->kind == K_CANCEL ||
 		    t->kind == K_POST || t->cancel_expected ||
-		    p->recs[t->rid].shared)
+		    p->recs[t->rid].shared || p->recs[t->rid].rlside)
 			continue;
 		struct chan *c = op_chan(p, t);
 		if (c && (c->touched || c->closing))
@@ -1670,6 +1806,8 @@ static void do_close(struct prog *p, int i)
 	}
 	/* a splice's other end is the pipe: the pipe's data stays */
 	c->closing = 1;
+	if (c->rl)
+		rl_closing(p, c);
 	rio_op_set_deadline(&f->op, 0);
 	SUBMIT(p, f, rio_close(p->loop, &f->op, c->fd, op_cb));
 }
@@ -1690,6 +1828,7 @@ static void reuse_at_once(struct prog *p, struct rec *r, int id)
 		close(peer);
 		return;
 	}
+	p->ch[i].rlown = p->reuse_own;
 	size_t l = strlen(r->note);
 	snprintf(r->note + l, sizeof r->note - l, "; ch%d %s opened", id,
 		 ctype_name[type]);
@@ -2004,6 +2143,814 @@ static void return_held(struct prog *p)
 }
 
 /* ------------------------------------------------------------------ */
+/* Relays                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * rio_relay between two fuzz sockets: TCP or AF_UNIX stream, fresh pairs
+ * or sockets the program used before (with the bytes their peers wrote
+ * and ringio never read: the relay passes those on first), and a == b (an
+ * echo) sometimes; a splice mode, one of two pools (a small one that runs
+ * dry), sometimes an idle timeout. The relay steps draw from their own RNG
+ * stream after a step's other actions, so the rest of a seed's program
+ * stays what it was; the other actions only no longer pick a relayed
+ * socket. The peers of the relayed sockets write pattern bytes, stall,
+ * half-close, close or reset; the relay is cancelled, drained, or has one
+ * of its sockets closed through the loop.
+ *
+ * A relay that is not tight never has more written into a direction,
+ * since its destination peer last read everything, than the kernel holds
+ * for certain whatever the pool's buffer size (rl_safe()): on loopback all
+ * of it arrives within the step on every backend, so its result, its
+ * counters and what each peer got are the program's and go into the
+ * trace. A tight relay (4 KiB socket buffers) is pushed past that: the
+ * kernel stops the writers where timing says, so its trace keeps only
+ * that it ran; the contract checks hold for it all the same.
+ */
+
+static struct rl *rl_of(struct prog *p, const struct chan *c)
+{
+	return c && c->rl ? &p->rls[c->rl - 1] : NULL;
+}
+
+/* The relay's socket on side s (0: a, 1: b), while its channel is open. */
+static struct chan *rl_chan(struct prog *p, const struct rl *rl, int s)
+{
+	struct chan *c = chan_at(p, rl->ch[s]);
+	return c && c->id == rl->chid[s] ? c : NULL;
+}
+
+static int rl_ndirs(const struct rl *rl)
+{
+	return rl->echo ? 1 : 2;
+}
+
+/* Direction d's source side and destination side. */
+static int rl_src(const struct rl *rl, int d)
+{
+	return rl->echo ? 0 : d;
+}
+
+static int rl_dst(const struct rl *rl, int d)
+{
+	return rl->echo ? 0 : !d;
+}
+
+/* The direction c's peer reads (the relay writes into c), and the one it
+ * writes into. */
+static int rl_dir_into(const struct rl *rl, const struct chan *c)
+{
+	return rl->echo ? 0 : c->id == rl->chid[0];
+}
+
+static int rl_dir_from(const struct rl *rl, const struct chan *c)
+{
+	return rl->echo ? 0 : c->id == rl->chid[1];
+}
+
+static int rl_key(const struct prog *p, const struct rl *rl)
+{
+	return p->recs[rl->rid].key1;
+}
+
+/* Bytes in flight a direction may have for certain without the kernel
+ * stopping anyone: a relay sends a buffer at a time, and a unix stream
+ * socket charges each send's whole skb (~1 KiB for a few bytes) against
+ * a 208 KiB send buffer. */
+static uint64_t rl_safe(const struct prog *p, const struct rl *rl)
+{
+	if (rl->tight)
+		return 32768; /* past it, on purpose; bounded for time */
+	uint64_t n = 64 * (uint64_t)p->rlpool_size[rl->pool];
+	return n < 8192 ? n : 8192;
+}
+
+/* c's peer reads what the relay sent it: the source's pattern, in order.
+ * With `wait_end`, until the end arrives (EOF, or an error: c's socket is
+ * closed), 600 ms at most. Returns the bytes read. */
+static uint64_t rl_peer_read(struct prog *p, struct chan *c, int wait_end)
+{
+	struct rl *rl = rl_of(p, c);
+	if (!rl || c->peer < 0 || c->peer_gone)
+		return 0;
+	int d = rl_dir_into(rl, c), src = rl->chid[rl_src(rl, d)];
+	uint64_t total = 0;
+	uint8_t b[IOBUF];
+	for (int tries = 0; !rl->dst_eof[d] && !rl->dst_err[d];) {
+		ssize_t n = recv(c->peer, b, sizeof b, MSG_DONTWAIT);
+		if (n > 0) {
+			uint64_t at = rl->base[d] + rl->got[d];
+			ssize_t i = 0;
+			while (i < n && b[i] == pat(src, 0, at + (uint64_t)i))
+				i++;
+			if (i < n)
+				fail(p, "relay #%d: ch%d's peer got a wrong byte "
+				     "%" PRIu64 " of ch%d's stream (%" PRIu64
+				     " relayed before it)", rl_key(p, rl), c->id,
+				     at + (uint64_t)i, src,
+				     rl->got[d] + (uint64_t)i);
+			rl->got[d] += (uint64_t)n;
+			total += (uint64_t)n;
+			if (rl->checked[d] && rl->got[d] > rl->k.bytes[d])
+				fail(p, "relay #%d: ch%d's peer got %" PRIu64
+				     " bytes, more than the %" PRIu64 " its "
+				     "counters say were sent on", rl_key(p, rl),
+				     c->id, rl->got[d], rl->k.bytes[d]);
+			continue;
+		}
+		if (n == 0) {
+			rl->dst_eof[d] = 1;
+			break;
+		}
+		if (errno != EAGAIN) {
+			rl->dst_err[d] = errno;
+			break;
+		}
+		if (!wait_end || ++tries > 6000)
+			break;
+		usleep(100);
+	}
+	return total;
+}
+
+/* A relay pool, created at its first use (by the relay RNG). */
+static int rl_pool(struct prog *p, int k)
+{
+	if (p->rlpool[k])
+		return 0;
+	static const unsigned count[2][3] = {{1, 2, 4}, {8, 16, 32}};
+	static const size_t size[2][3] = {{16, 64, 256}, {1024, 4096, 16384}};
+	unsigned n = count[k % 2][below(p, 3)];
+	size_t sz = size[k % 2][below(p, 3)];
+	int r = rio_bufpool_create(p->loop, n, sz, &p->rlpool[k]);
+	if (r) {
+		p->rlpool[k] = NULL;
+		fail(p, "rio_bufpool_create (relay): %s", rio_strerror(r));
+		return -1;
+	}
+	p->rlpool_count[k] = n;
+	p->rlpool_size[k] = sz;
+	return 0;
+}
+
+/* No buffer of relay pool k is lent out: giving any back is refused. */
+static void rl_pool_check(struct prog *p, int k, const char *when)
+{
+	for (unsigned id = 0; p->rlpool[k] && id < p->rlpool_count[k]; id++)
+		if (rio_bufpool_put(p->rlpool[k], (uint16_t)id) == 0) {
+			fail(p, "relay pool %d: buffer %u was still lent out %s",
+			     k, id, when);
+			return;
+		}
+}
+
+/* A socket for a relay: a stream channel whose peer is there, with no op
+ * in flight, nothing of ringio's its peer has not read, and at most
+ * `unread` bytes its peer wrote that ringio did not read; or a fresh pair
+ * (ids from RL_ID0). Returns its table slot, or -1. */
+static int rl_sock(struct prog *p, int other, uint64_t unread)
+{
+	int fresh = chance(p, 50), tcp = chance(p, 50);
+	uint64_t pick = rnd(p);
+	int cand[MAXCH], n = 0;
+	for (int i = 0; i < MAXCH && !fresh; i++) {
+		struct chan *c = chan_at(p, i);
+		struct fop *on[MAXOPS];
+		if (!c || i == other || !stream(c) || c->rl || c->closing ||
+		    (!c->rlown && !p->rl_mixed) ||
+		    c->polled ||
+		    c->gone_now || c->peer < 0 || c->peer_gone || c->waitall ||
+		    c->pump || c->wbusy || c->txq_len ||
+		    c->sub_step == p->step || c->p2r_off - c->r_got > unread ||
+		    each_on(p, i, on))
+			continue;
+		add_by_id(p, cand, &n, i);
+	}
+	if (n)
+		return cand[pick % (uint64_t)n];
+	if (rl_chans_free(p) < 6)
+		return -1;
+	int type = tcp ? CH_TCP : CH_USTREAM, fd, peer;
+	if (make_pair(p, type, &fd, &peer))
+		return -1;
+	int i = chan_new(p, type, fd, peer, RL_ID0 + p->nrlch++);
+	if (i < 0) {
+		close(fd);
+		close(peer);
+		return -1;
+	}
+	p->ch[i].rlown = 1;
+	tracef(p, "ch%d %s opened for a relay", p->ch[i].id, ctype_name[type]);
+	return i;
+}
+
+static void rl_cb(rio_loop *loop, rio_op *op, int res);
+
+static void rl_start(struct prog *p)
+{
+	int echo = chance(p, 20), mode = (int)below(p, 3);
+	int tight = chance(p, 20), pk = (int)below(p, 2) + 2 * tight;
+	unsigned idle = below(p, 10);
+	uint64_t short_ns = (1 + below(p, 3)) * 1000000ull;
+	int running = 0;
+	for (int k = 0; k < p->nrl; k++)
+		running += p->rls[k].phase < RL_ENDING;
+	if (p->nrl >= MAXRL || running >= 2 || p->nrec >= MAXREC - 64 ||
+	    rl_pool(p, pk))
+		return;
+	struct rl *rl = &p->rls[p->nrl];
+	memset(rl, 0, sizeof *rl);
+	rl->pool = pk;
+	rl->tight = tight;
+	uint64_t unread = rl_safe(p, rl) / 2;
+	int ia = rl_sock(p, -1, unread), ib = echo ? ia : rl_sock(p, ia, unread);
+	if (ia < 0 || ib < 0)
+		return; /* a fresh pair stays, as any channel */
+	struct chan *ca = &p->ch[ia], *cb = &p->ch[ib];
+	rl->echo = echo;
+	rl->mode = no_splice ? RIO_SPLICE_OFF : mode;
+	rl->idle_ns = idle < 6 ? 0 : idle < 8 ? LONG_NS : short_ns;
+	rl->short_idle = idle >= 8;
+	rl->ch[0] = ia;
+	rl->ch[1] = ib;
+	rl->chid[0] = ca->id;
+	rl->chid[1] = cb->id;
+	rl->start_step = p->step;
+	rl->phase = rl->short_idle ? RL_ENDING : RL_ACTIVE;
+	rl->ctl_step = rl->short_idle ? p->step : 0;
+	for (int d = 0; d < rl_ndirs(rl); d++) {
+		struct chan *s = &p->ch[rl->ch[rl_src(rl, d)]];
+		rl->base[d] = s->r_got; /* the relay reads on from here */
+		rl->unread[d] = s->p2r_off - s->r_got;
+		if (rl->unread[d])
+			rl->write_step[rl_src(rl, d)] = p->step;
+	}
+	rl->rid = p->nrec++;
+	struct rec *r = &p->recs[rl->rid];
+	memset(r, 0, sizeof *r);
+	r->kind = K_RELAY;
+	r->rlside = 1;
+	r->mrid = 1000000 + p->nrlrec++;
+	r->chid = ca->id;
+	r->aux = (unsigned)cb->id;
+	r->step_sub = p->step;
+	r->step_done = -1;
+	r->key1 = RL_KEY0 + p->nrkey++;
+	int slotno = p->nrl + 1;
+	struct chan *both[2] = {ca, cb};
+	for (int s = 0; s < 2; s++) {
+		struct chan *c = both[s];
+		c->rl = slotno;
+		c->fin = c->peer_wr_shut;
+		c->sub_step = p->step;
+		if (tight) {
+			int sz = RL_TIGHT_BUF;
+			int fds[2] = {c->fd, c->peer};
+			for (int k = 0; k < 2; k++) {
+				setsockopt(fds[k], SOL_SOCKET, SO_SNDBUF, &sz,
+					   sizeof sz);
+				setsockopt(fds[k], SOL_SOCKET, SO_RCVBUF, &sz,
+					   sizeof sz);
+			}
+		}
+	}
+	if (rl->short_idle && now_ns() + rl->idle_ns > p->quiet_until)
+		p->quiet_until = now_ns() + rl->idle_ns;
+	rio_relay_opts o = {.pool = p->rlpool[pk],
+			    .splice = (rio_splice_mode)rl->mode,
+			    .idle_ns = rl->idle_ns};
+	rio_op_init(&rl->r.op);
+	rl->r.op.data = p;
+	p->nrl++;
+	tracef(p, "relay #%d ch%d-ch%d start mode %d pool %d (%ux%zu) idle %s%s",
+	       r->key1, ca->id, cb->id, rl->mode, pk, p->rlpool_count[pk],
+	       p->rlpool_size[pk], !rl->idle_ns ? "none"
+				    : rl->short_idle ? "short" : "long",
+	       tight ? " tight" : "");
+	p->in_submit = 1;
+	int e = rio_relay_start(p->loop, &rl->r, ca->fd, cb->fd, &o, rl_cb);
+	p->in_submit = 0;
+	if (e) {
+		fail(p, "rio_relay_start refused: %s", rio_strerror(e));
+		r->done = -1;
+		rl->done = 1;
+	}
+}
+
+/* The relay's result, against the contract: NULL, or why not. */
+static const char *rl_wrong(struct prog *p, struct rl *rl, int res)
+{
+	const rio_relay_counters *k = &rl->k;
+	if (k->failed < -1 || k->failed > (rl->echo ? 0 : 1))
+		return "counters.failed names no socket";
+	if (res == 0 || res == -ECANCELED || res == -ETIMEDOUT) {
+		if (k->failed != -1)
+			return "counters.failed names a socket, though no "
+			       "socket failed";
+	} else if (k->failed < 0) {
+		return "a socket's error, but counters.failed names none";
+	}
+	if (res == 0) {
+		for (int d = 0; d < rl_ndirs(rl); d++) {
+			struct chan *s = rl_chan(p, rl, rl_src(rl, d));
+			if (s && !s->fin)
+				return "0 (both ends done), though a source "
+				       "peer never sent its FIN";
+			if (!k->eof[d])
+				return "0, though counters.eof[] says a FIN "
+				       "was not carried";
+		}
+		if (rl->pending)
+			return "0, with bytes still held (pending)";
+		return NULL;
+	}
+	if (res == -ECANCELED) {
+		if (!rl->cancel_asked && !rl->drain_asked && !rl->close_asked)
+			return "-ECANCELED, though no cancel, drain or close "
+			       "was asked";
+		if (!rl->cancel_asked && !rl->close_asked && rl->pending)
+			return "a drain finished with bytes still held";
+		return NULL;
+	}
+	if (res == -ETIMEDOUT)
+		return rl->idle_ns ? NULL : "-ETIMEDOUT without an idle timeout";
+	if (res != -ECONNRESET && res != -EPIPE && res != -ENOTCONN)
+		return "not a result the contract lists for a relay";
+	struct chan *c = rl_chan(p, rl, k->failed);
+	if (c && !c->peer_gone)
+		return "an error of a socket whose peer is still there";
+	return NULL;
+}
+
+static void rl_cb(rio_loop *loop, rio_op *op, int res)
+{
+	struct rl *rl = RIO_CONTAINER_OF(op, struct rl, r.op);
+	struct prog *p = op->data;
+	(void)loop;
+	p->callbacks++;
+	struct rec *r = &p->recs[rl->rid];
+	r->completions++;
+	if (p->verbose > 1)
+		fprintf(stderr, "  step %d: relay #%d res %d\n", p->step,
+			r->key1, res);
+	if (p->in_submit)
+		fail(p, "relay #%d completed inside a submit call", r->key1);
+	if (op->flags & RIO_OP_F_MORE)
+		fail(p, "relay #%d got F_MORE", r->key1);
+	if (rl->done) {
+		fail(p, "relay #%d completed twice", r->key1);
+		return;
+	}
+	rl->done = 1;
+	rl->res = r->res = res;
+	rl->step_done = r->step_done = p->step;
+	r->done = 1;
+	rio_relay_get_counters(&rl->r, &rl->k);
+	rl->pending = rio_relay_pending(&rl->r);
+	const char *why = rl_wrong(p, rl, res);
+	if (why)
+		fail(p, "relay #%d (ch%d-ch%d) ended with %d (%s): %s (failed "
+		     "%d, eof %d%d, bytes %" PRIu64 "/%" PRIu64 ", pending %zu)",
+		     r->key1, rl->chid[0], rl->chid[1], res, rio_strerror(res),
+		     why, rl->k.failed, rl->k.eof[0], rl->k.eof[1],
+		     rl->k.bytes[0], rl->k.bytes[1], rl->pending);
+	int others = 0;
+	for (int k = 0; k < p->nrl; k++)
+		others += !p->rls[k].done && p->rls[k].pool == rl->pool;
+	if (!others)
+		rl_pool_check(p, rl->pool, "when no relay used it");
+}
+
+/* Everything the relay sent on (counters k) arrived at the destination
+ * peers still there, whole and in order, and the FIN after it where the
+ * relay carried one (and only then): read until it did, 600 ms at most
+ * (a tight TCP path may wait for its zero window probe). */
+static void rl_check(struct prog *p, struct rl *rl, const rio_relay_counters *k)
+{
+	for (int d = 0; d < rl_ndirs(rl); d++) {
+		struct chan *c = rl_chan(p, rl, rl_dst(rl, d));
+		if (!c || c->peer < 0 || c->peer_gone || c->closing ||
+		    rl->dst_lossy[d])
+			continue;
+		for (int t = 0; t < 6000 && !rl->dst_err[d] &&
+				(rl->got[d] < k->bytes[d] ||
+				 (k->eof[d] && !rl->dst_eof[d]));
+		     t++)
+			if (!rl_peer_read(p, c, 0))
+				usleep(100);
+		if (rl->got[d] != k->bytes[d])
+			fail(p, "relay #%d: ch%d's peer got %" PRIu64 " bytes, "
+			     "its counters say %" PRIu64 " were sent on",
+			     rl_key(p, rl), c->id, rl->got[d], k->bytes[d]);
+		else if (k->eof[d] && !rl->dst_eof[d])
+			fail(p, "relay #%d carried ch%d's FIN, ch%d's peer "
+			     "never saw it", rl_key(p, rl),
+			     rl->chid[rl_src(rl, d)], c->id);
+		else if (!k->eof[d] && rl->dst_eof[d])
+			fail(p, "relay #%d: ch%d's peer saw an EOF the relay "
+			     "did not carry", rl_key(p, rl), c->id);
+		else if (rl->dst_err[d])
+			fail(p, "relay #%d: ch%d's peer read %s from an open "
+			     "socket", rl_key(p, rl), c->id,
+			     strerror(rl->dst_err[d]));
+		rl->checked[d] = 1;
+	}
+}
+
+/* do_close() of a relayed socket (an action, a reap, the teardown). */
+static void rl_closing(struct prog *p, struct chan *c)
+{
+	struct rl *rl = rl_of(p, c);
+	if (!rl->done)
+		rl->close_asked = 1;
+	if (rl->phase < RL_ENDING) {
+		rl->phase = RL_ENDING;
+		rl->ctl_step = p->step;
+	}
+	/* a close with bytes the relay did not read is a reset, which drops
+	 * what is still in the socket's send queue: a tight relay's may */
+	int d = rl_dir_into(rl, c);
+	if (rl->tight && !rl->checked[d])
+		rl->dst_lossy[d] = 1;
+}
+
+/* A relayed socket's close completed: its peer reads what is still on
+ * its way, then the end. */
+static void rl_close_done(struct prog *p, struct chan *c, struct rec *r)
+{
+	struct rl *rl = rl_of(p, c);
+	rl_peer_read(p, c, 1);
+	snprintf(r->note, sizeof r->note, "%s relayed by #%d",
+		 ctype_name[c->type], rl_key(p, rl));
+}
+
+/* Side s's peer closed or reset, in `step`: bytes the other side's peer
+ * wrote in this step go into a socket that answers with a reset, or both
+ * peers went at once; which the relay sees first is timing. */
+static void rl_gone(struct rl *rl, int s, int o, int step)
+{
+	if (rl->write_step[o] == step || rl->gone_step[o] == step)
+		rl->racy = 1;
+	rl->gone_step[s] = step;
+}
+
+/* The peer of a relayed socket acts (before the relay's own actions in a
+ * step: they never share one). */
+static void rl_peer_act(struct prog *p)
+{
+	int cand[MAXRL], n = 0;
+	for (int k = 0; k < p->nrl; k++)
+		if (p->rls[k].phase <= RL_DRAINING &&
+		    p->rls[k].ctl_step != p->step)
+			cand[n++] = k;
+	if (!n)
+		return;
+	struct rl *rl = &p->rls[cand[below(p, (unsigned)n)]];
+	int s = rl->echo ? 0 : (int)below(p, 2);
+	unsigned a = below(p, 100);
+	struct chan *c = rl_chan(p, rl, s);
+	if (!c || c->peer < 0 || c->peer_gone || c->closing)
+		return;
+	int d = rl_dir_from(rl, c), key = rl_key(p, rl);
+	int o = rl->echo ? 0 : !s; /* the other side: where c's bytes go */
+	c->touched = 1;
+	if (a < 50) {
+		if (rl->phase != RL_ACTIVE || c->peer_wr_shut)
+			return;
+		int burst = chance(p, 30) ? 2 + (int)below(p, 3) : 1;
+		/* a peer of this relay is gone: the relay may have ended, and
+		 * nothing reads what is written now */
+		struct chan *oc = rl_chan(p, rl, !s);
+		int dead = c->peer_gone || (oc && oc->peer_gone) ||
+			   (!rl->echo && !oc);
+		for (; burst > 0; burst--) {
+			size_t len = rl->tight && chance(p, 30)
+					     ? 1 + below(p, 16384)
+					     : 1 + below(p, chance(p, 60) ? 200
+								       : IOBUF);
+			if (rl->unread[d] + len > rl_safe(p, rl))
+				continue;
+			rl->unread[d] += len;
+			if (dead)
+				rl->unread[d] = rl_safe(p, rl); /* no more */
+			uint8_t b[16384];
+			for (size_t k = 0; k < len; k++)
+				b[k] = pat(c->id, 0, c->p2r_off + k);
+			ssize_t w = send(c->peer, b, len,
+					 MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (w < 0 && errno == EAGAIN)
+				w = 0;
+			if (w < 0)
+				fail(p, "relay #%d: ch%d's peer write: %s", key,
+				     c->id, strerror(errno));
+			else if ((size_t)w < len && !rl->tight)
+				fail(p, "relay #%d: ch%d's peer could write only "
+				     "%zd of %zu bytes, though the relay keeps "
+				     "up", key, c->id, w, len);
+			if (w > 0)
+				c->p2r_off += (uint64_t)w;
+			rl->write_step[s] = p->step;
+			if (rl->gone_step[o] == p->step)
+				rl->racy = 1;
+			tracef(p, "relay #%d ch%d peer wrote %zd", key, c->id,
+			       rl->tight ? (ssize_t)len : w);
+		}
+	} else if (a < 62) {
+		c->stall = !c->stall;
+		tracef(p, "relay #%d ch%d peer %s", key, c->id,
+		       c->stall ? "stalls" : "reads again");
+	} else if (a < 74) {
+		if (c->peer_wr_shut)
+			return;
+		shutdown(c->peer, SHUT_WR);
+		c->peer_wr_shut = c->fin = 1;
+		tracef(p, "relay #%d ch%d peer shut down writing", key, c->id);
+	} else if (a < 84 || (a < 92 && c->type != CH_TCP)) {
+		rl_peer_read(p, c, 0);
+		close(c->peer);
+		c->peer = -1;
+		c->peer_gone = c->gone_now = c->fin = 1;
+		rl_gone(rl, s, o, p->step);
+		tracef(p, "relay #%d ch%d peer closed", key, c->id);
+	} else if (a < 92) {
+		struct linger lg = {1, 0};
+		setsockopt(c->peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+		close(c->peer);
+		c->peer = -1;
+		c->peer_gone = c->gone_now = 1;
+		rl_gone(rl, s, o, p->step);
+		tracef(p, "relay #%d ch%d peer reset", key, c->id);
+	} else {
+		c->touched = 0;
+	}
+}
+
+/* Cancel it, drain it, or close one of its sockets through the loop: in
+ * a step after it started, and not one its peers act in. */
+static void rl_ctl(struct prog *p)
+{
+	int cand[MAXRL], n = 0;
+	for (int k = 0; k < p->nrl; k++) {
+		struct rl *rl = &p->rls[k];
+		struct chan *a = rl_chan(p, rl, 0), *b = rl_chan(p, rl, 1);
+		if (rl->phase <= RL_DRAINING && rl->start_step != p->step &&
+		    rl->ctl_step != p->step && !(a && a->touched) &&
+		    !(b && b->touched))
+			cand[n++] = k;
+	}
+	if (!n)
+		return;
+	struct rl *rl = &p->rls[cand[below(p, (unsigned)n)]];
+	unsigned what = below(p, 100);
+	int s = rl->echo ? 0 : (int)below(p, 2), key = rl_key(p, rl);
+	if (what < 40 || (what < 65 && rl->phase == RL_DRAINING)) {
+		struct fop *f = new_op(p, K_CANCEL, -1);
+		if (!f)
+			return;
+		f->target_rid = rl->rid;
+		struct rec *r = rec_of(p, f);
+		r->aux = (unsigned)key * 8;
+		/* a tight or racy relay may or may not have ended by itself */
+		r->shared = rl->tight || rl->racy;
+		rl->cancel_asked = 1;
+		rl->phase = RL_ENDING;
+		rl->ctl_step = p->step;
+		SUBMIT(p, f, rio_cancel(p->loop, &f->op, &rl->r.op, op_cb));
+	} else if (what < 65) {
+		p->in_submit = 1;
+		int r = rio_relay_drain(&rl->r);
+		p->in_submit = 0;
+		if (r && r != -EALREADY && r != -ENOENT)
+			fail(p, "rio_relay_drain: %s", rio_strerror(r));
+		rl->drain_asked = 1;
+		rl->phase = RL_DRAINING;
+		rl->ctl_step = p->step;
+		tracef(p, "relay #%d drain: %s", key,
+		       rl->tight || rl->racy ? "?"
+		       : r		      ? strerrorname_np(-r)
+					      : "0");
+	} else {
+		struct chan *c = rl_chan(p, rl, s);
+		if (c && !c->closing && !(c->fin && opt_avoid_close_fin))
+			do_close(p, rl->ch[s]);
+	}
+}
+
+/* A relay that ended at the program's word (cancelled, one of its
+ * sockets closed, timed out; drained and not tight), in an earlier step:
+ * what it sent has arrived; then its sockets close through the loop. */
+static void rl_reap(struct prog *p)
+{
+	for (int k = 0; k < p->nrl; k++) {
+		struct rl *rl = &p->rls[k];
+		if (!rl->done || rl->ctl_step >= p->step ||
+		    !(rl->phase == RL_ENDING ||
+		      (rl->phase == RL_DRAINING && !rl->tight)))
+			continue;
+		rl_check(p, rl, &rl->k);
+		rl->phase = RL_REAPED;
+		for (int s = 0; s < rl_ndirs(rl); s++) {
+			struct chan *c = rl_chan(p, rl, s);
+			if (c && !c->closing)
+				do_close(p, rl->ch[s]);
+		}
+	}
+}
+
+/* A step's relay actions, from the relay RNG. */
+static void rl_step(struct prog *p)
+{
+	if (!p->relay_on)
+		return;
+	uint64_t *saved = p->cur;
+	p->cur = &p->rrng;
+	p->in_rl = 1;
+	rl_reap(p);
+	int n = (int)below(p, 4);
+	for (int k = 0; k < n && !p->fail[0]; k++) {
+		unsigned a = below(p, 100);
+		if (a < 20)
+			rl_start(p);
+		else if (a < 85)
+			rl_peer_act(p);
+		else
+			rl_ctl(p);
+	}
+	p->in_rl = 0;
+	p->cur = saved;
+}
+
+/* At the end of a step, a relayed socket's peer that does not stall
+ * reads what the relay sent it. */
+static void rl_step_end(struct prog *p, struct chan *c)
+{
+	struct rl *rl = rl_of(p, c);
+	if (c->stall || c->peer < 0 || c->peer_gone)
+		return;
+	rl_peer_read(p, c, 0);
+	rl->unread[rl_dir_into(rl, c)] = 0;
+}
+
+/* After a quiet step: a relay that must have ended has. */
+static int rl_stuck(struct prog *p, int report)
+{
+	for (int k = 0; k < p->nrl; k++) {
+		struct rl *rl = &p->rls[k];
+		const char *why = NULL;
+		if (rl->done)
+			continue;
+		if (rl->short_idle)
+			why = "its short idle timeout passed";
+		else if (rl->phase == RL_ENDING)
+			why = rl->cancel_asked
+				      ? "it was cancelled"
+				      : "one of its sockets was closed "
+					"through the loop";
+		else if (rl->phase == RL_DRAINING && !rl->tight)
+			why = "it was drained and its peers keep up";
+		if (why) {
+			if (report)
+				fail(p, "relay #%d (ch%d-ch%d) still in flight "
+				     "after a quiet step, though %s",
+				     rl_key(p, rl), rl->chid[0], rl->chid[1],
+				     why);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int run_quiet(struct prog *p, unsigned limit_ms);
+
+/* Bytes a running relay holds whose peers are all still there (toward a
+ * peer that went, the kernel may take its time to say so: a tight TCP
+ * path waits for its zero window probe). */
+static size_t rl_held(struct prog *p, struct rl *rl)
+{
+	if (rl->done || rl->gone_step[0] || rl->gone_step[1])
+		return 0;
+	return rio_relay_pending(&rl->r);
+}
+
+/* Teardown, first: the relays' peers read again until nothing moves;
+ * then each relay sent on exactly what arrived, and one still running
+ * holds nothing. */
+static void rl_settle(struct prog *p)
+{
+	if (!p->nrl)
+		return;
+	for (int i = 0; i < MAXCH; i++)
+		if (p->ch[i].used && p->ch[i].rl)
+			p->ch[i].stall = 0;
+	/* a tight relay through a pool of one small buffer moves ~10 skbs'
+	 * worth a round: as many rounds as it takes, while bytes move; and
+	 * a tight TCP path can wait for the zero window probe (200 ms+) */
+	uint64_t still_since = 0;
+	for (int round = 0; round < 20000 && !p->fail[0]; round++) {
+		uint64_t moved = 0;
+		for (int i = 0; i < MAXCH; i++)
+			if (p->ch[i].used && p->ch[i].rl)
+				moved += rl_peer_read(p, &p->ch[i], 0);
+		if (run_quiet(p, 3000))
+			fail(p, "teardown: the relays did not go quiet in 3 s");
+		size_t held = 0;
+		for (int k = 0; k < p->nrl; k++)
+			held += rl_held(p, &p->rls[k]);
+		if (moved)
+			still_since = 0;
+		else if (!still_since)
+			still_since = now_ns();
+		if (still_since && round &&
+		    (!held || now_ns() - still_since > 600000000ull))
+			break;
+	}
+	for (int k = 0; k < p->nrl; k++) {
+		struct rl *rl = &p->rls[k];
+		if (rl->phase == RL_REAPED)
+			continue;
+		rio_relay_counters now = rl->k;
+		if (!rl->done)
+			rio_relay_get_counters(&rl->r, &now);
+		rl_check(p, rl, &now);
+		size_t held = rl_held(p, rl);
+		if (held)
+			fail(p, "relay #%d holds %zu bytes after its peers read "
+			     "everything and the loop went quiet",
+			     rl_key(p, rl), held);
+	}
+}
+
+/* Teardown, last (every op done): what arrived is what the counters say
+ * was sent on; no pool buffer is lent; the pools go. */
+static void rl_final(struct prog *p)
+{
+	for (int k = 0; k < p->nrl; k++) {
+		struct rl *rl = &p->rls[k];
+		if (!rl->done)
+			continue; /* "never completed", from its record */
+		for (int d = 0; d < rl_ndirs(rl); d++)
+			if (rl->got[d] > rl->k.bytes[d] ||
+			    (rl->checked[d] && rl->got[d] != rl->k.bytes[d]))
+				fail(p, "relay #%d: direction %d's peer got %"
+				     PRIu64 " bytes in all, its counters say %"
+				     PRIu64 " were sent on", rl_key(p, rl), d,
+				     rl->got[d], rl->k.bytes[d]);
+	}
+	for (int k = 0; k < RL_POOLS; k++) {
+		if (!p->rlpool[k])
+			continue;
+		rl_pool_check(p, k, "at the end");
+		int r = rio_bufpool_destroy(p->rlpool[k]);
+		if (r)
+			fail(p, "rio_bufpool_destroy (relay pool %d): %s", k,
+			     rio_strerror(r));
+		p->rlpool[k] = NULL;
+	}
+}
+
+/* The relay's line in the canonical trace. */
+static void rl_trace(struct prog *p, const struct rec *r)
+{
+	const struct rl *rl = NULL;
+	for (int k = 0; k < p->nrl && !rl; k++)
+		if (p->rls[k].rid == (int)(r - p->recs))
+			rl = &p->rls[k];
+	if (!rl)
+		return;
+	if (rl->tight || rl->racy) {
+		tracef(p, "#%d.%d relay ch%d-ch%d @%d %s", r->key1, r->key2,
+		       rl->chid[0], rl->chid[1], r->step_sub,
+		       rl->tight ? "tight" : "racy");
+		return;
+	}
+	char res[32];
+	if (r->res >= 0)
+		snprintf(res, sizeof res, "%d", r->res);
+	else
+		snprintf(res, sizeof res, "-%s", strerrorname_np(-r->res)
+			 ? strerrorname_np(-r->res) : "?");
+	/* A socket's error (a reset, a peer gone) races what else happens
+	 * in its step: bytes read before it may or may not still be sent
+	 * on, a FIN the other way may or may not be carried first, the first
+	 * send into a reset socket says ECONNRESET and the next EPIPE. What
+	 * is the program's: that a socket failed, and which, where only one
+	 * peer went. */
+	if (r->res < 0 && r->res != -ECANCELED && r->res != -ETIMEDOUT) {
+		int g0 = rl->gone_step[0], g1 = rl->echo ? 0 : rl->gone_step[1];
+		int side = g0 && !g1 ? 0 : g1 && !g0 ? 1 : -1;
+		tracef(p, "#%d.%d relay ch%d-ch%d @%d..%d socket error, "
+		       "failed %d", r->key1, r->key2, rl->chid[0], rl->chid[1],
+		       r->step_sub, r->step_done, side < 0 ? -1 : rl->k.failed);
+		return;
+	}
+	tracef(p, "#%d.%d relay ch%d-ch%d @%d..%d %s sent %" PRIu64 "/%" PRIu64
+	       " got %" PRIu64 "/%" PRIu64 " eof %d%d failed %d", r->key1,
+	       r->key2, rl->chid[0], rl->chid[1], r->step_sub, r->step_done,
+	       res, rl->k.bytes[0], rl->k.bytes[1], rl->got[0], rl->got[1],
+	       rl->k.eof[0], rl->k.eof[1], rl->k.failed);
+}
+
+/* ------------------------------------------------------------------ */
 /* Running a step until the loop is quiet                              */
 /* ------------------------------------------------------------------ */
 
@@ -2021,7 +2968,25 @@ static int short_pending(const struct prog *p)
 	for (int k = 0; k < MAXOPS; k++)
 		if (p->ops[k].used && p->ops[k].deadline == 1)
 			return 1;
+	for (int k = 0; k < p->nrl; k++)
+		if (!p->rls[k].done && p->rls[k].short_idle)
+			return 1; /* a relay's short idle timeout */
 	return 0;
+}
+
+/* Completions so far: ours, and while a relay runs, those of the ops it
+ * runs inside ringio (bytes it moves), which the loop counts (with the
+ * watchdog's: not without a relay, where ours say it all). */
+static uint64_t progress(const struct prog *p)
+{
+	int relaying = 0;
+	for (int k = 0; k < p->nrl && !relaying; k++)
+		relaying = !p->rls[k].done;
+	if (!relaying)
+		return p->callbacks;
+	rio_counters cn;
+	rio_loop_counters(p->loop, &cn);
+	return p->callbacks + cn.completions;
 }
 
 /*
@@ -2036,7 +3001,7 @@ static int run_quiet(struct prog *p, unsigned limit_ms)
 	uint64_t start = now_ns(), end = start + (uint64_t)limit_ms * 1000000ull;
 	int quiet = 0;
 	for (unsigned it = 0; it < 1000000; it++) {
-		uint64_t before = p->callbacks;
+		uint64_t before = progress(p);
 		/* block in the kernel while a burst arrives, as a server does:
 		 * the data lands while the ring works */
 		rio_run_mode mode = it == 0 || atomic_load(&p->burst_busy) > 0
@@ -2054,7 +3019,7 @@ static int run_quiet(struct prog *p, unsigned limit_ms)
 			fail(p, "rio_loop_run: %s", rio_strerror(r));
 			return -1;
 		}
-		quiet = p->callbacks == before ? quiet + 1 : 0;
+		quiet = progress(p) == before ? quiet + 1 : 0;
 		uint64_t t = now_ns();
 		/* a fault plan can put off a result for a few turns in a
 		 * row (a faked dry pool re-arms next turn) */
@@ -2118,7 +3083,7 @@ static int stuck(struct prog *p, int report)
 			return 1;
 		}
 	}
-	return 0;
+	return rl_stuck(p, report);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2254,6 +3219,7 @@ static void teardown(struct prog *p)
 	p->step++;
 	p->tearing = 1;
 	tracef(p, "teardown");
+	rl_settle(p);
 	if (p->lis) { /* first: it would accept what the closes make room for */
 		lis_check(p);
 		int r = rio_listener_stop(p->lis);
@@ -2354,6 +3320,7 @@ static void teardown(struct prog *p)
 		if (r)
 			fail(p, "rio_bufpool_destroy: %s", rio_strerror(r));
 	}
+	rl_final(p);
 	pthread_mutex_lock(&p->mu);
 	p->th_stop = 1;
 	pthread_cond_broadcast(&p->cv);
@@ -2420,6 +3387,8 @@ static void canonical(struct prog *p)
 				 ? strerrorname_np(-r->res) : "?");
 		if (r->shared)
 			continue; /* counted below */
+		else if (r->kind == K_RELAY)
+			rl_trace(p, r);
 		else if (r->kind == K_MULTI || r->kind == K_ACCEPT_MULTI)
 			tracef(p, "%s %s ch%d @%d..%d %s bytes %" PRIu64, name,
 			       kind_name[r->kind], r->chid, r->step_sub,
@@ -2454,6 +3423,10 @@ static int run_prog(struct prog *p, uint64_t seed, rio_backend_kind be,
 	memset(p, 0, sizeof *p);
 	p->seed = seed;
 	p->rng = seed * 0x2545f4914f6cdd1dull + 1;
+	p->rrng = mix(seed ^ 0x72656c6179ull); /* "relay" */
+	p->relay_on = !opt_norelay && mix(p->rrng) % 4 != 0;
+	/* a third of those: relays take the other actions' sockets too */
+	p->rl_mixed = mix(p->rrng + 1) % 3 == 0;
 	p->cur = &p->rng;
 	p->be = be;
 	p->bename = rio_backend_name(be);
@@ -2479,13 +3452,16 @@ static int run_prog(struct prog *p, uint64_t seed, rio_backend_kind be,
 		int nact = 1 + (int)below(p, 4);
 		for (int k = 0; k < nact; k++)
 			act(p);
+		rl_step(p);
 		if (run_quiet(p, 3000))
 			fail(p, "the loop did not go quiet in 3 s");
 		if (atomic_load(&p->burst_busy) < 0)
 			fail(p, "the burst thread's send failed");
 		for (int i = 0; i < MAXCH; i++) {
 			struct chan *c = &p->ch[i];
-			if (c->used && !c->stall && data_chan(c))
+			if (c->used && c->rl)
+				rl_step_end(p, c);
+			else if (c->used && !c->stall && data_chan(c))
 				peer_drain(p, c);
 		}
 		/* a loaded machine can put a timer's or the kernel's work
@@ -2514,12 +3490,19 @@ static int opt_steps, opt_verbose;
 
 static void replay_cmd(uint64_t seed)
 {
-	fprintf(stderr, "  replay: RINGIO_FAULTS='%s' test/fuzz --seed %" PRIu64
-		" --backends ", plan, seed);
+	/* --faults, not RINGIO_FAULTS: main() sets that from --faults */
+	fprintf(stderr, "  replay: test/fuzz --seed %" PRIu64 " --backends ",
+		seed);
 	for (int b = 0; b < navail; b++)
 		fprintf(stderr, "%s%s", b ? "," : "", rio_backend_name(avail[b]));
+	if (plan[0])
+		fprintf(stderr, " --faults '%s'", plan);
 	if (opt_steps)
 		fprintf(stderr, " --steps %d", opt_steps);
+	if (opt_norelay)
+		fprintf(stderr, " --no-relay");
+	if (opt_avoid_close_fin)
+		fprintf(stderr, " --relay-no-close-after-fin");
 	fprintf(stderr, " -v\n");
 }
 
@@ -2587,7 +3570,8 @@ static int usage(const char *why)
 	fprintf(stderr, "fuzz: %s\nusage: fuzz [--seed N | --seeds N [--first S]"
 		" | --seconds S [--first S]] [--seed-file F]\n"
 		"            [--backends uring,epoll,kqueue|all] [--faults PLAN]"
-		" [--steps N] [-v]\n", why);
+		" [--steps N] [--no-relay]\n"
+		"            [--relay-no-close-after-fin] [-v]\n", why);
 	return 2;
 }
 
@@ -2612,6 +3596,14 @@ int main(int argc, char **argv)
 		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-v")) {
 			opt_verbose = 1;
+			continue;
+		}
+		if (!strcmp(a, "--no-relay")) {
+			opt_norelay = 1;
+			continue;
+		}
+		if (!strcmp(a, "--relay-no-close-after-fin")) {
+			opt_avoid_close_fin = 1;
 			continue;
 		}
 		if (!val)
