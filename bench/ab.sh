@@ -3,6 +3,7 @@
 #
 #   bench/ab.sh --before DIR|REV [--after DIR|REV] [--rounds R] [--seconds S]
 #               [--quiet-wait S] [--out DIR] [--jobs N] [--keep] [--quick]
+#               [--only echo|proxy]
 #
 # The ringio rows of bench/matrix.sh's headline run: ringio-echo on io_uring
 # (ringio) and on epoll (ringio-epoll) at 50 and 500 connections x 64 B and
@@ -21,6 +22,7 @@
 #           Each side's tools must load their own libringio.so: checked
 #           with ldd first, under this environment (LD_LIBRARY_PATH beats
 #           a build tree's RUNPATH).
+# --only    echo or proxy: only those rows (default: both)
 # --keep    keep the temporary builds (their path is printed; pass one as
 #           --before DIR next time to skip the build)
 # --out     where run.sh's log and raw figures and the table go (default
@@ -39,7 +41,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 before="" after=build rounds=5 secs=1.5 quiet=() quick=() out="" jobs=2 keep=0
-usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
+only=
+usage() { sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; }
 bad() { echo "ab.sh: $* (try --help)" >&2; exit 2; }
 need() { [ $# -ge 2 ] || bad "$1 needs a value"; }
 while [ $# -gt 0 ]; do
@@ -53,6 +56,7 @@ while [ $# -gt 0 ]; do
 	--jobs) need "$@"; jobs=$2; shift ;;
 	--keep) keep=1 ;;
 	--quick) quick=(--quick) ;;
+	--only) need "$@"; only=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) bad "unknown argument '$1'" ;;
 	esac
@@ -169,6 +173,12 @@ side_cmd() {
 }
 # sections: servers | conns | sizes
 sections=("ringio ringio-epoll|50 500|64 65536" "ringio-proxy ringio-proxy-epoll|50|64")
+case $only in
+echo) sections=("${sections[0]}") ;;
+proxy) sections=("${sections[1]}") ;;
+"") ;;
+*) bad "--only takes echo or proxy, not '$only'" ;;
+esac
 
 : "${out:=$ROOT/build/bench-results}"
 mkdir -p "$out"
