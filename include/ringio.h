@@ -686,14 +686,20 @@ typedef struct rio_addr {
 } rio_addr;
 
 /*
- * Parse "1.2.3.4:80" or "[::1]:80" (numeric; no DNS) into *out. Returns 0
- * or -EINVAL (no port, port > 65535, IPv6 without brackets, ...).
+ * Parse "1.2.3.4:80" or "[::1]:80" (numeric; no DNS), "unix:PATH" (a
+ * unix-domain socket's file) or "unix:@NAME" (Linux's abstract namespace:
+ * no file; the name is the bytes after '@') into *out. Returns 0, or
+ * -EINVAL (no port, port > 65535, IPv6 without brackets, an empty unix
+ * name, ...) or -ENAMETOOLONG (a unix path of 108 bytes or more, a name
+ * of more than 107).
  */
 RIO_API int rio_addr_parse(const char *text, rio_addr *out);
 
 /*
- * Format `a` as rio_addr_parse() reads it ("1.2.3.4:80", "[::1]:80") into
- * buf. Returns the length, or -EINVAL (not IPv4/IPv6) / -ENOSPC.
+ * Format `a` as rio_addr_parse() reads it ("1.2.3.4:80", "[::1]:80",
+ * "unix:/run/x.sock", "unix:@name") into buf. Returns the length, or
+ * -EINVAL (another family, a length that does not fit it, an abstract
+ * name with a NUL byte inside) / -ENOSPC.
  */
 RIO_API int rio_addr_format(const rio_addr *a, char *buf, size_t len);
 
@@ -768,6 +774,7 @@ RIO_API int rio_connect_any(rio_loop *loop, rio_connector *c,
 
 #define RIO_SOCK_REUSEPORT 0x1u /* SO_REUSEPORT, for one loop per thread */
 #define RIO_SOCK_V6ONLY 0x2u    /* IPV6_V6ONLY on an IPv6 listener */
+#define RIO_SOCK_UNLINK 0x4u    /* unix path: remove a stale socket file */
 
 /*
  * Fill `*ss` and `*len` from a numeric IPv4 or IPv6 address (no DNS) and a
@@ -785,8 +792,17 @@ RIO_API int rio_sockaddr(const char *host, uint16_t port,
 RIO_API int rio_listen_tcp(const char *host, uint16_t port, int backlog,
 			   unsigned flags);
 
-/* The same on an address rio_addr_parse() made (IPv4 or IPv6, else
- * -EINVAL). */
+/*
+ * The same on an address rio_addr_parse() made: IPv4 or IPv6 (flags
+ * RIO_SOCK_REUSEPORT, RIO_SOCK_V6ONLY), or a unix-domain stream listener
+ * (flag RIO_SOCK_UNLINK; no SO_REUSEADDR there). A unix path is a file:
+ * bind() makes it and fails with -EADDRINUSE while it exists; ringio never
+ * removes one on its own. RIO_SOCK_UNLINK first removes a socket file that
+ * no one listens on (a connect to it is refused: left by a process that is
+ * gone), never anything else; removing the file after closing the listener
+ * is the caller's. An abstract name ("unix:@name") has no file and
+ * vanishes with its last socket. Other flags: -EINVAL.
+ */
 RIO_API int rio_listen_addr(const rio_addr *a, int backlog, unsigned flags);
 
 /* Create a non-blocking, close-on-exec TCP socket of `family` (AF_INET or

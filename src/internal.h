@@ -265,6 +265,9 @@ RIO__HIDDEN void rio__pool_mark_lent(rio_bufpool *pool, uint16_t id);
  * With `sock_ready` (the socket was reported or may be ready), an EAGAIN
  * that is the pipe's becomes -ENOBUFS / -ENODATA: waiting on the socket
  * would never end it. -EAGAIN then means a spurious wakeup: wait again. */
+/* A non-blocking, close-on-exec stream socket of AF_INET, AF_INET6 or
+ * AF_UNIX (sock.c); -EINVAL for another family, or -errno. */
+RIO__HIDDEN int rio__socket_stream(int family);
 RIO__HIDDEN int rio__splice_try(const rio_op *op, int sock_ready);
 
 #endif

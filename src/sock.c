@@ -12,7 +12,10 @@
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -106,12 +109,39 @@ static int setint(int fd, int level, int opt, int v)
 	return setsockopt(fd, level, opt, &v, sizeof v) ? -errno : 0;
 }
 
+int rio__socket_stream(int family)
+{
+	if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
+		return -EINVAL;
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	return fd < 0 ? -errno : fd;
+}
+
 int rio_socket_tcp(int family)
 {
 	if (family != AF_INET && family != AF_INET6)
 		return -EINVAL;
-	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	return fd < 0 ? -errno : fd;
+	return rio__socket_stream(family);
+}
+
+/* RIO_SOCK_UNLINK: the file at a unix address's path is a socket that no
+ * one listens on (left by a process that is gone): remove it. Anything
+ * else there stays, and bind() then says -EADDRINUSE. */
+static void unlink_stale(const struct sockaddr_storage *ss, socklen_t len)
+{
+	const struct sockaddr_un *un = (const void *)ss;
+	struct stat st;
+	if (un->sun_path[0] == '\0' || lstat(un->sun_path, &st) < 0 ||
+	    !S_ISSOCK(st.st_mode))
+		return;
+	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe < 0)
+		return;
+	int r = connect(probe, (const struct sockaddr *)ss, len);
+	int err = errno;
+	close(probe);
+	if (r < 0 && err == ECONNREFUSED)
+		unlink(un->sun_path);
 }
 
 int rio_listen_tcp(const char *host, uint16_t port, int backlog,
@@ -125,16 +155,22 @@ int rio_listen_tcp(const char *host, uint16_t port, int backlog,
 
 int rio_listen_addr(const rio_addr *a, int backlog, unsigned flags)
 {
-	if (!a || (flags & ~(RIO_SOCK_REUSEPORT | RIO_SOCK_V6ONLY)) ||
-	    (a->ss.ss_family != AF_INET && a->ss.ss_family != AF_INET6) ||
-	    a->len > sizeof a->ss)
+	if (!a || a->len > sizeof a->ss)
+		return -EINVAL;
+	int un = a->ss.ss_family == AF_UNIX;
+	unsigned ok = un ? RIO_SOCK_UNLINK : RIO_SOCK_REUSEPORT | RIO_SOCK_V6ONLY;
+	if ((flags & ~ok) ||
+	    (!un && a->ss.ss_family != AF_INET && a->ss.ss_family != AF_INET6) ||
+	    (un && a->len <= offsetof(struct sockaddr_un, sun_path)))
 		return -EINVAL;
 	struct sockaddr_storage ss = a->ss;
 	socklen_t len = a->len;
-	int fd = rio_socket_tcp(ss.ss_family);
+	int fd = rio__socket_stream(ss.ss_family);
 	if (fd < 0)
 		return fd;
-	int r = setint(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (un && (flags & RIO_SOCK_UNLINK))
+		unlink_stale(&ss, len);
+	int r = un ? 0 : setint(fd, SOL_SOCKET, SO_REUSEADDR, 1);
 	if (!r && (flags & RIO_SOCK_REUSEPORT))
 		r = setint(fd, SOL_SOCKET, SO_REUSEPORT, 1);
 	if (!r && ss.ss_family == AF_INET6)

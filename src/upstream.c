@@ -17,10 +17,12 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "internal.h"
 
@@ -87,12 +89,37 @@ static void stop_cb(rio_loop *loop, rio_op *op, int res);
 
 /* ---- addresses ---- */
 
+/* The least length of an address of `family` (a unix one: one byte of
+ * name, or of an abstract name's leading NUL); 0 for a family not ours. */
 static socklen_t family_len(int family)
 {
 	if (family == AF_INET)
 		return sizeof(struct sockaddr_in);
 	if (family == AF_INET6)
 		return sizeof(struct sockaddr_in6);
+	if (family == AF_UNIX)
+		return offsetof(struct sockaddr_un, sun_path) + 1;
+	return 0;
+}
+
+/* "unix:PATH" or "unix:@NAME" (abstract: no file, a leading NUL byte). */
+static int parse_unix(const char *name, rio_addr *out)
+{
+	struct sockaddr_un *un = (struct sockaddr_un *)&out->ss;
+	size_t n = strlen(name);
+	int abstract = name[0] == '@';
+	if (n == (size_t)abstract) /* "unix:" or "unix:@": no name */
+		return -EINVAL;
+	/* a path needs its NUL terminator in sun_path; a name does not */
+	if (n >= sizeof un->sun_path + (size_t)abstract)
+		return -ENAMETOOLONG;
+	memset(out, 0, sizeof *out);
+	un->sun_family = AF_UNIX;
+	memcpy(un->sun_path, name, n);
+	if (abstract)
+		un->sun_path[0] = '\0';
+	out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
+			       !abstract);
 	return 0;
 }
 
@@ -117,6 +144,8 @@ int rio_addr_parse(const char *text, rio_addr *out)
 {
 	if (!text || !out)
 		return -EINVAL;
+	if (strncmp(text, "unix:", 5) == 0)
+		return parse_unix(text + 5, out);
 	char host[INET6_ADDRSTRLEN];
 	const char *h = text, *colon;
 	size_t hlen;
@@ -167,12 +196,25 @@ int rio_addr_format(const rio_addr *a, char *buf, size_t len)
 	if (!a || !buf)
 		return -EINVAL;
 	int family = a->ss.ss_family;
-	if (!family_len(family) || a->len < family_len(family))
+	if (!family_len(family) || a->len < family_len(family) ||
+	    a->len > sizeof a->ss)
 		return -EINVAL;
 	char host[INET6_ADDRSTRLEN];
 	unsigned port;
 	int n;
-	if (family == AF_INET) {
+	if (family == AF_UNIX) {
+		const struct sockaddr_un *un = (const void *)&a->ss;
+		size_t max = a->len - offsetof(struct sockaddr_un, sun_path);
+		int abstract = un->sun_path[0] == '\0';
+		const char *name = un->sun_path + abstract;
+		size_t nlen = strnlen(name, max - (size_t)abstract);
+		/* an abstract name is every byte: one with a NUL inside
+		 * cannot be written as text */
+		if (abstract && nlen != max - 1)
+			return -EINVAL;
+		n = snprintf(buf, len, "unix:%s%.*s", abstract ? "@" : "",
+			     (int)nlen, name);
+	} else if (family == AF_INET) {
 		const struct sockaddr_in *in4 = (const void *)&a->ss;
 		inet_ntop(AF_INET, &in4->sin_addr, host, sizeof host);
 		port = ntohs(in4->sin_port);
@@ -210,7 +252,9 @@ int rio_upstreams_create(const rio_addr *addrs, unsigned n,
 	u->next = opts ? opts->first % n : 0;
 	for (unsigned i = 0; i < n; i++) {
 		u->a[i].addr = addrs[i];
-		u->a[i].addr.len = family_len(addrs[i].ss.ss_family);
+		/* an IP address's own size; a unix one's is its name's */
+		if (addrs[i].ss.ss_family != AF_UNIX)
+			u->a[i].addr.len = family_len(addrs[i].ss.ss_family);
 	}
 	*out = u;
 	return 0;
@@ -317,7 +361,7 @@ static void next_try(rio_loop *loop, struct ca *p)
 			return;
 		}
 		const rio_addr *a = &u->a[i].addr;
-		int fd = rio_socket_tcp(a->ss.ss_family);
+		int fd = rio__socket_stream(a->ss.ss_family);
 		if (fd < 0 && is_local_error(fd)) {
 			finish(loop, p, fd);
 			return;

@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -729,10 +732,32 @@ Test(proxy, thousand_concurrent_connections, .timeout = 180)
 
 /* A real client and server: redis-benchmark through the proxy to
  * redis-server, when both are installed (.ci/run installs them). */
-Test(proxy, redis_benchmark_through_the_proxy, .timeout = 120)
+/* redis-benchmark through the proxy to redis-server: over TCP, or with a
+ * unix socket on one side: TCP in front of a unix-socket redis
+ * (--unixsocket), or redis-benchmark -s to the proxy's unix socket. */
+enum redis_way { REDIS_TCP, REDIS_TO_UNIX, REDIS_FROM_UNIX };
+
+/* Connect to a unix path as a client, or -1. */
+static int unix_try(const char *path)
+{
+	char text[160];
+	rio_addr a;
+
+	snprintf(text, sizeof text, "unix:%s", path);
+	cr_assert_eq(rio_addr_parse(text, &a), 0, "%s", text);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (connect(fd, (struct sockaddr *)&a.ss, a.len) == 0)
+		return fd;
+	close(fd);
+	return -1;
+}
+
+static void redis_through_the_proxy(enum redis_way way)
 {
 	const char *srv = "/usr/bin/redis-server", *bench = "/usr/bin/redis-benchmark";
-	char port[8], pport[8], out[1024], cmd[256];
+	char port[8], pport[8], out[1024], cmd[512], dir[64] = "";
+	char rsock[128], psock[128], up[160], lis[160], to[160];
 	uint16_t rport = t_closed_port();
 	proxy p;
 	pid_t rs;
@@ -741,7 +766,11 @@ Test(proxy, redis_benchmark_through_the_proxy, .timeout = 120)
 
 	if (access(srv, X_OK) || access(bench, X_OK))
 		cr_skip_test("redis-server / redis-benchmark not installed");
-	snprintf(port, sizeof(port), "%u", rport);
+	snprintf(dir, sizeof dir, "/tmp/ringio-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(rsock, sizeof rsock, "%s/redis.sock", dir);
+	snprintf(psock, sizeof psock, "%s/proxy.sock", dir);
+	snprintf(port, sizeof(port), "%u", way == REDIS_TO_UNIX ? 0u : rport);
 	rs = fork();
 	cr_assert(rs >= 0);
 	if (rs == 0) {
@@ -749,21 +778,40 @@ Test(proxy, redis_benchmark_through_the_proxy, .timeout = 120)
 		int nul = open("/dev/null", O_WRONLY);
 
 		dup2(nul, 1);
-		execl(srv, "redis-server", "--port", port, "--bind", "127.0.0.1",
-		      "--save", "", "--appendonly", "no", (char *)NULL);
+		if (way == REDIS_TO_UNIX) /* --port 0: no TCP at all */
+			execl(srv, "redis-server", "--port", port, "--unixsocket",
+			      rsock, "--save", "", "--appendonly", "no",
+			      (char *)NULL);
+		else
+			execl(srv, "redis-server", "--port", port, "--bind",
+			      "127.0.0.1", "--save", "", "--appendonly", "no",
+			      (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 500 && fd < 0; i++) {
-		fd = t_try_connect(AF_INET, rport);
+		fd = way == REDIS_TO_UNIX ? unix_try(rsock)
+					  : t_try_connect(AF_INET, rport);
 		if (fd < 0)
 			usleep(10000);
 	}
 	cr_assert_geq(fd, 0, "redis-server did not start");
 	close(fd);
-	proxy_start(&p, &rport, 1, NULL);
+	if (way == REDIS_TO_UNIX)
+		snprintf(up, sizeof up, "unix:%s", rsock);
+	else
+		snprintf(up, sizeof up, "127.0.0.1:%u", rport);
+	snprintf(lis, sizeof lis, "unix:%s", psock);
+	const char *const flags[] = { "--upstream", up,
+				      way == REDIS_FROM_UNIX ? "--listen" : NULL,
+				      lis, NULL };
+	proxy_start(&p, NULL, 0, flags);
 	snprintf(pport, sizeof(pport), "%u", p.port);
-	snprintf(cmd, sizeof(cmd), "timeout 60 %s -h 127.0.0.1 -p %s -n 20000 "
-		 "-c 50 -t set,get -q 2>&1", bench, pport);
+	if (way == REDIS_FROM_UNIX)
+		snprintf(to, sizeof to, "-s %s", psock);
+	else
+		snprintf(to, sizeof to, "-h 127.0.0.1 -p %s", pport);
+	snprintf(cmd, sizeof(cmd), "timeout 60 %s %s -n 20000 -c 50 "
+		 "-t set,get -q 2>&1", bench, to);
 	f = popen(cmd, "r");
 	cr_assert_not_null(f);
 	while (fgets(out, sizeof(out), f)) {
@@ -777,4 +825,107 @@ Test(proxy, redis_benchmark_through_the_proxy, .timeout = 120)
 	waitpid(rs, NULL, 0);
 	proxy_stop(&p, out, sizeof(out));
 	cr_assert_eq(t_field(out, "no_upstream="), 0);
+	unlink(rsock);
+	cr_assert_eq(rmdir(dir), 0, "rmdir: %s", strerror(errno));
+}
+
+Test(proxy, redis_benchmark_through_the_proxy, .timeout = 120)
+{
+	redis_through_the_proxy(REDIS_TCP);
+}
+
+Test(proxy, redis_benchmark_to_a_unix_socket_redis, .timeout = 120)
+{
+	redis_through_the_proxy(REDIS_TO_UNIX);
+}
+
+Test(proxy, redis_benchmark_from_a_unix_socket_client, .timeout = 120)
+{
+	redis_through_the_proxy(REDIS_FROM_UNIX);
+}
+
+/* ---- unix-domain sockets on either side ---- */
+
+/* A unix address "unix:DIR/NAME" in `text`, parsed into *a. */
+static void unix_addr(rio_addr *a, char *text, size_t cap, const char *dir,
+		      const char *name)
+{
+	snprintf(text, cap, "unix:%s/%s", dir, name);
+	cr_assert_eq(rio_addr_parse(text, a), 0, "%s", text);
+}
+
+static int unix_client(const rio_addr *a)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_eq(connect(fd, (const struct sockaddr *)&a->ss, a->len), 0,
+		     "connect: %s", strerror(errno));
+	return fd;
+}
+
+/* TCP to a unix upstream, unix to unix, then unix to a TCP upstream; a
+ * stale socket file where the proxy listens is taken over, and the proxy
+ * removes its file at exit. */
+Test(proxy, unix_sockets_on_either_side, .timeout = 60)
+{
+	char dir[64], utext[160], ltext[160], tcpup[32], out[1024];
+	rio_addr ua, la;
+	struct stat st;
+	rio_loop *loop = t_loop();
+	tsrv up;
+	proxy p;
+
+	snprintf(dir, sizeof dir, "/tmp/ringio-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	unix_addr(&ua, utext, sizeof utext, dir, "up.sock");
+	unix_addr(&la, ltext, sizeof ltext, dir, "proxy.sock");
+	/* a stale file where the proxy will listen */
+	int stale = rio_listen_addr(&la, 1, 0);
+	cr_assert_geq(stale, 0, "%s", rio_strerror(stale));
+	close(stale);
+	int lfd = rio_listen_addr(&ua, 64, 0);
+	cr_assert_geq(lfd, 0, "%s", rio_strerror(lfd));
+	tsrv_start_fd(&up, loop, lfd, NULL, 0);
+	const char *const flags[] = { "--listen", ltext, "--upstream", utext,
+				      NULL };
+	proxy_start(&p, NULL, 0, flags); /* its only upstream is utext */
+	for (int i = 0; i < 4; i++) {
+		int fd = i < 2 ? t_connect(AF_INET, p.port) : unix_client(&la);
+
+		t_echo_check(loop, fd, i < 2 ? "tcp to unix" : "unix to unix");
+		close(fd);
+	}
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(t_field(out, "upstream_ok="), 4);
+	cr_assert_neq(stat(ltext + 5, &st), 0,
+		      "the proxy left its socket file");
+	tsrv_finish(&up);
+	cr_assert_eq(unlink(utext + 5), 0);
+
+	/* unix to a TCP upstream */
+	tsrv_start(&up, loop, NULL, 0);
+	snprintf(tcpup, sizeof tcpup, "127.0.0.1:%u", up.port);
+	const char *const flags2[] = { "--listen", ltext, "--upstream", tcpup,
+				       NULL };
+	proxy_start(&p, NULL, 0, flags2);
+	int fd = unix_client(&la);
+	t_echo_check(loop, fd, "unix to tcp");
+	close(fd);
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(t_field(out, "upstream_ok="), 1);
+	tsrv_finish(&up);
+	cr_assert_eq(rmdir(dir), 0, "rmdir: %s", strerror(errno));
+
+	/* one listener on a unix path: more threads are refused, exit 2 */
+	char *argv[] = { (char *)RIO_PROXY_BIN, "--listen", ltext, "--upstream",
+			 tcpup, "--threads", "2", NULL };
+	int so, st2 = -1;
+	pid_t pid = t_tool_spawn(argv, NULL, &so);
+
+	for (int i = 0; i < 1000 && waitpid(pid, &st2, WNOHANG) == 0; i++)
+		usleep(10000);
+	close(so);
+	cr_assert(WIFEXITED(st2) && WEXITSTATUS(st2) == 2,
+		  "--threads 2 with a unix --listen: status %d", st2);
+	t_loop_done(loop);
 }

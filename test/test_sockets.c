@@ -6,6 +6,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 Test(sockets, sockaddr_parses_numeric_addresses, .timeout = 10)
@@ -214,6 +217,81 @@ Test(sockets, listen_addr_listens_on_the_address, .timeout = 10)
 	cr_assert_eq(rio_listen_addr(NULL, 0, 0), -EINVAL);
 	cr_assert_eq(rio_sockaddr("127.0.0.1", 0, &a.ss, &a.len), 0);
 	cr_assert_eq(rio_listen_addr(&a, 0, 0x80), -EINVAL);
-	a.ss.ss_family = AF_UNIX;
+	a.ss.ss_family = AF_PACKET;
 	cr_assert_eq(rio_listen_addr(&a, 0, 0), -EINVAL);
+	cr_assert_eq(rio_sockaddr("127.0.0.1", 0, &a.ss, &a.len), 0);
+	cr_assert_eq(rio_listen_addr(&a, 0, RIO_SOCK_UNLINK), -EINVAL,
+		     "RIO_SOCK_UNLINK is for unix paths");
+}
+
+/* A connect to a unix address, from a blocking socket; -errno or 0. */
+static int unix_connect(const rio_addr *a)
+{
+	int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int r = connect(c, (const struct sockaddr *)&a->ss, a->len) ? -errno : 0;
+
+	close(c);
+	return r;
+}
+
+/* The unlink policy (ringio.h): a path is a file that bind() makes; ringio
+ * removes one only when asked (RIO_SOCK_UNLINK), and then only a socket
+ * that no one listens on. */
+Test(sockets, listen_addr_on_a_unix_path_and_its_unlink_policy, .timeout = 10)
+{
+	char dir[64], text[160], path[128];
+	struct stat st;
+	rio_addr a;
+
+	snprintf(dir, sizeof dir, "/tmp/ringio-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/s.sock", dir);
+	snprintf(text, sizeof text, "unix:%s", path);
+	cr_assert_eq(rio_addr_parse(text, &a), 0);
+
+	int fd = rio_listen_addr(&a, 0, 0);
+	cr_assert_geq(fd, 0, "%s", rio_strerror(fd));
+	cr_assert(fcntl(fd, F_GETFL) & O_NONBLOCK);
+	cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert(S_ISSOCK(st.st_mode));
+	cr_assert_eq(unix_connect(&a), 0);
+	cr_assert_eq(rio_local_port(fd), -EAFNOSUPPORT, "no port on a unix socket");
+	/* taken: by a live listener, even with RIO_SOCK_UNLINK */
+	cr_assert_eq(rio_listen_addr(&a, 0, 0), -EADDRINUSE);
+	cr_assert_eq(rio_listen_addr(&a, 0, RIO_SOCK_UNLINK), -EADDRINUSE);
+	cr_assert_eq(unix_connect(&a), 0, "the live listener was removed");
+	close(fd);
+	/* stale: its file stays; only RIO_SOCK_UNLINK takes it over */
+	cr_assert_eq(unix_connect(&a), -ECONNREFUSED);
+	cr_assert_eq(rio_listen_addr(&a, 0, 0), -EADDRINUSE);
+	fd = rio_listen_addr(&a, 0, RIO_SOCK_UNLINK);
+	cr_assert_geq(fd, 0, "%s", rio_strerror(fd));
+	cr_assert_eq(unix_connect(&a), 0);
+	close(fd);
+	/* not a socket: never removed */
+	cr_assert_eq(unlink(path), 0);
+	int reg = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	cr_assert_geq(reg, 0);
+	close(reg);
+	cr_assert_eq(rio_listen_addr(&a, 0, RIO_SOCK_UNLINK), -EADDRINUSE);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert(S_ISREG(st.st_mode), "a regular file was removed");
+	cr_assert_eq(unlink(path), 0);
+	/* IP-only flags */
+	cr_assert_eq(rio_listen_addr(&a, 0, RIO_SOCK_REUSEPORT), -EINVAL);
+	cr_assert_eq(rio_listen_addr(&a, 0, RIO_SOCK_V6ONLY), -EINVAL);
+	cr_assert_eq(rmdir(dir), 0);
+
+	/* an abstract name: no file; free again once its socket is closed */
+	snprintf(text, sizeof text, "unix:@ringio-test-%d", (int)getpid());
+	cr_assert_eq(rio_addr_parse(text, &a), 0);
+	fd = rio_listen_addr(&a, 0, 0);
+	cr_assert_geq(fd, 0, "%s", rio_strerror(fd));
+	cr_assert_eq(rio_listen_addr(&a, 0, 0), -EADDRINUSE);
+	cr_assert_eq(unix_connect(&a), 0);
+	close(fd);
+	fd = rio_listen_addr(&a, 0, 0);
+	cr_assert_geq(fd, 0, "%s", rio_strerror(fd));
+	close(fd);
 }

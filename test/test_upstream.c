@@ -8,7 +8,11 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* ---- helpers ---- */
@@ -254,10 +258,73 @@ Test(addr, format_checks_family_and_room, .timeout = 10)
 	cr_assert_str_eq(buf, "1.2.3.4:80");
 	cr_assert_eq(rio_addr_format(NULL, buf, sizeof buf), -EINVAL);
 	cr_assert_eq(rio_addr_format(&a, NULL, sizeof buf), -EINVAL);
-	a.ss.ss_family = AF_UNIX;
+	a.ss.ss_family = AF_PACKET; /* not an address family of ours */
 	cr_assert_eq(rio_addr_format(&a, buf, sizeof buf), -EINVAL);
 	cr_assert_eq(rio_addr_parse("[::1]:80", &a), 0);
 	a.len = sizeof(struct sockaddr_in); /* too short for IPv6 */
+	cr_assert_eq(rio_addr_format(&a, buf, sizeof buf), -EINVAL);
+}
+
+/* Unix-domain addresses: a path, or an abstract name ('@': a NUL byte). */
+Test(addr, unix_paths_and_abstract_names, .timeout = 10)
+{
+	static const char *const good[] = {
+		"unix:/run/ringio.sock", "unix:relative.sock", "unix:@ringio",
+		"unix:@with space", "unix:/", "unix:@@",
+	};
+	const size_t base = offsetof(struct sockaddr_un, sun_path);
+	struct sockaddr_un *un;
+	char buf[256], text[200];
+	rio_addr a;
+
+	for (size_t k = 0; k < sizeof good / sizeof good[0]; k++) {
+		const char *name = good[k] + 5;
+		int abstract = name[0] == '@';
+		int rc = rio_addr_parse(good[k], &a);
+
+		cr_assert_eq(rc, 0, "%s: %s", good[k], rio_strerror(rc));
+		un = (struct sockaddr_un *)&a.ss;
+		cr_assert_eq(a.ss.ss_family, AF_UNIX);
+		/* a path with its NUL; an abstract name without one */
+		cr_assert_eq(a.len, base + strlen(name) + !abstract, "%s", good[k]);
+		if (abstract)
+			cr_assert(un->sun_path[0] == '\0' &&
+				  memcmp(un->sun_path + 1, name + 1,
+					 strlen(name) - 1) == 0);
+		else
+			cr_assert_str_eq(un->sun_path, name);
+		rc = rio_addr_format(&a, buf, sizeof buf);
+		cr_assert_eq(rc, (int)strlen(good[k]), "%s: format gave %d",
+			     good[k], rc);
+		cr_assert_str_eq(buf, good[k]);
+		cr_assert_eq(rio_addr_format(&a, buf, strlen(good[k])), -ENOSPC);
+	}
+	/* sun_path holds 108 bytes: a path of 107 and its NUL; a name of 107
+	 * after its leading NUL */
+	for (int abstract = 0; abstract < 2; abstract++) {
+		memset(text, 'p', sizeof text);
+		memcpy(text, abstract ? "unix:@" : "unix:/", 6);
+		text[5 + 108 - !abstract] = '\0';
+		cr_assert_eq(rio_addr_parse(text, &a), 0, "%zu bytes",
+			     strlen(text) - 5);
+		cr_assert_eq(a.len, sizeof(struct sockaddr_un));
+		cr_assert_eq(rio_addr_format(&a, buf, sizeof buf),
+			     (int)strlen(text));
+		cr_assert_str_eq(buf, text);
+		text[5 + 108 - !abstract] = 'p';
+		text[5 + 109 - !abstract] = '\0';
+		cr_assert_eq(rio_addr_parse(text, &a), -ENAMETOOLONG,
+			     "%zu bytes", strlen(text) - 5);
+	}
+	cr_assert_eq(rio_addr_parse("unix:", &a), -EINVAL);
+	cr_assert_eq(rio_addr_parse("unix:@", &a), -EINVAL);
+	cr_assert_eq(rio_addr_parse("unix", &a), -EINVAL);
+	cr_assert_eq(rio_addr_parse("UNIX:/x", &a), -EINVAL);
+	/* an abstract name with a NUL inside parses from no text, and
+	 * cannot be written as text */
+	cr_assert_eq(rio_addr_parse("unix:@ab", &a), 0);
+	un = (struct sockaddr_un *)&a.ss;
+	un->sun_path[1] = '\0';
 	cr_assert_eq(rio_addr_format(&a, buf, sizeof buf), -EINVAL);
 }
 
@@ -276,8 +343,11 @@ Test(upstreams, create_checks_its_arguments, .timeout = 10)
 	cr_assert_eq(rio_upstreams_create(a, 65, NULL, &u), -EINVAL);
 	cr_assert_eq(rio_upstreams_create(a, 1, NULL, NULL), -EINVAL);
 	memset(&un, 0, sizeof un);
-	un.ss.ss_family = AF_UNIX;
+	un.ss.ss_family = AF_PACKET;
 	un.len = sizeof un.ss;
+	cr_assert_eq(rio_upstreams_create(&un, 1, NULL, &u), -EINVAL);
+	un.ss.ss_family = AF_UNIX;
+	un.len = offsetof(struct sockaddr_un, sun_path); /* no name */
 	cr_assert_eq(rio_upstreams_create(&un, 1, NULL, &u), -EINVAL);
 	un = a[0];
 	un.len = 4; /* shorter than a sockaddr_in */
@@ -327,6 +397,81 @@ Test(connect_any, connects_to_a_listening_address, .timeout = 20)
 	close(afd);
 	close(fd);
 	close(lfd);
+	done(loop, u);
+}
+
+/* A temporary directory for unix socket files, removed by unix_dir_done. */
+static void unix_dir(char *dir, size_t len)
+{
+	snprintf(dir, len, "/tmp/ringio-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+}
+
+static void unix_dir_done(const char *dir, const char *file)
+{
+	char path[256];
+
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	unlink(path);
+	cr_assert_eq(rmdir(dir), 0, "rmdir %s: %s", dir, strerror(errno));
+}
+
+/* connect_any to unix-domain listeners: a path that is missing, a stale
+ * socket file (refused), then a live path, then an abstract name. */
+Test(connect_any, connects_to_unix_paths_and_abstract_names, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	struct conn x = { .calls = 0 };
+	char dir[64], text[3][128];
+	rio_addr a[3];
+	int lfd[2], fd, afd;
+
+	unix_dir(dir, sizeof dir);
+	snprintf(text[0], sizeof text[0], "unix:%s/missing.sock", dir);
+	snprintf(text[1], sizeof text[1], "unix:%s/live.sock", dir);
+	snprintf(text[2], sizeof text[2], "unix:@ringio-test-%d", (int)getpid());
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(rio_addr_parse(text[i], &a[i]), 0, "%s", text[i]);
+	lfd[0] = rio_listen_addr(&a[1], 8, 0);
+	lfd[1] = rio_listen_addr(&a[2], 8, 0);
+	cr_assert(lfd[0] >= 0 && lfd[1] >= 0, "listen: %s / %s",
+		  rio_strerror(lfd[0]), rio_strerror(lfd[1]));
+
+	rio_upstreams *u = make_set(a, 2, 0, 0);
+	fd = connect_once(loop, &x, u);
+	cr_assert_geq(fd, 0, "connect_any: %s", rio_strerror(fd));
+	cr_assert_eq(x.c.upstream, 1);
+	cr_assert_eq(ctr(u, 0).other, 1, "the missing path is an error");
+	cr_assert_eq(ctr(u, 1).connected, 1);
+	afd = accept_within(lfd[0], 2000);
+	cr_assert_geq(afd, 0);
+	cr_assert_eq(write(afd, "hi", 2), 2);
+	char got[2];
+	size_t have = 0;
+	T_RUN_UNTIL(loop, t_recv_upto(fd, got, 2, &have), 2000);
+	cr_assert_eq(memcmp(got, "hi", 2), 0);
+	close(afd);
+	close(fd);
+	cr_assert_eq(rio_upstreams_destroy(u), 0);
+
+	/* the live listener goes, its file stays: refused */
+	close(lfd[0]);
+	u = make_set(&a[1], 1, 0, 0);
+	x.calls = 0;
+	cr_assert_eq(connect_once(loop, &x, u), -ECONNREFUSED);
+	cr_assert_eq(ctr(u, 0).refused, 1);
+	cr_assert_eq(rio_upstreams_destroy(u), 0);
+
+	u = make_set(&a[2], 1, 0, 0);
+	x.calls = 0;
+	fd = connect_once(loop, &x, u);
+	cr_assert_geq(fd, 0, "abstract: %s", rio_strerror(fd));
+	afd = accept_within(lfd[1], 2000);
+	cr_assert_geq(afd, 0);
+	close(afd);
+	close(fd);
+	close(lfd[1]);
+	unix_dir_done(dir, "live.sock");
 	done(loop, u);
 }
 

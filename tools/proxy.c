@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <ringio.h>
@@ -290,18 +291,24 @@ static unsigned fd_budget(const struct cfg *cfg)
 	return per ? (unsigned)per : 1;
 }
 
-/* rio_listen_tcp wants a host and a port: those of `a`. */
+/* Every thread its own listener (SO_REUSEPORT) on an IP address; one
+ * thread on a unix path, taking over a stale socket file. */
 static int listen_on(const rio_addr *a)
 {
-	char host[INET6_ADDRSTRLEN];
-	const struct sockaddr_in *v4 = (const struct sockaddr_in *)&a->ss;
-	const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&a->ss;
-	int six = a->ss.ss_family == AF_INET6;
-	inet_ntop(a->ss.ss_family, six ? (const void *)&v6->sin6_addr
-				       : (const void *)&v4->sin_addr,
-		  host, sizeof host);
-	return rio_listen_tcp(host, ntohs(six ? v6->sin6_port : v4->sin_port),
-			      4096, RIO_SOCK_REUSEPORT | (six ? RIO_SOCK_V6ONLY : 0));
+	if (a->ss.ss_family == AF_UNIX)
+		return rio_listen_addr(a, 4096, RIO_SOCK_UNLINK);
+	return rio_listen_addr(a, 4096,
+			       RIO_SOCK_REUSEPORT |
+				       (a->ss.ss_family == AF_INET6 ? RIO_SOCK_V6ONLY
+								    : 0));
+}
+
+/* A unix path's file, or NULL (an IP address, an abstract name). */
+static const char *unix_path(const rio_addr *a)
+{
+	const struct sockaddr_un *un = (const struct sockaddr_un *)&a->ss;
+	return a->ss.ss_family == AF_UNIX && un->sun_path[0] ? un->sun_path
+							     : NULL;
 }
 
 static int worker_init(struct tool_worker *t)
@@ -329,7 +336,7 @@ static int worker_init(struct tool_worker *t)
 	for (int i = 0; i < cfg->nlisten; i++) {
 		w->lfd[i] = listen_on(&cfg->listen[i]);
 		if (w->lfd[i] < 0) {
-			char text[64];
+			char text[128];
 			rio_addr_format(&cfg->listen[i], text, sizeof text);
 			fprintf(stderr, "ringio-proxy: listen on %s: %s\n", text,
 				rio_strerror(w->lfd[i]));
@@ -403,7 +410,10 @@ static void usage(FILE *f)
 		"usage: ringio-proxy --listen ADDR:PORT [--listen ...] "
 		"--upstream ADDR:PORT [--upstream ...]\n"
 		"  [--connect-timeout MS] [--fail-timeout MS]\n" TOOL_COMMON_USAGE
-		"ADDR is numeric IPv4, or IPv6 in brackets: [::1]:8080\n"
+		"ADDR is numeric IPv4, IPv6 in brackets ([::1]:8080), or a "
+		"unix-domain socket:\nunix:PATH (a stale socket file there is "
+		"taken over, and removed at exit)\nor unix:@NAME (abstract); "
+		"--listen unix: takes --threads 1\n"
 		"Defaults: --connect-timeout 3000, --fail-timeout 10000, "
 		"--idle-timeout 600000\n(a session that moves nothing for 10 "
 		"minutes ends; 0 keeps it forever)\n");
@@ -496,6 +506,14 @@ int main(int argc, char **argv)
 	if (parse_args(argc, argv, &cfg) < 0 ||
 	    tool_preflight("ringio-proxy", &cfg.com) < 0)
 		return 2;
+	for (int i = 0; i < cfg.nlisten; i++)
+		if (cfg.listen[i].ss.ss_family == AF_UNIX && cfg.com.threads > 1) {
+			fprintf(stderr, "ringio-proxy: --listen on a unix socket "
+				"takes --threads 1 (threads share an IP port "
+				"through SO_REUSEPORT; a unix path has one "
+				"listener)\n");
+			return 2;
+		}
 	/* Two fds a session: take the whole fd limit the process may have
 	 * (as haproxy does), then fd_budget() shares it out. */
 	struct rlimit rl;
@@ -518,16 +536,16 @@ int main(int argc, char **argv)
 		return 1;
 	/* A --listen port 0 is the port worker 0 got, for every thread; say
 	 * which. */
-	char where[MAX_ADDRS * 64] = "";
+	char where[MAX_ADDRS * 128] = "";
 	size_t wl = 0;
 	for (int i = 0; i < cfg.nlisten; i++) {
 		rio_addr *a = &cfg.listen[i];
 		in_port_t *port = a->ss.ss_family == AF_INET6
 			? &((struct sockaddr_in6 *)&a->ss)->sin6_port
 			: &((struct sockaddr_in *)&a->ss)->sin_port;
-		if (*port == 0)
+		if (a->ss.ss_family != AF_UNIX && *port == 0)
 			*port = htons((uint16_t)rio_local_port(ws[0].lfd[i]));
-		char text[64];
+		char text[128];
 		if (rio_addr_format(a, text, sizeof text) < 0)
 			snprintf(text, sizeof text, "?");
 		int k = snprintf(where + wl, sizeof where - wl, "%s%s",
@@ -549,6 +567,9 @@ int main(int argc, char **argv)
 			rc = 1;
 		worker_fini(&ws[i]);
 	}
+	for (int i = 0; i < cfg.nlisten; i++) /* the files we made */
+		if (unix_path(&cfg.listen[i]))
+			unlink(unix_path(&cfg.listen[i]));
 	free(ws);
 	return rc;
 }
