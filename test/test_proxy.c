@@ -846,6 +846,26 @@ Test(proxy, redis_benchmark_from_a_unix_socket_client, .timeout = 120)
 
 /* ---- unix-domain sockets on either side ---- */
 
+/* Run ringio-proxy with three flags and their values (a NULL flag ends
+ * them) that must make it exit by itself; its exit status. */
+static int proxy_exit(const char *f1, const char *v1, const char *f2,
+		      const char *v2, const char *f3, const char *v3)
+{
+	char *argv[] = { (char *)RIO_PROXY_BIN, (char *)f1, (char *)v1,
+			 (char *)f2, (char *)v2, (char *)f3, (char *)v3, NULL };
+	int so, st = -1;
+
+	if (!RIO_PROXY_BIN)
+		cr_skip_test("ringio-proxy not built (RINGIO_BUILD_TOOLS=OFF)");
+	pid_t pid = t_tool_spawn(argv, NULL, &so);
+
+	for (int i = 0; i < 1000 && waitpid(pid, &st, WNOHANG) == 0; i++)
+		usleep(10000);
+	close(so);
+	cr_assert(WIFEXITED(st), "ringio-proxy did not exit by itself");
+	return WEXITSTATUS(st);
+}
+
 /* A unix address "unix:DIR/NAME" in `text`, parsed into *a. */
 static void unix_addr(rio_addr *a, char *text, size_t cap, const char *dir,
 		      const char *name)
@@ -917,15 +937,41 @@ Test(proxy, unix_sockets_on_either_side, .timeout = 60)
 	cr_assert_eq(rmdir(dir), 0, "rmdir: %s", strerror(errno));
 
 	/* one listener on a unix path: more threads are refused, exit 2 */
-	char *argv[] = { (char *)RIO_PROXY_BIN, "--listen", ltext, "--upstream",
-			 tcpup, "--threads", "2", NULL };
-	int so, st2 = -1;
-	pid_t pid = t_tool_spawn(argv, NULL, &so);
+	cr_assert_eq(proxy_exit("--listen", ltext, "--upstream", tcpup,
+				"--threads", "2"), 2);
+	t_loop_done(loop);
+}
 
-	for (int i = 0; i < 1000 && waitpid(pid, &st2, WNOHANG) == 0; i++)
-		usleep(10000);
-	close(so);
-	cr_assert(WIFEXITED(st2) && WEXITSTATUS(st2) == 2,
-		  "--threads 2 with a unix --listen: status %d", st2);
+/* --upstream NAME:PORT: the name is resolved at start (localhost, from
+ * /etc/hosts: no traffic leaves the machine), and every address it gives
+ * is an upstream. What is not an address is refused with exit 2. */
+Test(proxy, upstream_by_name, .timeout = 60)
+{
+	char ubuf[32], out[1024];
+	const char *const flags[] = { "--upstream", ubuf, NULL };
+	rio_loop *loop = t_loop();
+	tsrv up;
+	proxy p;
+
+	tsrv_start(&up, loop, NULL, 0);
+	snprintf(ubuf, sizeof ubuf, "localhost:%u", up.port);
+	proxy_start(&p, NULL, 0, flags);
+	for (int i = 0; i < 4; i++) {
+		int fd = t_connect(AF_INET, p.port);
+
+		t_echo_check(loop, fd, "to localhost");
+		close(fd);
+	}
+	proxy_stop(&p, out, sizeof(out));
+	cr_assert_eq(t_field(out, "upstream_ok="), 4);
+	tsrv_finish(&up);
+	static const char *const bad[] = {
+		"localhost", "localhost:", "localhost:99999", ":80",
+		"local:host:80", "unix:", "[::1]80",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		cr_assert_eq(proxy_exit("--listen", "127.0.0.1:0", "--upstream",
+					bad[i], NULL, NULL), 2,
+			     "--upstream '%s' was taken", bad[i]);
 	t_loop_done(loop);
 }

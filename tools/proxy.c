@@ -1,5 +1,5 @@
 /*
- * ringio-proxy: a TCP proxy on ringio.
+ * ringio-proxy: a TCP (and unix-domain stream) proxy on ringio.
  *
  *   ringio-proxy --listen ADDR:PORT [--listen ...] --upstream ADDR:PORT
  *                [--upstream ...] [--threads N] [--backend auto|uring|epoll]
@@ -9,7 +9,8 @@
  *
  * Built on the library's public calls only. One loop per thread, each with
  * its own SO_REUSEPORT listener on every --listen address (rio_listener:
- * the accept policy). A client gets an upstream from rio_connect_any: the
+ * the accept policy); ADDR is numeric, a name resolved at start (each of
+ * its addresses one more), or unix:PATH / unix:@NAME. A client gets an upstream from rio_connect_any: the
  * next one in round-robin order, one that refuses or does not answer
  * within --connect-timeout skipped for the next (and for --fail-timeout
  * tried only after the others), and when all have failed the client is
@@ -419,13 +420,10 @@ static void usage(FILE *f)
 		"minutes ends; 0 keeps it forever)\n");
 }
 
-/* "1.2.3.4:80" or "[::1]:80", appended to list[*n] */
+/* An address (or every address of a name), appended to list[*n] */
 static int parse_addr(const char *text, rio_addr *list, int *n)
 {
-	if (*n == MAX_ADDRS || rio_addr_parse(text, &list[*n]) < 0)
-		return -EINVAL;
-	(*n)++;
-	return 0;
+	return tool_resolve("ringio-proxy", text, list, n, MAX_ADDRS);
 }
 
 static int parse_listen(const char *arg, void *cfg)

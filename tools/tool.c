@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -29,6 +30,72 @@ int tool_parse_string(const char *arg, void *dst)
 {
 	*(const char **)dst = arg;
 	return 0;
+}
+
+static int add_addr(rio_addr *list, int *n, int max, const rio_addr *a)
+{
+	for (int i = 0; i < *n; i++)
+		if (list[i].len == a->len && !memcmp(&list[i].ss, &a->ss, a->len))
+			return 0; /* one name may give an address twice */
+	if (*n == max)
+		return -ENOSPC;
+	list[(*n)++] = *a;
+	return 0;
+}
+
+int tool_resolve(const char *prog, const char *text, rio_addr *list, int *n,
+		 int max)
+{
+	rio_addr a;
+	int r = rio_addr_parse(text, &a);
+	const char *colon = strrchr(text, ':');
+	long port;
+	if (r == 0) {
+		r = add_addr(list, n, max, &a);
+	} else if (!strncmp(text, "unix:", 5) || text[0] == '[' || !colon ||
+		   colon == text || strchr(text, ':') != colon ||
+		   tool_parse_long(colon + 1, 0, 65535, &port) < 0) {
+		fprintf(stderr, "%s: '%s' is not an address: give IP:PORT, "
+			"[IPv6]:PORT, NAME:PORT, unix:PATH or unix:@NAME%s\n",
+			prog, text,
+			r == -ENAMETOOLONG ? " (a unix name takes 107 bytes at "
+					     "most)" : "");
+		return -EINVAL;
+	} else {
+		char host[256];
+		size_t hl = (size_t)(colon - text);
+		if (hl >= sizeof host) {
+			fprintf(stderr, "%s: host name too long in '%s'\n", prog,
+				text);
+			return -EINVAL;
+		}
+		memcpy(host, text, hl);
+		host[hl] = '\0';
+		struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+					 .ai_flags = AI_NUMERICSERV};
+		struct addrinfo *res = NULL;
+		int g = getaddrinfo(host, colon + 1, &hints, &res);
+		if (g) {
+			fprintf(stderr, "%s: cannot resolve '%s': %s\n", prog,
+				host, gai_strerror(g));
+			return -EINVAL;
+		}
+		r = 0;
+		for (struct addrinfo *ai = res; ai && !r; ai = ai->ai_next) {
+			if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+			    ai->ai_addrlen > sizeof a.ss)
+				continue;
+			memset(&a, 0, sizeof a);
+			memcpy(&a.ss, ai->ai_addr, ai->ai_addrlen);
+			a.len = ai->ai_addrlen;
+			r = add_addr(list, n, max, &a);
+		}
+		freeaddrinfo(res);
+	}
+	if (r == -ENOSPC)
+		fprintf(stderr, "%s: more than %d addresses (with '%s')\n", prog,
+			max, text);
+	return r ? -EINVAL : 0;
 }
 
 static int parse_backend(const char *arg, void *dst)

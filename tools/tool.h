@@ -67,6 +67,14 @@ int tool_parse_flags(const char *prog, int argc, char **argv,
 
 /* Parse a whole decimal number in [lo, hi]. Returns 0 or -EINVAL. */
 int tool_parse_long(const char *s, long lo, long hi, long *out);
+/* An address as the tools take it, appended to list[*n] (max entries):
+ * what rio_addr_parse() reads (1.2.3.4:80, [::1]:80, unix:PATH,
+ * unix:@NAME), or NAME:PORT, resolved now with getaddrinfo(): every
+ * address it gives (IPv4 and IPv6, in its order), each once. Says what is
+ * wrong on stderr (prog: ...) and returns -EINVAL; 0 on success. Blocks
+ * while the name is looked up: for start-up only. */
+int tool_resolve(const char *prog, const char *text, rio_addr *list, int *n,
+		 int max);
 /* A TOOL_ARG parser for a string flag: *(const char **)dst = arg. */
 int tool_parse_string(const char *arg, void *dst);
 
