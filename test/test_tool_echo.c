@@ -348,3 +348,56 @@ Test(tool_echo, pool_beyond_memory_is_refused, .timeout = 30)
 	cr_assert_null(strstr(err, "listening"), "%s", err);
 #endif
 }
+
+/* --unix PATH: thread 0 echoes on a unix-domain socket as well (a stale
+ * socket file there taken over); the file is gone after exit. */
+Test(tool_echo, echoes_on_a_unix_socket_too, .timeout = 60)
+{
+#ifndef RIO_ECHO_BIN
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#else
+	char dir[64], path[128], text[160], out[4096], buf[8];
+	rio_addr a;
+	uint16_t port;
+	int so;
+
+	snprintf(dir, sizeof dir, "/tmp/ringio-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/echo.sock", dir);
+	snprintf(text, sizeof text, "unix:%s", path);
+	cr_assert_eq(rio_addr_parse(text, &a), 0);
+	int stale = rio_listen_addr(&a, 1, 0);
+	cr_assert_geq(stale, 0);
+	close(stale);
+	const char *const flags[] = { "--unix", path, "--threads", "2", NULL };
+	pid_t echo = echo_spawn(flags, &port, &so);
+	for (int i = 0; i < 4; i++) {
+		int fd = -1;
+
+		for (int k = 0; k < 500 && fd < 0; k++) { /* thread 0 may lag */
+			fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			if (connect(fd, (struct sockaddr *)&a.ss, a.len) < 0) {
+				close(fd);
+				fd = -1;
+				usleep(10000);
+			}
+		}
+		cr_assert_geq(fd, 0, "nothing listens on %s", path);
+		t_timeouts(fd, 5);
+		cr_assert_eq(send(fd, "unix", 4, 0), 4);
+		cr_assert_eq(recv(fd, buf, 4, MSG_WAITALL), 4,
+			     "not echoed: %s", strerror(errno));
+		cr_assert_eq(memcmp(buf, "unix", 4), 0);
+		close(fd);
+	}
+	t_tool_stop(echo, so, out, sizeof(out));
+	/* four unix clients and the t_wait_listening probe */
+	cr_assert_eq(t_field(out, " accepted="), 5);
+	cr_assert_neq(access(path, F_OK), 0, "the socket file is still there");
+	cr_assert_eq(rmdir(dir), 0);
+	char err[1024];
+	static const char *const empty[] = { "--unix", "", NULL };
+	cr_assert_eq(echo_exit(empty, NULL, err, sizeof err), 2, "%s", err);
+	cr_assert_not_null(strstr(err, "--unix"), "%s", err);
+#endif
+}

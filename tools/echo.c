@@ -32,6 +32,8 @@
 struct cfg {
 	const char *addr;
 	int port;
+	const char *unix_path; /* --unix: thread 0 listens there too */
+	rio_addr un;
 	struct tool_common com; /* --threads, --backend, --idle-timeout,
 				 * --buf-count, --buf-size, --splice */
 	uint64_t drain_ms; /* graceful shutdown: how long in-flight echoes get */
@@ -43,8 +45,9 @@ struct worker {
 	const struct cfg *cfg;
 	rio_bufpool *pool;
 	rio_relay_opts ro;
-	int lfd;
-	rio_listener *l;
+	int lfd[2];         /* TCP; unix (--unix, thread 0) */
+	rio_listener *l[2];
+	int nl;
 	struct tool_list conns; /* relaying (not yet closing) */
 	rio_op drain_op;        /* the drain deadline */
 	rio_op cancel_drain_op;
@@ -54,6 +57,7 @@ struct worker {
 
 struct conn {
 	struct worker *w;
+	rio_listener *l; /* that accepted it */
 	int fd;
 	struct tool_node node; /* on w->conns until its relay ends */
 	rio_relay relay;       /* fd back to fd */
@@ -76,7 +80,7 @@ static void drain_check(struct worker *w)
 static void close_cb(rio_loop *loop, rio_op *op, int res)
 {
 	struct conn *c = RIO_CONTAINER_OF(op, struct conn, close_op);
-	rio_listener_release(c->w->l);
+	rio_listener_release(c->l);
 	free(c);
 }
 
@@ -109,8 +113,9 @@ static void on_accept(rio_listener *l, rio_loop *loop, int fd,
 		return;
 	}
 	c->w = w;
+	c->l = l;
 	c->fd = fd;
-	rio_set_nodelay(fd, 1);
+	rio_set_nodelay(fd, 1); /* fails on a unix socket: nothing to do */
 	tool_list_add(&w->conns, &c->node);
 	rio_relay_start(loop, &c->relay, fd, fd, &w->ro, relay_done);
 }
@@ -148,7 +153,8 @@ static void drain(struct tool_worker *t)
 {
 	struct worker *w = (struct worker *)t;
 	w->draining = 1;
-	rio_listener_stop(w->l); /* -EALREADY if it stopped on its own */
+	for (int i = 0; i < w->nl; i++)
+		rio_listener_stop(w->l[i]); /* -EALREADY: it stopped itself */
 	for (struct tool_node *n = w->conns.head; n; n = n->next)
 		rio_relay_drain(&RIO_CONTAINER_OF(n, struct conn, node)->relay);
 	if (w->conns.head)
@@ -169,24 +175,43 @@ static int worker_init(struct tool_worker *t)
 	w->ro = (rio_relay_opts){.pool = w->pool,
 				 .splice = cfg->com.splice,
 				 .idle_ns = cfg->com.idle_ms * 1000000ull};
-	w->lfd = rio_listen_tcp(cfg->addr, (uint16_t)cfg->port, 4096,
-				RIO_SOCK_REUSEPORT);
-	if (w->lfd < 0) {
+	w->lfd[0] = rio_listen_tcp(cfg->addr, (uint16_t)cfg->port, 4096,
+				   RIO_SOCK_REUSEPORT);
+	if (w->lfd[0] < 0) {
 		fprintf(stderr, "ringio-echo: listen on %s:%d: %s\n", cfg->addr,
-			cfg->port, rio_strerror(w->lfd));
-		return w->lfd;
+			cfg->port, rio_strerror(w->lfd[0]));
+		return w->lfd[0];
+	}
+	w->nl = 1;
+	if (cfg->unix_path && w->t.idx == 0) {
+		/* one listener on a path: thread 0's */
+		w->lfd[1] = rio_listen_addr(&cfg->un, 4096, RIO_SOCK_UNLINK);
+		if (w->lfd[1] < 0) {
+			fprintf(stderr, "ringio-echo: listen on unix:%s: %s\n",
+				cfg->unix_path, rio_strerror(w->lfd[1]));
+			return w->lfd[1];
+		}
+		w->nl = 2;
 	}
 	rio_listener_opts lo = {.on_accept = on_accept,
 				.on_stop = on_listener_stop,
 				.data = w,
 				.max_conns = cfg->max_conns};
-	return rio_listener_start(w->t.loop, w->lfd, &lo, &w->l);
+	for (int i = 0; i < w->nl; i++) {
+		r = rio_listener_start(w->t.loop, w->lfd[i], &lo, &w->l[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ringio-echo --port P [--addr A] [--max-conns N] "
-		   "[--drain-timeout MS]\n" TOOL_COMMON_USAGE);
+	fprintf(f, "usage: ringio-echo --port P [--addr A] [--unix PATH] "
+		   "[--max-conns N] [--drain-timeout MS]\n" TOOL_COMMON_USAGE
+		   "--unix PATH: echo on a unix-domain socket too (@NAME: "
+		   "abstract); a stale socket\nfile there is taken over, and "
+		   "removed at exit\n");
 }
 
 static int parse_args(int argc, char **argv, struct cfg *cfg)
@@ -194,6 +219,7 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 	const struct tool_flag flags[] = {
 		TOOL_NUM("port", 'p', cfg->port, 0, 65535),
 		TOOL_ARG("addr", 'a', tool_parse_string, &cfg->addr),
+		TOOL_ARG("unix", 'u', tool_parse_string, &cfg->unix_path),
 		TOOL_NUM("max-conns", 'm', cfg->max_conns, 0, 1 << 24),
 		TOOL_NUM("drain-timeout", 'd', cfg->drain_ms, 0, 86400000),
 		TOOL_FLAGS_END,
@@ -212,6 +238,22 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		fprintf(stderr, "ringio-echo: --addr '%s' is not a numeric "
 				"IPv4/IPv6 address\n", cfg->addr);
 		return -EINVAL;
+	}
+	if (cfg->unix_path) {
+		char text[160];
+		int r = -ENAMETOOLONG;
+		if (strlen(cfg->unix_path) < sizeof text - 5) {
+			snprintf(text, sizeof text, "unix:%s", cfg->unix_path);
+			r = rio_addr_parse(text, &cfg->un);
+		}
+		if (r < 0) {
+			fprintf(stderr, "ringio-echo: --unix '%s': %s\n",
+				cfg->unix_path, r == -ENAMETOOLONG
+						? "a unix path takes 107 bytes "
+						  "at most"
+						: "an empty name");
+			return -EINVAL;
+		}
 	}
 	/* --max-conns is for the process: each thread takes its share */
 	if (cfg->max_conns)
@@ -233,7 +275,7 @@ static void report(struct worker *ws, int n)
 	struct tool_counters sum = {0};
 	uint64_t idle = 0, resets = 0, spliced = 0;
 	for (int i = 0; i < n; i++) {
-		tool_count(&sum, ws[i].t.loop, &ws[i].l, 1);
+		tool_count(&sum, ws[i].t.loop, ws[i].l, ws[i].nl);
 		idle += ws[i].idle_closed;
 		resets += ws[i].resets;
 		spliced += ws[i].spliced;
@@ -245,14 +287,16 @@ static void report(struct worker *ws, int n)
 
 static void worker_fini(struct worker *w)
 {
-	if (w->l && rio_listener_destroy(w->l) == 0)
-		w->l = NULL;
+	for (int i = 0; i < w->nl; i++)
+		if (w->l[i] && rio_listener_destroy(w->l[i]) == 0)
+			w->l[i] = NULL;
 	if (w->pool)
 		rio_bufpool_destroy(w->pool);
 	if (w->t.loop && rio_loop_destroy(w->t.loop) < 0)
 		fprintf(stderr, "ringio-echo: loop still busy at exit\n");
-	if (w->lfd >= 0)
-		close(w->lfd);
+	for (int i = 0; i < 2; i++)
+		if (w->lfd[i] >= 0)
+			close(w->lfd[i]);
 }
 
 int main(int argc, char **argv)
@@ -271,7 +315,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	for (int i = 0; i < cfg.com.threads; i++) {
 		ws[i].cfg = &cfg;
-		ws[i].lfd = -1;
+		ws[i].lfd[0] = ws[i].lfd[1] = -1;
 		ws[i].t.idx = i;
 		ws[i].t.ops = &worker_ops;
 		ws[i].t.backend = cfg.com.backend;
@@ -281,11 +325,12 @@ int main(int argc, char **argv)
 		return 1;
 	/* with --port 0 every thread shares the first one's port */
 	if (cfg.port == 0)
-		cfg.port = rio_local_port(ws[0].lfd);
+		cfg.port = rio_local_port(ws[0].lfd[0]);
 	const char *why;
 	rio_loop_backend(ws[0].t.loop, NULL, &why);
-	fprintf(stderr, "ringio-echo: listening on %s:%d, %d thread(s), %s\n",
-		cfg.addr, cfg.port, cfg.com.threads, why);
+	fprintf(stderr, "ringio-echo: listening on %s:%d%s%s, %d thread(s), "
+		"%s\n", cfg.addr, cfg.port, cfg.unix_path ? " and unix:" : "",
+		cfg.unix_path ? cfg.unix_path : "", cfg.com.threads, why);
 	tool_catch_signals();
 	int rc = tool_run_threads("ringio-echo", ws, sizeof *ws, cfg.com.threads,
 				  tool_worker_run) < 0;
@@ -296,5 +341,7 @@ int main(int argc, char **argv)
 		worker_fini(&ws[i]);
 	}
 	free(ws);
+	if (cfg.unix_path && cfg.unix_path[0] != '@')
+		unlink(cfg.unix_path); /* the file its listener made */
 	return rc;
 }
