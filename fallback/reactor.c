@@ -625,6 +625,10 @@ void rio__reactor_submit(rio_loop *loop, rio_op *op)
 	case RIO__OP_CLOSE:
 		submit_close(loop, op);
 		return;
+	case RIO__OP_SHUTDOWN: /* never waits: the syscall, now */
+		defer(loop, op, shutdown(op->priv.fd, op->priv.a.shutdown.how)
+					? -errno : 0);
+		return;
 	default:
 		break;
 	}

@@ -243,6 +243,9 @@ struct rio_op {
 				uint32_t events;
 			} poll;
 			struct {
+				int how;
+			} shutdown;
+			struct {
 				rio_op *target;
 				int ended_first;
 			} cancel;
@@ -408,6 +411,22 @@ RIO_API int rio_splice_out(rio_loop *loop, rio_op *op, int pipe_r, int sock,
  */
 RIO_API int rio_poll(rio_loop *loop, rio_op *op, int fd, unsigned events,
 		     rio_cb *cb);
+
+/*
+ * shutdown(2) of socket `fd` through the loop: `how` is SHUT_RD, SHUT_WR or
+ * SHUT_RDWR. One completion: 0, or -errno (-ENOTCONN: not connected,
+ * -ENOTSOCK, -EBADF). It runs in submission order after the ops submitted
+ * before it that the kernel has already started; a send still waiting for
+ * room when it runs fails with -EPIPE. So to send a FIN after the data,
+ * submit it once the last send has completed (from its callback). It
+ * takes no deadline (it never waits). Calling shutdown(2) yourself on a
+ * socket the loop has ops on is allowed too, and has the same effect; the
+ * op keeps it in order with the loop's other ops on io_uring, where
+ * submissions reach the kernel in batches. -EINVAL: `how` is none of the
+ * three.
+ */
+RIO_API int rio_shutdown(rio_loop *loop, rio_op *op, int fd, int how,
+			 rio_cb *cb);
 
 /*
  * Close `fd` through the loop. Every op of this loop still pending on `fd`

@@ -41,6 +41,7 @@
  *   a.multi     RECV_MULTI: the pool; the cancel aimed at it (io_uring)
  *   a.splice    SPLICE_IN, SPLICE_OUT: the pipe end; bytes at most
  *   a.poll      POLL: the poll(2) events asked for
+ *   a.shutdown  SHUTDOWN: shutdown(2)'s `how`
  *   a.cancel    CANCEL: the target; whether the target ended on its own
  *               first (io_uring)
  *   a.close     CLOSE: the next close waiting on the same fd number; ops
@@ -70,6 +71,7 @@ enum rio__kind {
 	RIO__OP_POST,
 	RIO__OP_WAKE, /* internal: the loop's wakeup channel */
 	RIO__OP_POLL,
+	RIO__OP_SHUTDOWN,
 	RIO__OP_RELAY,       /* composite (relay.c): no backend sees it */
 	RIO__OP_CONNECT_ANY, /* composite (upstream.c) */
 	RIO__OP_KINDS

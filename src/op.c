@@ -33,6 +33,8 @@ const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
 	[RIO__OP_POST] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0},
 	[RIO__OP_WAKE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0},
 	[RIO__OP_POLL] = {RIO__SIDE_ANY, 1, 1, 0, 0, 0, 0},
+	/* a close waits for it; it never waits on a peer */
+	[RIO__OP_SHUTDOWN] = {RIO__SIDE_NONE, 1, 0, 0, 0, 0, 0},
 	/* composites: their own ops do the waiting */
 	[RIO__OP_RELAY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1},
 	[RIO__OP_CONNECT_ANY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1},
@@ -338,6 +340,17 @@ int rio__poll_events(rio_loop *loop, rio_op *op, int fd, unsigned events,
 	if (r)
 		return r;
 	op->priv.a.poll.events = events;
+	return submit(loop, op);
+}
+
+int rio_shutdown(rio_loop *loop, rio_op *op, int fd, int how, rio_cb *cb)
+{
+	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+		return -EINVAL;
+	int r = rio__op_take(loop, op, cb, RIO__OP_SHUTDOWN, fd);
+	if (r)
+		return r;
+	op->priv.a.shutdown.how = how;
 	return submit(loop, op);
 }
 

@@ -179,6 +179,9 @@ static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 	case RIO__OP_CLOSE:
 		io_uring_prep_close(sqe, fd);
 		break;
+	case RIO__OP_SHUTDOWN: /* an SQE, not the syscall: in SQ order */
+		io_uring_prep_shutdown(sqe, fd, op->priv.a.shutdown.how);
+		break;
 	case RIO__OP_TIMEOUT:
 		io_uring_prep_timeout(sqe, op_ts(op, op->priv.a.timeout.ns), 0, 0);
 		break;
