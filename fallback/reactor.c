@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -38,6 +39,7 @@ struct fdent {
 	uint8_t stream;   /* SOCK_STREAM: a short read means drained */
 	uint8_t eof;      /* hang-up seen: a short read leaves the EOF queued */
 	int soerr;        /* a socket error the poller consumed (rio__pev.err) */
+	uint64_t ino;     /* the file registered (fstat): soerr is its */
 };
 
 struct reactor {
@@ -151,6 +153,14 @@ static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 	socklen_t tl = sizeof type;
 	e->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
 		    type == SOCK_STREAM;
+	/* The number may be a new file's (the last closed behind the
+	 * loop's back): an error the poller took for the last is not its.
+	 * The same file registered again keeps it. */
+	struct stat st;
+	uint64_t ino = fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+	if (ino != e->ino)
+		e->soerr = 0;
+	e->ino = ino;
 	e->registered = 1;
 	e->eof = 0;
 	e->ready = RIO__EV_IN | RIO__EV_OUT; /* unknown: try the syscall */
@@ -790,6 +800,16 @@ static void handle_event(rio_loop *loop, const struct rio__pev *ev)
 	unsigned any = RIO__EV_ERR | RIO__EV_HUP;
 	if (ev->events & (any | RIO__EV_RDHUP))
 		e->eof = 1;
+	/* Polls first, as io_uring wakes every waiter of the socket at once:
+	 * a poll sees the readiness this event brought before a recv or a
+	 * send of the same turn uses it up (a datagram a recv takes, room a
+	 * send fills); after them, it would wait on (fuzz seed 93903189). */
+	if (!rio__opq_empty(&e->pq)) {
+		run_polls(loop, ev->fd);
+		e = &r->fds[ev->fd];
+		if (ev->gen != e->gen)
+			return;
+	}
 	if (ev->events & (RIO__EV_IN | any)) {
 		e->ready |= RIO__EV_IN;
 		run_queue(loop, ev->fd, RIO__EV_IN, 1);
@@ -799,9 +819,6 @@ static void handle_event(rio_loop *loop, const struct rio__pev *ev)
 		e->ready |= RIO__EV_OUT;
 		run_queue(loop, ev->fd, RIO__EV_OUT, 1);
 	}
-	e = &r->fds[ev->fd];
-	if (ev->gen == e->gen && !rio__opq_empty(&e->pq))
-		run_polls(loop, ev->fd);
 }
 
 #ifdef RINGIO_FAULT_HOOKS

@@ -175,3 +175,31 @@ Test(poll, the_mask_holds_everything_ready_at_completion, .timeout = 20)
 	}
 	t_loop_done(loop);
 }
+
+/* A poll for POLLIN and a recv wait on one datagram socket; one datagram
+ * comes: the poll reports it and the recv takes it, on every backend (as
+ * io_uring wakes every waiter; the fallback asked poll(2) only after the
+ * recv had taken it, and the poll waited on: fuzz seed 93903189). */
+Test(poll, a_poll_beside_a_recv_sees_the_datagram_the_recv_takes,
+     .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	t_rec pr = { .calls = 0 }, rr = { .calls = 0 };
+	char buf[64];
+	int sv[2];
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK |
+				SOCK_CLOEXEC, 0, sv), 0);
+	cr_assert_eq(rio_recv(loop, &rr.op, sv[0], buf, sizeof buf, 0,
+			      t_rec_cb), 0);
+	cr_assert_eq(rio_poll(loop, &pr.op, sv[0], POLLIN, t_rec_cb), 0);
+	t_loop_sleep(loop, 20);
+	cr_assert_eq(pr.calls + rr.calls, 0);
+	cr_assert_eq(send(sv[1], "dgram", 5, 0), 5);
+	T_RUN_UNTIL(loop, pr.calls && rr.calls, 2000);
+	cr_assert_eq(rr.res, 5);
+	cr_assert(pr.res > 0 && (pr.res & POLLIN), "poll: %d", pr.res);
+	close(sv[0]);
+	close(sv[1]);
+	t_loop_done(loop);
+}
