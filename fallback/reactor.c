@@ -39,7 +39,7 @@ struct fdent {
 	uint8_t stream;   /* SOCK_STREAM: a short read means drained */
 	uint8_t eof;      /* hang-up seen: a short read leaves the EOF queued */
 	int soerr;        /* a socket error the poller consumed (rio__pev.err) */
-	uint64_t ino;     /* the file registered (fstat): soerr is its */
+	uint64_t ino;     /* the file soerr was taken for (fstat) */
 };
 
 struct reactor {
@@ -133,6 +133,13 @@ static void mark_hot(struct reactor *r, int fd)
 /* First use of an fd in this generation: make it non-blocking (a blocking
  * fd must never stall the loop) and register it with the poller. Returns
  * 1 when it registered just now. */
+/* The inode of the file under fd (0 if fstat fails). */
+static uint64_t file_ino(int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
 static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 {
 	if (e->registered)
@@ -156,11 +163,8 @@ static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 	/* The number may be a new file's (the last closed behind the
 	 * loop's back): an error the poller took for the last is not its.
 	 * The same file registered again keeps it. */
-	struct stat st;
-	uint64_t ino = fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
-	if (ino != e->ino)
+	if (e->soerr && file_ino(fd) != e->ino)
 		e->soerr = 0;
-	e->ino = ino;
 	e->registered = 1;
 	e->eof = 0;
 	e->ready = RIO__EV_IN | RIO__EV_OUT; /* unknown: try the syscall */
@@ -795,8 +799,10 @@ static void handle_event(rio_loop *loop, const struct rio__pev *ev)
 	struct fdent *e = &r->fds[ev->fd];
 	if (ev->gen != e->gen || !e->registered)
 		return; /* an event of a closed file: stale */
-	if (ev->err)
+	if (ev->err) { /* rare: the fstat only then */
 		e->soerr = ev->err;
+		e->ino = file_ino(ev->fd);
+	}
 	unsigned any = RIO__EV_ERR | RIO__EV_HUP;
 	if (ev->events & (any | RIO__EV_RDHUP))
 		e->eof = 1;
