@@ -10,6 +10,10 @@
  * per connection and per message, so an echo that mixes connections, drops,
  * repeats or reorders bytes is caught at the first wrong byte.
  *
+ * With --udp each "connection" is a connected UDP socket with one datagram
+ * of `size` bytes in flight, which must come back whole; a datagram not
+ * echoed within 2 s fails its socket (counted in errors).
+ *
  * With --stat-pid the generator also samples the server's CPU time at the
  * exact edges of the measured window (after warmup, at the end), so the
  * per-round-trip CPU cost excludes warmup and connection setup.
@@ -40,6 +44,8 @@
 #define PATTERN_SPAN 251
 #define MAX_EVENTS 256
 #define MAX_PROCS 256
+#define MAX_DGRAM 65507
+#define DGRAM_LOST_NS (2ull * 1000000000ull)
 
 enum conn_state { CONN_CONNECTING, CONN_READY, CONN_DEAD };
 
@@ -65,6 +71,7 @@ struct opts {
 	int stat_pid;  /* -1: no server CPU sampling */
 	int stat_cpu;  /* -1: no core-busy sampling */
 	unsigned procs; /* generator processes sharing the connections */
+	bool udp;       /* datagrams, one per message */
 };
 
 /* CPU counters sampled at the edges of the measured window, in ticks. */
@@ -105,8 +112,10 @@ static void usage(FILE *f)
 		"  --stat-cpu  report this CPU's busy time over the measured window\n"
 		"  --procs     split the connections over P processes (1..%d) that\n"
 		"              start together; one line for all of them\n"
+		"  --udp       connected UDP sockets, one datagram in flight each\n"
+		"              (--size up to %d)\n"
 		"prints: rtt_per_s=.. p50_us=.. p99_us=.. errors=.. conns=.. size=..\n",
-		MAX_SIZE, MAX_PROCS);
+		MAX_SIZE, MAX_PROCS, MAX_DGRAM);
 }
 
 static int bad_flag(const char *name, const char *val)
@@ -170,6 +179,7 @@ static int parse_opts(struct opts *o, int argc, char **argv)
 		{ "stat-pid", required_argument, NULL, 0 },
 		{ "stat-cpu", required_argument, NULL, 0 },
 		{ "procs", required_argument, NULL, 0 },
+		{ "udp", no_argument, NULL, 'u' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -183,6 +193,10 @@ static int parse_opts(struct opts *o, int argc, char **argv)
 			usage(stdout);
 			exit(0);
 		}
+		if (c == 'u') {
+			o->udp = true;
+			continue;
+		}
 		if (c != 0 || parse_one(o, longopts[li].name, optarg) != 0) {
 			if (c != 0)
 				usage(stderr);
@@ -192,6 +206,11 @@ static int parse_opts(struct opts *o, int argc, char **argv)
 	if (optind < argc) {
 		fprintf(stderr, "rio-loadgen: unexpected argument '%s'\n",
 			argv[optind]);
+		return -1;
+	}
+	if (o->udp && o->size > MAX_DGRAM) {
+		fprintf(stderr, "rio-loadgen: --size %zu is more than a UDP "
+				"datagram holds (%d)\n", o->size, MAX_DGRAM);
 		return -1;
 	}
 	if (o->procs > o->conns) {
@@ -314,9 +333,20 @@ static void msg_begin(struct lg *g, struct conn *c, uint64_t now)
 	c->start_ns = now;
 }
 
-/* Push the current message as far as the socket takes it. */
+/* Push the current message as far as the socket takes it (a datagram:
+ * all of it, or nothing yet). */
 static void conn_send(struct lg *g, struct conn *c)
 {
+	while (g->o.udp && c->sent == 0) {
+		ssize_t n = send(c->fd, c->msg, g->o.size, 0);
+		if (n == (ssize_t)g->o.size)
+			c->sent = g->o.size;
+		else if (n < 0 && errno == EINTR)
+			continue;
+		else if (!(n < 0 && errno == EAGAIN))
+			conn_fail(g, c, n < 0 ? errno : EMSGSIZE, "send");
+		return;
+	}
 	while (c->sent < g->o.size) {
 		ssize_t n = send(c->fd, c->msg + c->sent, g->o.size - c->sent,
 				 MSG_NOSIGNAL);
@@ -398,8 +428,40 @@ static void conn_recv(struct lg *g, struct conn *c, uint32_t events)
 	}
 }
 
+/* Echoed datagrams: each must be the whole message in flight. */
+static void conn_recv_dgram(struct lg *g, struct conn *c)
+{
+	while (c->state == CONN_READY) {
+		ssize_t n = recv(c->fd, g->scratch, g->o.size + 1, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n < 0) {
+			conn_fail(g, c, errno, "recv");
+			return;
+		}
+		if ((size_t)n != g->o.size || c->sent != g->o.size) {
+			fprintf(stderr, "rio-loadgen: FATAL: conn %u, message "
+					"%u: a datagram of %zd bytes (sent %zu "
+					"of %zu)\n", c->idx, c->msgs, n,
+				c->sent, g->o.size);
+			exit(1);
+		}
+		verify(g, c, (size_t)n);
+		msg_done(g, c);
+	}
+}
+
 static void conn_event(struct lg *g, struct conn *c, uint32_t events)
 {
+	if (g->o.udp && c->state == CONN_READY) {
+		if ((events & EPOLLOUT) && c->sent == 0)
+			conn_send(g, c);
+		if (events & (EPOLLIN | EPOLLERR))
+			conn_recv_dgram(g, c);
+		return;
+	}
 	if (c->state != CONN_READY)
 		return;
 	if ((events & EPOLLOUT) && c->sent < g->o.size)
@@ -416,11 +478,13 @@ static int conn_open(struct lg *g, struct conn *c,
 				  .data.ptr = c };
 
 	c->state = CONN_DEAD;
-	c->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		       0);
+	c->fd = socket(ss->ss_family,
+		       (g->o.udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK |
+			       SOCK_CLOEXEC, 0);
 	if (c->fd < 0)
 		return -errno;
-	bench_set_nodelay(c->fd);
+	if (!g->o.udp)
+		bench_set_nodelay(c->fd);
 	if (connect(c->fd, (const struct sockaddr *)ss, len) != 0 &&
 	    errno != EINPROGRESS) {
 		int err = -errno;
@@ -437,6 +501,11 @@ static int conn_open(struct lg *g, struct conn *c,
 		close(c->fd);
 		c->fd = -1;
 		return err;
+	}
+	if (g->o.udp) { /* a UDP connect only names the peer: done */
+		c->state = CONN_READY;
+		g->live++;
+		return 1;
 	}
 	c->state = CONN_CONNECTING;
 	return 0;
@@ -504,9 +573,9 @@ static int connect_all(struct lg *g)
 	for (i = 0; i < g->o.conns; i++) {
 		g->conns[i].idx = i;
 		err = conn_open(g, &g->conns[i], &ss, len);
-		if (err != 0)
+		if (err < 0)
 			last_err = -err;
-		else
+		else if (err == 0)
 			pending++;
 	}
 	pending = wait_connects(g, pending, &last_err);
@@ -574,10 +643,13 @@ static void run(struct lg *g)
 		msg_begin(g, &g->conns[i], bench_now_ns());
 		conn_send(g, &g->conns[i]);
 	}
+	uint64_t lost_check = now + DGRAM_LOST_NS / 4;
 	while (now < g->end_ns && g->live > 0) {
 		uint64_t edge = g->measuring ? g->end_ns : warm_end;
 		int n, timeout_ms = (int)((edge - now + 999999) / 1000000);
 
+		if (g->o.udp && timeout_ms > 100)
+			timeout_ms = 100; /* to notice lost datagrams */
 		n = epoll_wait(g->ep, evs, MAX_EVENTS, timeout_ms);
 		if (n < 0 && errno != EINTR) {
 			perror("rio-loadgen: epoll_wait");
@@ -588,6 +660,14 @@ static void run(struct lg *g)
 		now = bench_now_ns();
 		if (!g->measuring && now >= warm_end)
 			start_measuring(g, now);
+		if (g->o.udp && now >= lost_check) {
+			lost_check = now + DGRAM_LOST_NS / 4;
+			for (i = 0; i < g->o.conns; i++)
+				if (g->conns[i].state == CONN_READY &&
+				    now - g->conns[i].start_ns > DGRAM_LOST_NS)
+					conn_fail(g, &g->conns[i], ETIMEDOUT,
+						  "no echo of a datagram");
+		}
 	}
 	cpu_sample(&g->o, &g->cpu1);
 }
@@ -659,7 +739,7 @@ static int lg_setup(struct lg *g)
 	hist_reset(&g->hist);
 	g->conns = calloc(g->o.conns, sizeof(*g->conns));
 	g->pattern = malloc(g->o.size + PATTERN_SPAN);
-	g->scratch = malloc(g->o.size);
+	g->scratch = malloc(g->o.size + 1);
 	g->ep = epoll_create1(EPOLL_CLOEXEC);
 	if (!g->conns || !g->pattern || !g->scratch || g->ep < 0) {
 		perror("rio-loadgen: setup");

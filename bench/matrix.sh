@@ -7,9 +7,11 @@
 # By default the headline rows, a few minutes on 2 vCPUs: echo servers at
 # 50 and 500 connections x 64 B and 64 KiB (the hand-written epoll server,
 # the raw liburing server and ringio-echo on io_uring; x_ against epoll),
-# and the proxy row 50 connections x 64 B (haproxy and ringio-proxy, each
-# in front of the epoll echo server; x_ against haproxy). 5 rounds of
-# 1.5 s that alternate the servers' order.
+# the proxy row 50 connections x 64 B (haproxy and ringio-proxy, each
+# in front of the epoll echo server; x_ against haproxy), and the datagram
+# row 50 sockets x 64 B (a hand-written recvmmsg/sendmmsg epoll server,
+# ringio-echo --udp on io_uring and on epoll; x_ against the hand-written
+# one). 5 rounds of 1.5 s that alternate the servers' order.
 #
 # --full: the whole matrix (about 35 minutes): echo rows 1, 50 and 500
 # connections x 64 B, 4 KiB and 64 KiB for epoll, raw liburing, libuv's
@@ -22,7 +24,8 @@
 # ringio-echo with 1, 2, 4, ... threads (up to half the CPUs, so the
 # generator gets the other half; below 4 CPUs up to all of them, the
 # generator then sharing, which the table flags) at 500 connections, x_
-# against one thread. 3 rounds of 3 s.
+# against one thread; datagram rows at 1, 50 and 500 sockets x 64 B and
+# 1400 B. 3 rounds of 3 s.
 #
 # While it runs, stderr shows each run (row, round, runs left, time left).
 # At the end it prints the tables and writes a plot of the x_ ratios
@@ -32,7 +35,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build rounds="" secs="" warm="" quick=() full=0 out=""
-usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; }
 bad() { echo "matrix.sh: $* (try --help)" >&2; exit 2; }
 need() { [ $# -ge 2 ] || bad "$1 needs a value"; }
 while [ $# -gt 0 ]; do
@@ -74,11 +77,13 @@ if [ "$full" = 1 ]; then
 		"echo servers|epoll uring libuv ringio ringio-epoll ringio-copy|epoll|1 50 500|64 4096 65536"
 		"proxies: loadgen -> proxy -> epoll echo|haproxy haproxy-splice ringio-proxy ringio-proxy-epoll ringio-proxy-copy ringio-proxy-splice|haproxy|1 50 500|64 4096 65536"
 		"threads: ringio-echo (io_uring) with N threads, 500 connections; x_ is against one thread|${threads# }|ringio-t1|500|64 4096"
+		"datagrams: UDP echo, one datagram in flight per socket|udp-epoll ringio-udp ringio-udp-epoll|udp-epoll|1 50 500|64 1400"
 	)
 else
 	sections=(
 		"echo servers|epoll uring ringio|epoll|50 500|64 65536"
 		"proxies: loadgen -> proxy -> epoll echo|haproxy ringio-proxy|haproxy|50|64"
+		"datagrams: UDP echo, one datagram in flight per socket|udp-epoll ringio-udp ringio-udp-epoll|udp-epoll|50|64"
 	)
 fi
 

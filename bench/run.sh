@@ -53,6 +53,11 @@ Servers (binaries relative to the build dir; a missing one is skipped):
                 the server on CPUs 0..N-1 and N generator processes on
                 CPUs N..2N-1, or on every CPU (shared, flagged) when the
                 machine has fewer than 2N; the multi-core rows
+Datagram rows (the generator sends UDP: one datagram in flight per socket;
+compare them with --baseline udp-epoll):
+  udp-epoll     bench/rio-udp-echo              hand-written epoll, recvmmsg/sendmmsg
+  ringio-udp    tools/ringio-echo --udp --backend uring --threads 1
+  ringio-udp-epoll  the same on epoll
 Proxy rows (bench/proxy_pair.sh: the proxy in front of rio-epoll-echo):
   ringio-proxy, ringio-proxy-epoll (--splice auto), ringio-proxy-copy,
   ringio-proxy-splice (--splice off / on), readme-proxy (README's 60-line
@@ -145,6 +150,9 @@ server_cmd() {
 	ringio-epoll) echo "tools/ringio-echo --backend epoll --threads 1" ;;
 	ringio-copy) echo "tools/ringio-echo --backend uring --threads 1 --splice off" ;;
 	ringio-auto) echo "tools/ringio-echo --backend auto --threads 1" ;;
+	udp-epoll) echo "bench/rio-udp-echo" ;;
+	ringio-udp) echo "tools/ringio-echo --backend uring --threads 1 --udp --buf-count 64" ;;
+	ringio-udp-epoll) echo "tools/ringio-echo --backend epoll --threads 1 --udp --buf-count 64" ;;
 	ringio-t[1-9]*) echo "tools/ringio-echo --backend uring --threads ${1#ringio-t}" ;;
 	ringio-epoll-t[1-9]*) echo "tools/ringio-echo --backend epoll --threads ${1#ringio-epoll-t}" ;;
 	libuv) echo "bench/rio-uv-echo" ;;
@@ -152,6 +160,13 @@ server_cmd() {
 		readme-proxy | haproxy | haproxy-splice | haproxy-splice-auto)
 		echo "@bench/proxy_pair.sh $1" ;;
 	*) [ -n "${EXTRA[$1]:-}" ] && echo "${EXTRA[$1]}" ;;
+	esac
+}
+
+# The generator's flags for server $1: datagram rows send UDP.
+lg_mode() {
+	case $1 in
+	udp-* | *-udp | *-udp-*) echo "--udp" ;;
 	esac
 }
 
@@ -307,6 +322,7 @@ run_one() {
 	timeout "$limit" $PIN_LG "$LOADGEN" --host 127.0.0.1 --port "$PORT" \
 		--conns "$conns" --size "$size" --seconds "$SECS" \
 		--warmup "$WARMUP" --stat-pid "$SPID" $STAT_CPU --procs "$LG_PROCS" \
+		$(lg_mode "$name") \
 		>"$TMP/lg.out" 2>"$TMP/lg.err" &
 	LPID=$!
 	wait "$LPID"

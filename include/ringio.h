@@ -234,7 +234,15 @@ struct rio_op {
 			struct {
 				struct rio_bufpool *pool;
 				rio_op *canceller;
+				uint32_t control;
 			} multi;
+			struct {
+				const void *buf;
+				size_t len;
+				const struct sockaddr *to;
+				socklen_t tolen;
+				int flags;
+			} sendto;
 			struct {
 				int pipe;
 				uint32_t len;
@@ -365,6 +373,87 @@ RIO_API int rio_recvmsg(rio_loop *loop, rio_op *op, int fd,
  */
 RIO_API int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd,
 			       rio_bufpool *pool, rio_cb *cb);
+
+/* ------------------------------------------------------------------ */
+/* Datagrams                                                           */
+/* ------------------------------------------------------------------ */
+
+#define RIO_OP_F_TRUNC 0x4u /* op->flags: the datagram did not fit the
+			       buffer and was cut (rio_dgram.full_len) */
+
+/*
+ * Bytes a datagram receive keeps at the start of each pool buffer, before
+ * the control data and the payload: a header (the real lengths, recvmsg's
+ * flags) and the sender's address. The layout is io_uring's
+ * (struct io_uring_recvmsg_out), on every backend.
+ */
+#define RIO_DGRAM_HEADROOM 144
+
+/*
+ * Multishot receive of datagrams on a datagram socket (SOCK_DGRAM or
+ * SOCK_SEQPACKET: UDP, unix datagram) into buffers from `pool`, each with
+ * its sender's address and up to `control_len` bytes of control data
+ * (ancillary messages the socket was asked for: IP_PKTINFO, timestamps,
+ * SCM_RIGHTS; 0 for none). No msghdr to build: one completion per
+ * datagram, with RIO_OP_F_MORE and RIO_OP_F_BUF set; res is the payload's
+ * bytes in op->buf (0: an empty datagram, which is a datagram too), and
+ * op->buf_id the buffer, the caller's until rio_bufpool_put(). From the
+ * callback rio_dgram_get() gives the sender and the control data, which
+ * live in the same buffer. A datagram longer than a buffer's room for
+ * payload (rio_bufpool_size() - RIO_DGRAM_HEADROOM - control_len rounded
+ * up to 8) is cut to it, with RIO_OP_F_TRUNC set and its real length in
+ * rio_dgram.full_len. A dry pool parks the receive until a buffer is given
+ * back, as for rio_recv_multishot(); datagrams wait in the socket's
+ * receive buffer meanwhile (past its size the kernel drops them, as for
+ * any datagram socket). Several may be pending on one socket: each
+ * datagram goes to exactly one. Final completion: -ECANCELED (a cancel, a
+ * close through the loop) or another -errno. -EINVAL at submit: no pool,
+ * another loop's pool, buffers with no room for payload, control_len over
+ * 64 KiB, a deadline, or a stream socket. io_uring: IORING_OP_RECVMSG with
+ * IORING_RECV_MULTISHOT; the fallback: recvmmsg(2), up to 32 datagrams a
+ * call.
+ */
+RIO_API int rio_recvmsg_multishot(rio_loop *loop, rio_op *op, int fd,
+				  rio_bufpool *pool, size_t control_len,
+				  rio_cb *cb);
+
+/* One received datagram, as rio_dgram_get() describes it. The pointers are
+ * into its pool buffer: valid until the buffer is given back. */
+typedef struct rio_dgram {
+	void *data;                  /* the payload (op->buf) */
+	size_t len;                  /* its bytes in the buffer (res) */
+	size_t full_len;             /* the datagram's length: > len when
+					it was cut (MSG_TRUNC) */
+	const struct sockaddr *peer; /* the sender; NULL when it has no
+					address (an unbound unix socket) */
+	socklen_t peer_len;
+	void *control;               /* control data: walk it with
+					CMSG_FIRSTHDR on a msghdr whose
+					msg_control, msg_controllen are these */
+	size_t control_len;
+	int msg_flags;               /* recvmsg(2)'s: MSG_TRUNC, MSG_CTRUNC
+					(control data cut to control_len) */
+} rio_dgram;
+
+/* In a rio_recvmsg_multishot() callback with RIO_OP_F_BUF set: what
+ * arrived. Returns 0, or -EINVAL when op's current completion holds no
+ * datagram. */
+RIO_API int rio_dgram_get(const rio_op *op, rio_dgram *out);
+
+/*
+ * Send `len` bytes from `buf` as one datagram to `to` (`tolen` bytes; NULL
+ * and 0 on a connected socket). `buf` and `to` stay valid until completion:
+ * a received datagram's payload and sender may be passed as they are while
+ * its buffer is held. res: `len` (a datagram goes whole or not at all), or
+ * -errno: -EMSGSIZE, -ECONNREFUSED (on a connected socket, an ICMP error
+ * of an earlier datagram), -EDESTADDRREQ, ... A full send buffer is waited
+ * out, never -EAGAIN. MSG_NOSIGNAL is added; MSG_WAITALL is -EINVAL.
+ * Sends are batched: io_uring takes a turn's SQEs in one io_uring_enter;
+ * the fallback sends what a turn queued on one socket with sendmmsg(2).
+ */
+RIO_API int rio_sendto(rio_loop *loop, rio_op *op, int fd, const void *buf,
+		       size_t len, int msg_flags, const struct sockaddr *to,
+		       socklen_t tolen, rio_cb *cb);
 
 /*
  * Zero-copy relay through a pipe (Linux splice(2)): bytes go from one
@@ -823,6 +912,29 @@ RIO_API int rio_listen_tcp(const char *host, uint16_t port, int backlog,
  * vanishes with its last socket. Other flags: -EINVAL.
  */
 RIO_API int rio_listen_addr(const rio_addr *a, int backlog, unsigned flags);
+
+/*
+ * A non-blocking, close-on-exec datagram socket of `family`, unbound:
+ * AF_INET or AF_INET6 (UDP; the first send picks its port; an IPv6 one
+ * also reaches IPv4 peers, as ::ffff:a.b.c.d), or AF_UNIX, bound at once
+ * to an abstract name the kernel picks, so that replies can reach it.
+ * Returns the fd or -errno (-EINVAL for another family).
+ */
+RIO_API int rio_socket_dgram(int family);
+
+/*
+ * A non-blocking, close-on-exec UDP socket bound to host:port (host NULL:
+ * 127.0.0.1; port 0 picks one, see rio_local_port). On "::" it takes IPv4
+ * too (senders appear as ::ffff:a.b.c.d) unless RIO_SOCK_V6ONLY. Flags
+ * RIO_SOCK_REUSEPORT (one socket per thread on one port: the kernel
+ * spreads senders by address), RIO_SOCK_V6ONLY. Returns the fd or -errno.
+ */
+RIO_API int rio_bind_udp(const char *host, uint16_t port, unsigned flags);
+
+/* The same on an address rio_addr_parse() made: UDP, or a unix datagram
+ * socket on a path (RIO_SOCK_UNLINK as for rio_listen_addr) or an
+ * abstract name. Other flags: -EINVAL. */
+RIO_API int rio_bind_dgram(const rio_addr *a, unsigned flags);
 
 /* Create a non-blocking, close-on-exec TCP socket of `family` (AF_INET or
  * AF_INET6). Returns the fd or -errno. */

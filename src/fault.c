@@ -12,6 +12,7 @@
 static const char *const names[RIO__F_COUNT] = {
 	"spurious", "errhup", "eagain", "short_write",
 	"accept_abort", "accept_eproto", "enobufs", "nocap",
+	"old_send",
 };
 
 static int parse_errno(const char *v)

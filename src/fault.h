@@ -20,6 +20,9 @@
  *   enobufs       a multishot recv finds its buffer ring dry (both)
  *   nocap         the kernel refuses a multishot recv's length cap, as
  *                 kernels before 6.17 do (io_uring)
+ *   old_send      a datagram send goes as IORING_OP_SENDMSG, as on kernels
+ *                 before 6.0, whose IORING_OP_SEND takes no address
+ *                 (io_uring)
  */
 #ifndef RIO_FAULT_H
 #define RIO_FAULT_H
@@ -36,6 +39,7 @@ enum rio__fault_kind {
 	RIO__F_ACCEPT_EPROTO,
 	RIO__F_ENOBUFS,
 	RIO__F_NOCAP,
+	RIO__F_OLD_SEND,
 	RIO__F_COUNT,
 };
 

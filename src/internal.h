@@ -38,7 +38,10 @@
  *               MSG_* flags; bytes done so far under MSG_WAITALL
  *   a.accept    ACCEPT: where the peer's address goes (may be NULL)
  *   a.connect   CONNECT: the address
- *   a.multi     RECV_MULTI: the pool; the cancel aimed at it (io_uring)
+ *   a.multi     RECV_MULTI, RECVMSG_MULTI: the pool; the cancel aimed at it
+ *               (io_uring); RECVMSG_MULTI: the room for control data in
+ *               each buffer (a multiple of 8)
+ *   a.sendto    SENDTO: the datagram, where to, the MSG_* flags
  *   a.splice    SPLICE_IN, SPLICE_OUT: the pipe end; bytes at most
  *   a.poll      POLL: the poll(2) events asked for
  *   a.shutdown  SHUTDOWN: shutdown(2)'s `how`
@@ -63,6 +66,8 @@ enum rio__kind {
 	RIO__OP_RECVMSG,
 	RIO__OP_SENDMSG,
 	RIO__OP_RECV_MULTI,
+	RIO__OP_RECVMSG_MULTI, /* datagrams with their senders, into a pool */
+	RIO__OP_SENDTO,
 	RIO__OP_SPLICE_IN,
 	RIO__OP_SPLICE_OUT,
 	RIO__OP_CLOSE,
@@ -96,6 +101,9 @@ struct rio__kind_info {
 	uint8_t pool;     /* receives into a buffer pool (a.multi) */
 	uint8_t composite; /* runs ops of its own; no backend sees it
 			      (a.composite) */
+	uint8_t batch;    /* the fallback sends a turn's worth on one fd in
+			     one call (sendmmsg): queued, never tried at
+			     submit */
 };
 
 RIO__HIDDEN extern const struct rio__kind_info rio__kinds[RIO__OP_KINDS];
@@ -262,6 +270,25 @@ RIO__HIDDEN void rio__resume_starved(rio_loop *loop);
 /* The starved recvs on fd end with `res` (deferred): its file is gone. */
 RIO__HIDDEN void rio__starved_end_fd(rio_loop *loop, int fd, int res);
 RIO__HIDDEN void rio__pool_mark_lent(rio_bufpool *pool, uint16_t id);
+
+/* ---- datagrams ---- */
+
+/* A datagram buffer's header: io_uring's struct io_uring_recvmsg_out,
+ * which the fallback fills the same way. The sender's address follows
+ * (RIO__DGRAM_NAME bytes), then the control data, then the payload. */
+struct rio__dgram_hdr {
+	uint32_t namelen;    /* the sender's address's real length */
+	uint32_t controllen; /* control data received */
+	uint32_t payloadlen; /* the datagram's real length (MSG_TRUNC) */
+	uint32_t flags;      /* recvmsg's msg_flags */
+};
+enum { RIO__DGRAM_NAME = RIO_DGRAM_HEADROOM - sizeof(struct rio__dgram_hdr) };
+
+/* Where a RECVMSG_MULTI op's payload starts in each buffer. */
+static inline size_t rio__dgram_payload_off(const rio_op *op)
+{
+	return RIO_DGRAM_HEADROOM + op->priv.a.multi.control;
+}
 
 /* One non-blocking splice(2) for a RIO__OP_SPLICE_* op: bytes or -errno.
  * With `sock_ready` (the socket was reported or may be ready), an EAGAIN

@@ -14,30 +14,32 @@
 
 #include "internal.h"
 
-/* side, tracked, deadline, again, io, pool, composite */
+/* side, tracked, deadline, again, io, pool, composite, batch */
 const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
-	[RIO__OP_NONE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0},
-	[RIO__OP_ACCEPT] = {RIO__SIDE_READ, 1, 1, 1, 0, 0, 0},
-	[RIO__OP_CONNECT] = {RIO__SIDE_WRITE, 1, 1, 0, 0, 0, 0},
-	[RIO__OP_RECV] = {RIO__SIDE_READ, 1, 1, 1, 1, 0, 0},
-	[RIO__OP_SEND] = {RIO__SIDE_WRITE, 1, 1, 1, 1, 0, 0},
-	[RIO__OP_RECVMSG] = {RIO__SIDE_READ, 1, 1, 1, 1, 0, 0},
-	[RIO__OP_SENDMSG] = {RIO__SIDE_WRITE, 1, 1, 1, 1, 0, 0},
-	[RIO__OP_RECV_MULTI] = {RIO__SIDE_READ, 1, 0, 0, 0, 1, 0},
-	[RIO__OP_SPLICE_IN] = {RIO__SIDE_READ, 1, 1, 1, 0, 0, 0},
-	[RIO__OP_SPLICE_OUT] = {RIO__SIDE_WRITE, 1, 1, 1, 0, 0, 0},
+	[RIO__OP_NONE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0, 0},
+	[RIO__OP_ACCEPT] = {RIO__SIDE_READ, 1, 1, 1, 0, 0, 0, 0},
+	[RIO__OP_CONNECT] = {RIO__SIDE_WRITE, 1, 1, 0, 0, 0, 0, 0},
+	[RIO__OP_RECV] = {RIO__SIDE_READ, 1, 1, 1, 1, 0, 0, 0},
+	[RIO__OP_SEND] = {RIO__SIDE_WRITE, 1, 1, 1, 1, 0, 0, 0},
+	[RIO__OP_RECVMSG] = {RIO__SIDE_READ, 1, 1, 1, 1, 0, 0, 0},
+	[RIO__OP_SENDMSG] = {RIO__SIDE_WRITE, 1, 1, 1, 1, 0, 0, 0},
+	[RIO__OP_RECV_MULTI] = {RIO__SIDE_READ, 1, 0, 0, 0, 1, 0, 0},
+	[RIO__OP_RECVMSG_MULTI] = {RIO__SIDE_READ, 1, 0, 0, 0, 1, 0, 0},
+	[RIO__OP_SENDTO] = {RIO__SIDE_WRITE, 1, 1, 1, 0, 0, 0, 1},
+	[RIO__OP_SPLICE_IN] = {RIO__SIDE_READ, 1, 1, 1, 0, 0, 0, 0},
+	[RIO__OP_SPLICE_OUT] = {RIO__SIDE_WRITE, 1, 1, 1, 0, 0, 0, 0},
 	/* close and cancel never wait on a peer; a timeout is one */
-	[RIO__OP_CLOSE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0},
-	[RIO__OP_TIMEOUT] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0},
-	[RIO__OP_CANCEL] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0},
-	[RIO__OP_POST] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0},
-	[RIO__OP_WAKE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0},
-	[RIO__OP_POLL] = {RIO__SIDE_ANY, 1, 1, 0, 0, 0, 0},
+	[RIO__OP_CLOSE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0, 0},
+	[RIO__OP_TIMEOUT] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0, 0},
+	[RIO__OP_CANCEL] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0, 0},
+	[RIO__OP_POST] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0, 0},
+	[RIO__OP_WAKE] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0, 0},
+	[RIO__OP_POLL] = {RIO__SIDE_ANY, 1, 1, 0, 0, 0, 0, 0},
 	/* a close waits for it; it never waits on a peer */
-	[RIO__OP_SHUTDOWN] = {RIO__SIDE_NONE, 1, 0, 0, 0, 0, 0},
+	[RIO__OP_SHUTDOWN] = {RIO__SIDE_NONE, 1, 0, 0, 0, 0, 0, 0},
 	/* composites: their own ops do the waiting */
-	[RIO__OP_RELAY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1},
-	[RIO__OP_CONNECT_ANY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1},
+	[RIO__OP_RELAY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1, 0},
+	[RIO__OP_CONNECT_ANY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1, 0},
 };
 
 uint64_t rio__now_ns(void)
@@ -302,23 +304,105 @@ int rio_splice_out(rio_loop *loop, rio_op *op, int pipe_r, int sock,
 			     cb);
 }
 
-int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd, rio_bufpool *pool,
-		       rio_cb *cb)
+/* 1: a datagram socket (SOCK_DGRAM, SOCK_SEQPACKET), 0: another type,
+ * -1: not a socket (the backend's syscall then says why) */
+static int is_dgram(int fd)
 {
-	if (!pool || pool->loop != loop || (op && op->deadline_ns))
-		return -EINVAL;
-	int r = rio__op_take(loop, op, cb, RIO__OP_RECV_MULTI, fd);
+	int type = 0;
+	socklen_t tl = sizeof type;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0)
+		return -1;
+	return type == SOCK_DGRAM || type == SOCK_SEQPACKET;
+}
+
+static int submit_multi(rio_loop *loop, rio_op *op, enum rio__kind kind,
+			int fd, rio_bufpool *pool, int dgram, rio_cb *cb)
+{
+	int r = rio__op_take(loop, op, cb, kind, fd);
 	if (r)
 		return r;
 	op->priv.a.multi.pool = pool;
 	op->priv.bits |= RIO__B_MULTISHOT;
 	/* On a datagram socket 0 bytes is a datagram: the recv goes on. */
-	int type = 0;
-	socklen_t tl = sizeof type;
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
-	    (type == SOCK_DGRAM || type == SOCK_SEQPACKET))
+	if (dgram > 0)
 		op->priv.bits |= RIO__B_DGRAM;
 	pool->users++;
+	return 0;
+}
+
+int rio_recv_multishot(rio_loop *loop, rio_op *op, int fd, rio_bufpool *pool,
+		       rio_cb *cb)
+{
+	if (!pool || pool->loop != loop || (op && op->deadline_ns))
+		return -EINVAL;
+	int r = submit_multi(loop, op, RIO__OP_RECV_MULTI, fd, pool,
+			     is_dgram(fd), cb);
+	return r ? r : submit(loop, op);
+}
+
+enum { CONTROL_MAX = 65536 };
+
+int rio_recvmsg_multishot(rio_loop *loop, rio_op *op, int fd,
+			  rio_bufpool *pool, size_t control_len, rio_cb *cb)
+{
+	size_t control = (control_len + 7) & ~(size_t)7;
+	if (!pool || pool->loop != loop || (op && op->deadline_ns) ||
+	    control_len > CONTROL_MAX ||
+	    pool->size <= RIO_DGRAM_HEADROOM + control)
+		return -EINVAL;
+	int dgram = is_dgram(fd);
+	if (dgram == 0)
+		return -EINVAL; /* a stream has no datagrams */
+	int r = submit_multi(loop, op, RIO__OP_RECVMSG_MULTI, fd, pool, 1, cb);
+	if (r)
+		return r;
+	op->priv.a.multi.control = (uint32_t)control;
+	return submit(loop, op);
+}
+
+int rio_dgram_get(const rio_op *op, rio_dgram *out)
+{
+	if (!op || !out || op->priv.kind != RIO__OP_RECVMSG_MULTI ||
+	    !(op->flags & RIO_OP_F_BUF) || !op->buf || op->res < 0)
+		return -EINVAL;
+	size_t off = rio__dgram_payload_off(op);
+	unsigned char *base = (unsigned char *)op->buf - off;
+	const struct rio__dgram_hdr *h = (const void *)base;
+	uint32_t namelen = h->namelen < RIO__DGRAM_NAME ? h->namelen
+							: RIO__DGRAM_NAME;
+	uint32_t ctl = h->controllen < op->priv.a.multi.control
+			       ? h->controllen
+			       : op->priv.a.multi.control;
+	*out = (rio_dgram){
+		.data = op->buf,
+		.len = (size_t)op->res,
+		.full_len = h->payloadlen > (uint32_t)op->res ? h->payloadlen
+							      : (size_t)op->res,
+		.peer = namelen ? (const struct sockaddr *)(base + sizeof *h)
+				: NULL,
+		.peer_len = namelen,
+		.control = ctl ? base + RIO_DGRAM_HEADROOM : NULL,
+		.control_len = ctl,
+		.msg_flags = (int)h->flags,
+	};
+	return 0;
+}
+
+int rio_sendto(rio_loop *loop, rio_op *op, int fd, const void *buf,
+	       size_t len, int msg_flags, const struct sockaddr *to,
+	       socklen_t tolen, rio_cb *cb)
+{
+	if ((!buf && len) || (!to && tolen) || (to && !tolen) ||
+	    (msg_flags & MSG_WAITALL) || len > INT_MAX)
+		return -EINVAL;
+	int r = rio__op_take(loop, op, cb, RIO__OP_SENDTO, fd);
+	if (r)
+		return r;
+	op->priv.a.sendto.buf = buf;
+	op->priv.a.sendto.len = len;
+	op->priv.a.sendto.to = to;
+	op->priv.a.sendto.tolen = tolen;
+	op->priv.a.sendto.flags = msg_flags | MSG_NOSIGNAL;
 	return submit(loop, op);
 }
 

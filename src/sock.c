@@ -127,14 +127,15 @@ int rio_socket_tcp(int family)
 /* RIO_SOCK_UNLINK: the file at a unix address's path is a socket that no
  * one listens on (left by a process that is gone): remove it. Anything
  * else there stays, and bind() then says -EADDRINUSE. */
-static void unlink_stale(const struct sockaddr_storage *ss, socklen_t len)
+static void unlink_stale(const struct sockaddr_storage *ss, socklen_t len,
+			 int type)
 {
 	const struct sockaddr_un *un = (const void *)ss;
 	struct stat st;
 	if (un->sun_path[0] == '\0' || lstat(un->sun_path, &st) < 0 ||
 	    !S_ISSOCK(st.st_mode))
 		return;
-	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int probe = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
 	if (probe < 0)
 		return;
 	int r = connect(probe, (const struct sockaddr *)ss, len);
@@ -153,7 +154,10 @@ int rio_listen_tcp(const char *host, uint16_t port, int backlog,
 	return rio_listen_addr(&a, backlog, flags);
 }
 
-int rio_listen_addr(const rio_addr *a, int backlog, unsigned flags)
+/* A bound socket of `type` on `a` (a listener once the caller listens):
+ * the flags, checks and options rio_listen_addr and rio_bind_dgram
+ * share. */
+static int bind_addr(const rio_addr *a, int type, unsigned flags)
 {
 	if (!a || a->len > sizeof a->ss)
 		return -EINVAL;
@@ -165,12 +169,15 @@ int rio_listen_addr(const rio_addr *a, int backlog, unsigned flags)
 		return -EINVAL;
 	struct sockaddr_storage ss = a->ss;
 	socklen_t len = a->len;
-	int fd = rio__socket_stream(ss.ss_family);
+	int fd = socket(ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return fd;
+		return -errno;
 	if (un && (flags & RIO_SOCK_UNLINK))
-		unlink_stale(&ss, len);
-	int r = un ? 0 : setint(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+		unlink_stale(&ss, len, type);
+	/* SO_REUSEADDR: a TCP listener restarts over its TIME_WAITs; on UDP
+	 * it would let two sockets share a port unasked */
+	int r = un || type != SOCK_STREAM ? 0
+					  : setint(fd, SOL_SOCKET, SO_REUSEADDR, 1);
 	if (!r && (flags & RIO_SOCK_REUSEPORT))
 		r = setint(fd, SOL_SOCKET, SO_REUSEPORT, 1);
 	if (!r && ss.ss_family == AF_INET6)
@@ -178,7 +185,52 @@ int rio_listen_addr(const rio_addr *a, int backlog, unsigned flags)
 			   !!(flags & RIO_SOCK_V6ONLY));
 	if (!r && bind(fd, (struct sockaddr *)&ss, len) < 0)
 		r = -errno;
-	if (!r && listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0)
+	if (r) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int rio_listen_addr(const rio_addr *a, int backlog, unsigned flags)
+{
+	int fd = bind_addr(a, SOCK_STREAM, flags);
+	if (fd >= 0 && listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int rio_bind_dgram(const rio_addr *a, unsigned flags)
+{
+	return bind_addr(a, SOCK_DGRAM, flags);
+}
+
+int rio_bind_udp(const char *host, uint16_t port, unsigned flags)
+{
+	rio_addr a;
+	if (rio_sockaddr(host, port, &a.ss, &a.len) < 0)
+		return -EINVAL;
+	return rio_bind_dgram(&a, flags);
+}
+
+int rio_socket_dgram(int family)
+{
+	if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
+		return -EINVAL;
+	int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int r = 0;
+	if (family == AF_INET6) /* IPv4 peers too, whatever the sysctl says */
+		r = setint(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+	/* a unix datagram socket with no name cannot be answered: Linux's
+	 * autobind gives it an abstract one (a bind of the family alone) */
+	sa_family_t fam = AF_UNIX;
+	if (!r && family == AF_UNIX &&
+	    bind(fd, (struct sockaddr *)&fam, sizeof fam) < 0)
 		r = -errno;
 	if (r) {
 		close(fd);

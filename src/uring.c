@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "uring.h"
@@ -112,6 +113,53 @@ static void prep_recv_multi(rio_loop *loop, struct uring *u, rio_op *op,
 	}
 }
 
+/* The msghdr (and iovec) of the SQE in sqe's slot: the kernel copies it
+ * when it takes the SQE, so it need live only as long as the SQE. */
+static struct slotmsg *slot_of(struct uring *u, const struct io_uring_sqe *sqe)
+{
+	struct slotmsg *sm = &u->slots[sqe - u->ring.sq.sqes];
+	memset(sm, 0, sizeof *sm);
+	return sm;
+}
+
+/* Datagrams with their senders, control data and real lengths, each in one
+ * buffer laid out as struct io_uring_recvmsg_out says (rio_dgram_get).
+ * MSG_TRUNC: the header gives a cut datagram's real length. */
+static void prep_recvmsg_multi(struct uring *u, rio_op *op,
+			       struct io_uring_sqe *sqe)
+{
+	struct msghdr *m = &slot_of(u, sqe)->m;
+	m->msg_namelen = RIO__DGRAM_NAME;
+	m->msg_controllen = op->priv.a.multi.control;
+	io_uring_prep_recvmsg_multishot(sqe, op->priv.fd, m, MSG_TRUNC);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = op->priv.a.multi.pool->bgid;
+}
+
+/* A datagram: IORING_OP_SEND with its address (6.0), or before that a
+ * sendmsg of a msghdr in the SQE's slot. MSG_DONTWAIT as every send. */
+static void prep_sendto(rio_loop *loop, struct uring *u, rio_op *op,
+			struct io_uring_sqe *sqe)
+{
+	const typeof(op->priv.a.sendto) *a = &op->priv.a.sendto;
+	int fl = a->flags | MSG_DONTWAIT;
+	if (u->send_addr && !rio__fault(loop, RIO__F_OLD_SEND)) {
+		io_uring_prep_send(sqe, op->priv.fd, a->buf, a->len, fl);
+		if (a->to) {
+			sqe->addr2 = (uint64_t)(uintptr_t)a->to;
+			sqe->addr_len = (uint16_t)a->tolen;
+		}
+		return;
+	}
+	struct slotmsg *sm = slot_of(u, sqe);
+	sm->iov = (struct iovec){(void *)a->buf, a->len};
+	sm->m.msg_name = (void *)a->to;
+	sm->m.msg_namelen = a->tolen;
+	sm->m.msg_iov = &sm->iov;
+	sm->m.msg_iovlen = 1;
+	io_uring_prep_sendmsg(sqe, op->priv.fd, &sm->m, (unsigned)fl);
+}
+
 static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 		      struct io_uring_sqe *sqe)
 {
@@ -166,6 +214,15 @@ static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 		break;
 	case RIO__OP_RECV_MULTI:
 		prep_recv_multi(loop, u, op, sqe);
+		break;
+	case RIO__OP_RECVMSG_MULTI:
+		prep_recvmsg_multi(u, op, sqe);
+		break;
+	case RIO__OP_SENDTO:
+		if (op->priv.be.uring.bits & RIO__U_WAITOUT)
+			prep_wait(sqe, op, POLLOUT);
+		else
+			prep_sendto(loop, u, op, sqe);
 		break;
 	case RIO__OP_POLL:
 		prep_wait(sqe, op, op->priv.a.poll.events);
@@ -293,7 +350,7 @@ void rio__uring_submit(rio_loop *loop, rio_op *op)
 			return;
 		}
 		target->priv.bits |= RIO__B_CANCELLED;
-		if (target->priv.kind == RIO__OP_RECV_MULTI)
+		if (rio__kind(target)->pool)
 			target->priv.a.multi.canceller = op; /* multishot_cqe */
 	}
 	/* A splice is tried at once (the socket is often ready), but only
@@ -325,7 +382,8 @@ static void translate(rio_loop *loop, rio_op *op, int res)
 	if (op->priv.kind == RIO__OP_TIMEOUT && res == -ETIME)
 		res = 0;
 	int wait_out = (op->priv.kind == RIO__OP_SEND ||
-			op->priv.kind == RIO__OP_SENDMSG) && !send_waits(op);
+			op->priv.kind == RIO__OP_SENDMSG ||
+			op->priv.kind == RIO__OP_SENDTO) && !send_waits(op);
 	if (op->priv.kind == RIO__OP_SEND &&
 	    (op->priv.a.io.flags & MSG_WAITALL) && op->priv.a.io.len > 0) {
 		/* MSG_WAITALL, here: on until every byte is sent; cut short,
@@ -372,10 +430,25 @@ static void cqe_done(rio_loop *loop, rio_op *op)
 static void ended_before_cancel(rio_op *op)
 {
 	rio_op *c = op->priv.a.multi.canceller;
-	if (op->priv.kind == RIO__OP_RECV_MULTI && c) {
+	if (rio__kind(op)->pool && c) {
 		c->priv.a.cancel.ended_first = 1;
 		op->priv.a.multi.canceller = NULL;
 	}
+}
+
+/* A datagram's CQE counts the bytes of its buffer it used: the header,
+ * the address's room, the control data's, then the payload. res becomes
+ * the payload's bytes and op->buf its start, as on the fallback. */
+static int dgram_res(rio_op *op, int res, unsigned *flags)
+{
+	size_t off = rio__dgram_payload_off(op);
+	const struct rio__dgram_hdr *h = op->buf;
+	if (res < (int)off) /* cannot be: the buffer has room for them */
+		return -EFAULT;
+	op->buf = (char *)op->buf + off;
+	if (h->flags & MSG_TRUNC)
+		*flags |= RIO_OP_F_TRUNC;
+	return res - (int)off;
 }
 
 /* A multishot CQE. Without F_MORE the kernel ended the stream: re-arm it
@@ -384,7 +457,7 @@ static void ended_before_cancel(rio_op *op)
 static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 {
 	unsigned flags = RIO_OP_F_MORE;
-	int is_recv = op->priv.kind == RIO__OP_RECV_MULTI;
+	int is_recv = rio__kind(op)->pool;
 	if (cf & IORING_CQE_F_BUFFER) {
 		rio_bufpool *pool = op->priv.a.multi.pool;
 		uint16_t bid = (uint16_t)(cf >> IORING_CQE_BUFFER_SHIFT);
@@ -392,6 +465,8 @@ static void multishot_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 		op->buf = pool->mem + (size_t)bid * pool->size;
 		op->buf_id = bid;
 		flags |= RIO_OP_F_BUF;
+		if (op->priv.kind == RIO__OP_RECVMSG_MULTI)
+			res = dgram_res(op, res, &flags);
 	}
 	if (cf & IORING_CQE_F_MORE) {
 		rio__complete(loop, op, res, flags);
@@ -499,7 +574,7 @@ static int fault_cqe(rio_loop *loop, rio_op *op, int *res, unsigned cf)
 		fault_end(loop, op, r);
 		return 0;
 	}
-	if (op->priv.kind == RIO__OP_RECV_MULTI && (cf & IORING_CQE_F_MORE) &&
+	if (rio__kind(op)->pool && (cf & IORING_CQE_F_MORE) &&
 	    rio__fault(loop, RIO__F_ENOBUFS))
 		fault_end(loop, op, -ENOBUFS); /* this CQE's data still counts */
 	return 1;

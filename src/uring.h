@@ -19,6 +19,11 @@ struct uring {
 	rio_op wake_op;   /* the read on efd, always in flight */
 	unsigned setup_flags;
 	int recv_nocap;   /* the kernel refused a multishot recv's length cap */
+	int send_addr;    /* IORING_OP_SEND takes an address (6.0) */
+	/* per SQE slot: the msghdr (and iovec) of the SQE there, which the
+	 * kernel reads when it takes the SQE (datagram ops; no room in
+	 * rio_op for one) */
+	struct slotmsg { struct msghdr m; struct iovec iov; } *slots;
 	int bound;        /* enabled for (and its fd registered by) a thread */
 };
 

@@ -26,8 +26,9 @@ static const struct { int op; const char *name; } needed_ops[] = {
 	{IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"}, {IORING_OP_READ, "READ"},
 };
 
-static int probe_ops(struct io_uring *ring, char *why, size_t why_len)
+static int probe_ops(struct uring *u, char *why, size_t why_len)
 {
+	struct io_uring *ring = &u->ring;
 	struct io_uring_probe *p = io_uring_get_probe_ring(ring);
 	if (!p) {
 		snprintf(why, why_len, "io_uring opcode probe failed");
@@ -41,6 +42,8 @@ static int probe_ops(struct io_uring *ring, char *why, size_t why_len)
 			r = -ENOSYS;
 			break;
 		}
+	/* the same kernel (6.0) gave IORING_OP_SEND an address */
+	u->send_addr = io_uring_opcode_supported(p, IORING_OP_SEND_ZC);
 	io_uring_free_probe(p);
 	return r;
 }
@@ -164,15 +167,19 @@ static int uring_init(rio_loop *loop, const rio_loop_opts *opts, char *why,
 		free(u);
 		return r;
 	}
-	r = probe_ops(&u->ring, why, why_len);
-	if (r == 0) {
-		u->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-		if (u->efd < 0)
-			r = -errno;
-	} else {
+	r = probe_ops(u, why, why_len);
+	if (r < 0)
 		loop->reason = RIO_REASON_URING_PROBE;
+	u->efd = -1;
+	if (r == 0) {
+		u->slots = calloc(u->ring.sq.ring_entries, sizeof *u->slots);
+		u->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		r = u->efd < 0 ? -errno : !u->slots ? -ENOMEM : 0;
 	}
 	if (r < 0) {
+		if (u->efd >= 0)
+			close(u->efd);
+		free(u->slots);
 		io_uring_queue_exit(&u->ring);
 		free(u);
 		return r;
@@ -209,6 +216,7 @@ static void uring_fini(rio_loop *loop)
 	struct uring *u = rio__uring(loop);
 	io_uring_queue_exit(&u->ring);
 	close(u->efd);
+	free(u->slots);
 	free(u);
 }
 

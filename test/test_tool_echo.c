@@ -401,3 +401,53 @@ Test(tool_echo, echoes_on_a_unix_socket_too, .timeout = 60)
 	cr_assert_not_null(strstr(err, "--unix"), "%s", err);
 #endif
 }
+
+/* --udp: datagrams on the same port are echoed to their senders, whole
+ * (an empty one and a 65507-byte one too), by every thread: 32 senders
+ * spread by SO_REUSEPORT. */
+Test(tool_echo, echoes_datagrams_on_the_same_port, .timeout = 60)
+{
+#ifndef RIO_ECHO_BIN
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#else
+	enum { SENDERS = 32, EACH = 20 };
+	static uint8_t out_buf[65507], in_buf[65536];
+	char out[4096];
+	uint16_t port;
+	int so;
+	const char *const flags[] = { "--udp", "--threads", "2", NULL };
+	pid_t echo = echo_spawn(flags, &port, &so);
+	struct sockaddr_storage to;
+	socklen_t tl = t_loopback(AF_INET, port, &to);
+	uint64_t sent = 0;
+	for (int s = 0; s < SENDERS; s++) {
+		int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		cr_assert_geq(fd, 0);
+		t_timeouts(fd, 5);
+		for (int i = 0; i < EACH; i++, sent++) {
+			size_t len = i == 0 ? 0 : i == 1 ? sizeof out_buf
+					  : (size_t)(s * 131 + i * 71) % 1473;
+			t_pat_fill(out_buf, len, sent << 20);
+			cr_assert_eq(sendto(fd, out_buf, len, 0,
+					    (struct sockaddr *)&to, tl),
+				     (ssize_t)len, "%s", strerror(errno));
+			ssize_t k = recv(fd, in_buf, sizeof in_buf, 0);
+			cr_assert_eq(k, (ssize_t)len,
+				     "sender %d, datagram %d of %zu bytes: %zd "
+				     "(%s)", s, i, len, k, strerror(errno));
+			cr_assert_eq(t_pat_check(in_buf, len, sent << 20), len);
+		}
+		close(fd);
+	}
+	/* TCP still echoes on the same port */
+	int c = t_connect(AF_INET, port);
+	t_timeouts(c, 5);
+	cr_assert_eq(send(c, "tcp", 3, 0), 3);
+	cr_assert_eq(recv(c, in_buf, 3, MSG_WAITALL), 3, "%s", strerror(errno));
+	close(c);
+	t_tool_stop(echo, so, out, sizeof(out));
+	cr_assert_eq(t_field(out, " datagrams="), sent, "%s", out);
+	cr_assert_eq(t_field(out, " truncated="), 0);
+	cr_assert_eq(t_field(out, " udp_errors="), 0);
+#endif
+}

@@ -15,6 +15,12 @@
  * accepting, drain every relay (no more reads; what was read is echoed;
  * an idle one ends at once), close the rest after --drain-timeout, print
  * the counters, exit 0.
+ *
+ * --udp: each thread also echoes datagrams on a UDP socket of the same
+ * address and port (SO_REUSEPORT: the kernel spreads senders over the
+ * threads): a multishot rio_recvmsg_multishot into a pool of datagram
+ * buffers, each datagram sent back from its buffer to its sender with
+ * rio_sendto, the buffer given back when the send completes.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,7 +44,12 @@ struct cfg {
 				 * --buf-count, --buf-size, --splice */
 	uint64_t drain_ms; /* graceful shutdown: how long in-flight echoes get */
 	unsigned max_conns; /* per thread; 0: no limit */
+	int udp;            /* --udp */
 };
+
+/* Datagram buffers: the largest UDP datagram fits whole after the
+ * headroom, so none is cut. */
+enum { UDP_BUFS = 256, UDP_BUF_SIZE = 65536 + RIO_DGRAM_HEADROOM };
 
 struct worker {
 	struct tool_worker t; /* first: its loop, slot and error */
@@ -53,6 +64,13 @@ struct worker {
 	rio_op cancel_drain_op;
 	int draining;
 	uint64_t idle_closed, resets, spliced;
+	/* --udp */
+	int ufd;
+	rio_bufpool *upool;
+	rio_op urecv, ucancel;
+	rio_op *usend;          /* one per datagram buffer, by its id */
+	int uerr_run;           /* receive errors in a row */
+	uint64_t datagrams, truncated, udp_errors;
 };
 
 struct conn {
@@ -120,6 +138,89 @@ static void on_accept(rio_listener *l, rio_loop *loop, int fd,
 	rio_relay_start(loop, &c->relay, fd, fd, &w->ro, relay_done);
 }
 
+static void udp_arm(struct worker *w);
+
+static void udp_sent(rio_loop *loop, rio_op *op, int res)
+{
+	struct worker *w = op->data;
+	if (res < 0)
+		w->udp_errors++;
+	rio_bufpool_put(w->upool, (uint16_t)(op - w->usend));
+}
+
+/* A datagram: back to its sender from its own buffer. A cut one (it
+ * cannot be, with buffers this size) is counted and dropped. */
+static void udp_recv(rio_loop *loop, rio_op *op, int res)
+{
+	struct worker *w = RIO_CONTAINER_OF(op, struct worker, urecv);
+	if (op->flags & RIO_OP_F_BUF) {
+		rio_op *s = &w->usend[op->buf_id];
+		rio_dgram d;
+		w->datagrams++;
+		w->uerr_run = 0;
+		if (op->flags & RIO_OP_F_TRUNC)
+			w->truncated++;
+		else if (!w->draining && rio_dgram_get(op, &d) == 0 && d.peer &&
+			 rio_sendto(loop, s, w->ufd, d.data, d.len, 0, d.peer,
+				    d.peer_len, udp_sent) == 0)
+			return;
+		rio_bufpool_put(w->upool, op->buf_id);
+	}
+	if ((op->flags & RIO_OP_F_MORE) || res == -ECANCELED || w->draining)
+		return;
+	/* an error ended it: again, unless it keeps failing */
+	w->udp_errors++;
+	if (++w->uerr_run <= 8) {
+		udp_arm(w);
+		return;
+	}
+	fprintf(stderr, "ringio-echo: udp receive: %s\n", rio_strerror(res));
+	w->t.err = res;
+}
+
+static void udp_arm(struct worker *w)
+{
+	int r = rio_recvmsg_multishot(w->t.loop, &w->urecv, w->ufd, w->upool,
+				      0, udp_recv);
+	if (r < 0) {
+		fprintf(stderr, "ringio-echo: udp receive: %s\n",
+			rio_strerror(r));
+		w->t.err = r;
+	}
+}
+
+static void udp_stop(struct worker *w)
+{
+	if (rio_op_in_flight(&w->urecv) && !rio_op_in_flight(&w->ucancel))
+		rio_cancel(w->t.loop, &w->ucancel, &w->urecv, nop_cb);
+}
+
+/* The datagram socket and its buffers; bound before the TCP listener, so
+ * that a client who sees the TCP port open finds the UDP one bound too.
+ * *port 0: it picks the port, which TCP then takes as well. */
+static int udp_init(struct worker *w, int *port)
+{
+	const struct cfg *cfg = w->cfg;
+	int r = rio_bufpool_create(w->t.loop, UDP_BUFS, UDP_BUF_SIZE, &w->upool);
+	w->usend = calloc(UDP_BUFS, sizeof *w->usend);
+	if (r < 0 || !w->usend) {
+		fprintf(stderr, "ringio-echo: datagram buffers: %s\n",
+			rio_strerror(r < 0 ? r : -ENOMEM));
+		return r < 0 ? r : -ENOMEM;
+	}
+	for (int i = 0; i < UDP_BUFS; i++)
+		w->usend[i].data = w;
+	w->ufd = rio_bind_udp(cfg->addr, (uint16_t)*port, RIO_SOCK_REUSEPORT);
+	if (w->ufd < 0) {
+		fprintf(stderr, "ringio-echo: udp on %s:%d: %s\n", cfg->addr,
+			*port, rio_strerror(w->ufd));
+		return w->ufd;
+	}
+	*port = rio_local_port(w->ufd);
+	udp_arm(w);
+	return w->t.err;
+}
+
 static void on_listener_stop(rio_listener *l, int err, void *data)
 {
 	struct worker *w = data;
@@ -138,6 +239,7 @@ static void close_all(struct tool_worker *t)
 		if (!rio_op_in_flight(&c->cancel_op))
 			rio_cancel(w->t.loop, &c->cancel_op, &c->relay.op, nop_cb);
 	}
+	udp_stop(w);
 }
 
 static void drain_cb(rio_loop *loop, rio_op *op, int res)
@@ -157,6 +259,7 @@ static void drain(struct tool_worker *t)
 		rio_listener_stop(w->l[i]); /* -EALREADY: it stopped itself */
 	for (struct tool_node *n = w->conns.head; n; n = n->next)
 		rio_relay_drain(&RIO_CONTAINER_OF(n, struct conn, node)->relay);
+	udp_stop(w); /* echoes under way complete on their own */
 	if (w->conns.head)
 		rio_timeout(w->t.loop, &w->drain_op, w->cfg->drain_ms * 1000000ull,
 			    drain_cb);
@@ -175,11 +278,14 @@ static int worker_init(struct tool_worker *t)
 	w->ro = (rio_relay_opts){.pool = w->pool,
 				 .splice = cfg->com.splice,
 				 .idle_ns = cfg->com.idle_ms * 1000000ull};
-	w->lfd[0] = rio_listen_tcp(cfg->addr, (uint16_t)cfg->port, 4096,
+	int port = cfg->port;
+	if (cfg->udp && (r = udp_init(w, &port)) < 0)
+		return r;
+	w->lfd[0] = rio_listen_tcp(cfg->addr, (uint16_t)port, 4096,
 				   RIO_SOCK_REUSEPORT);
 	if (w->lfd[0] < 0) {
 		fprintf(stderr, "ringio-echo: listen on %s:%d: %s\n", cfg->addr,
-			cfg->port, rio_strerror(w->lfd[0]));
+			port, rio_strerror(w->lfd[0]));
 		return w->lfd[0];
 	}
 	w->nl = 1;
@@ -208,10 +314,13 @@ static int worker_init(struct tool_worker *t)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: ringio-echo --port P [--addr A] [--unix PATH] "
-		   "[--max-conns N] [--drain-timeout MS]\n" TOOL_COMMON_USAGE
+		   "[--udp] [--max-conns N]\n  [--drain-timeout MS]\n"
+		   TOOL_COMMON_USAGE
 		   "--unix PATH: echo on a unix-domain socket too (@NAME: "
 		   "abstract); a stale socket\nfile there is taken over, and "
-		   "removed at exit\n");
+		   "removed at exit\n"
+		   "--udp: echo datagrams on the same address and port too, "
+		   "one socket per thread\n");
 }
 
 static int parse_args(int argc, char **argv, struct cfg *cfg)
@@ -222,6 +331,7 @@ static int parse_args(int argc, char **argv, struct cfg *cfg)
 		TOOL_ARG("unix", 'u', tool_parse_string, &cfg->unix_path),
 		TOOL_NUM("max-conns", 'm', cfg->max_conns, 0, 1 << 24),
 		TOOL_NUM("drain-timeout", 'd', cfg->drain_ms, 0, 86400000),
+		TOOL_SWITCH("udp", 'U', cfg->udp),
 		TOOL_FLAGS_END,
 	};
 	if (tool_parse_flags("ringio-echo", argc, argv, flags, &cfg->com,
@@ -273,16 +383,21 @@ static const struct tool_worker_ops worker_ops = {
 static void report(struct worker *ws, int n)
 {
 	struct tool_counters sum = {0};
-	uint64_t idle = 0, resets = 0, spliced = 0;
+	uint64_t idle = 0, resets = 0, spliced = 0, dg = 0, cut = 0, uerr = 0;
 	for (int i = 0; i < n; i++) {
 		tool_count(&sum, ws[i].t.loop, ws[i].l, ws[i].nl);
 		idle += ws[i].idle_closed;
 		resets += ws[i].resets;
 		spliced += ws[i].spliced;
+		dg += ws[i].datagrams;
+		cut += ws[i].truncated;
+		uerr += ws[i].udp_errors;
 	}
 	tool_print_counters("ringio-echo", &sum,
 			    " idle_closed=%" PRIu64 " resets=%" PRIu64
-			    " spliced=%" PRIu64, idle, resets, spliced);
+			    " spliced=%" PRIu64 " datagrams=%" PRIu64
+			    " truncated=%" PRIu64 " udp_errors=%" PRIu64,
+			    idle, resets, spliced, dg, cut, uerr);
 }
 
 static void worker_fini(struct worker *w)
@@ -292,6 +407,11 @@ static void worker_fini(struct worker *w)
 			w->l[i] = NULL;
 	if (w->pool)
 		rio_bufpool_destroy(w->pool);
+	if (w->upool)
+		rio_bufpool_destroy(w->upool);
+	free(w->usend);
+	if (w->ufd >= 0)
+		close(w->ufd);
 	if (w->t.loop && rio_loop_destroy(w->t.loop) < 0)
 		fprintf(stderr, "ringio-echo: loop still busy at exit\n");
 	for (int i = 0; i < 2; i++)
@@ -315,7 +435,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	for (int i = 0; i < cfg.com.threads; i++) {
 		ws[i].cfg = &cfg;
-		ws[i].lfd[0] = ws[i].lfd[1] = -1;
+		ws[i].lfd[0] = ws[i].lfd[1] = ws[i].ufd = -1;
 		ws[i].t.idx = i;
 		ws[i].t.ops = &worker_ops;
 		ws[i].t.backend = cfg.com.backend;
@@ -328,8 +448,9 @@ int main(int argc, char **argv)
 		cfg.port = rio_local_port(ws[0].lfd[0]);
 	const char *why;
 	rio_loop_backend(ws[0].t.loop, NULL, &why);
-	fprintf(stderr, "ringio-echo: listening on %s:%d%s%s, %d thread(s), "
-		"%s\n", cfg.addr, cfg.port, cfg.unix_path ? " and unix:" : "",
+	fprintf(stderr, "ringio-echo: listening on %s:%d%s%s%s, %d thread(s), "
+		"%s\n", cfg.addr, cfg.port, cfg.udp ? " (tcp and udp)" : "",
+		cfg.unix_path ? " and unix:" : "",
 		cfg.unix_path ? cfg.unix_path : "", cfg.com.threads, why);
 	tool_catch_signals();
 	int rc = tool_run_threads("ringio-echo", ws, sizeof *ws, cfg.com.threads,

@@ -134,6 +134,10 @@ static int set_flag(const struct tool_flag *f, const char *arg)
 	long v;
 	if (f->parse)
 		return f->parse(arg, f->dst);
+	if (f->size == 0) { /* a switch */
+		*(int *)f->dst = 1;
+		return 0;
+	}
 	if (tool_parse_long(arg, f->lo, f->hi, &v) < 0)
 		return -EINVAL;
 	if (f->size == sizeof(uint32_t)) { /* int or unsigned */
@@ -154,7 +158,8 @@ static int add_flags(const struct tool_flag **all, int n,
 {
 	for (const struct tool_flag *f = table; f->name; f++) {
 		/* a mistake in the table, not on the command line */
-		if (n == MAX_FLAGS || (!f->parse && f->size != 4 && f->size != 8))
+		if (n == MAX_FLAGS ||
+		    (!f->parse && f->size != 0 && f->size != 4 && f->size != 8))
 			abort();
 		all[n++] = f;
 	}
@@ -179,15 +184,19 @@ int tool_parse_flags(const char *prog, int argc, char **argv,
 	/* getopt_long's view of them: "x:" for each, and --help */
 	struct option opts[MAX_FLAGS + 2];
 	char letters[2 * MAX_FLAGS + 2];
+	size_t nl = 0;
 	for (int i = 0; i < n; i++) {
-		opts[i] = (struct option){all[i]->name, required_argument, NULL,
-					  all[i]->letter};
-		letters[2 * i] = all[i]->letter;
-		letters[2 * i + 1] = ':';
+		int sw = !all[i]->parse && all[i]->size == 0;
+		opts[i] = (struct option){all[i]->name,
+					  sw ? no_argument : required_argument,
+					  NULL, all[i]->letter};
+		letters[nl++] = all[i]->letter;
+		if (!sw)
+			letters[nl++] = ':';
 	}
 	opts[n] = (struct option){"help", no_argument, NULL, 'h'};
 	opts[n + 1] = (struct option){0};
-	memcpy(&letters[2 * n], "h", 2);
+	memcpy(&letters[nl], "h", 2);
 
 	int c;
 	while ((c = getopt_long(argc, argv, letters, opts, NULL)) != -1) {

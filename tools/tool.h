@@ -34,7 +34,7 @@ struct tool_common {
 
 /*
  * One flag, in a table that TOOL_FLAGS_END ends: --name ARG, or -letter
- * ARG. TOOL_NUM takes a whole decimal number in [lo, hi] (lo >= 0) into
+ * ARG (TOOL_SWITCH: none). TOOL_NUM takes a whole decimal number in [lo, hi] (lo >= 0) into
  * `var`, an int, unsigned, uint64_t or size_t; TOOL_ARG hands ARG to
  * `parse`, which stores it through `dst` and returns 0, or -EINVAL for a
  * value it refuses.
@@ -51,6 +51,9 @@ struct tool_flag {
 	{ (name), (letter), &(var), sizeof(var), (lo), (hi), NULL }
 #define TOOL_ARG(name, letter, parse, dst) \
 	{ (name), (letter), (dst), 0, 0, 0, (parse) }
+/* --name alone (no ARG): sets the int `var` to 1 */
+#define TOOL_SWITCH(name, letter, var) \
+	{ (name), (letter), &(var), 0, 0, 0, NULL }
 #define TOOL_FLAGS_END { NULL, 0, NULL, 0, 0, 0, NULL }
 
 /*
