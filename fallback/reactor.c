@@ -547,6 +547,12 @@ static enum attempt attempt(rio_loop *loop, rio_op *op, int *res,
 		return recv_dgrams(loop, op, res);
 	case RIO__OP_SENDTO:
 		return send_dgrams(loop, op, res);
+	case RIO__OP_SIGNAL:
+		*res = rio__signal_read(op);
+		if (*res < 0)
+			return again(*res) ? AGAIN : DONE;
+		*flags = RIO_OP_F_MORE;
+		return MORE;
 	default:
 		break;
 	}
@@ -868,6 +874,7 @@ static void expire_timers(rio_loop *loop)
 			continue;
 		}
 		rio__opq_remove(queue_of(&r->fds[op->priv.fd], op), op);
+		op->priv.bits |= RIO__B_TIMEDOUT;
 		rio__complete(loop, op, cut_short(op, -ETIMEDOUT), 0);
 	}
 }
@@ -890,6 +897,13 @@ static void run_hot(rio_loop *loop)
 			run_queue(loop, list[i], RIO__EV_OUT, 0);
 		}
 	}
+}
+
+/* The loop is closing an fd of its own: forget it, as a close does. */
+void rio__reactor_drop_fd(rio_loop *loop, int fd)
+{
+	if (fd >= 0 && (size_t)fd < R(loop)->nfds)
+		flush_fd(loop, fd, -ECANCELED);
 }
 
 /* A starved recv's pool has buffers again: back to the head of its queue,

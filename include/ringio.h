@@ -8,7 +8,9 @@
  *
  * Threading: a loop belongs to the thread that first runs it, whichever
  * thread created it. Only rio_post(), rio_loop_wake() and rio_loop_stop()
- * may be called from other threads.
+ * may be called from other threads; those three are also
+ * async-signal-safe (a lock-free atomic and a write(2)), and no other
+ * call is. rio_signal() takes signals without a handler.
  *
  * Errors: functions return 0 (or a count / fd) on success and -errno on
  * failure. A submit function returns -EINVAL or -EBUSY only for API misuse it
@@ -184,6 +186,10 @@ RIO_API void rio_loop_counters(const rio_loop *loop, rio_counters *out);
 
 #define RIO_OP_F_MORE 0x1u /* op->flags: more completions will follow */
 #define RIO_OP_F_BUF 0x2u  /* op->flags: op->buf / op->buf_id hold data */
+/* op->flags with res -ETIMEDOUT: ringio's own deadline ended the op (its
+ * deadline_ns, a relay's idle_ns, a connect_any try's try_ns), not the
+ * kernel's ETIMEDOUT (a TCP connect or retransmission timing out) */
+#define RIO_OP_F_DEADLINE 0x8u
 
 /* Submit flags. */
 #define RIO_MULTISHOT 0x1u /* accept: multishot accept */
@@ -208,7 +214,8 @@ struct rio_op {
 	unsigned flags;     /* RIO_OP_F_* of the current completion */
 	void *buf;          /* RIO_OP_F_BUF: start of received data */
 	uint16_t buf_id;    /* RIO_OP_F_BUF: give back with rio_bufpool_put */
-	uint64_t deadline_ns; /* relative deadline; 0 = none. Set before submit */
+	uint64_t deadline_ns; /* deadline, 0 = none: relative, or absolute
+				 with RIO_DEADLINE_ABS. Set before submit */
 	/* ringio's. Every field has one meaning whatever the op's kind and
 	 * the backend: src/internal.h says which (ABI: soname 1). */
 	struct {
@@ -294,11 +301,29 @@ RIO_API void rio_op_init(rio_op *op);
  * Give the next submission of `op` a deadline `timeout_ns` from the moment it
  * is submitted; 0 removes it. The deadline stays on the op for later
  * submissions until changed. When it passes, the op completes with
- * -ETIMEDOUT. Multishot ops and timeouts take no deadline (-EINVAL at
+ * -ETIMEDOUT and RIO_OP_F_DEADLINE in op->flags (which the kernel's own
+ * ETIMEDOUT never has). Multishot ops and timeouts take no deadline (-EINVAL at
  * submit). Close and cancel accept one and ignore it: neither waits on a
  * peer, so both complete promptly.
  */
 RIO_API void rio_op_set_deadline(rio_op *op, uint64_t timeout_ns);
+
+/*
+ * An absolute deadline: the op's next submissions end with -ETIMEDOUT
+ * (RIO_OP_F_DEADLINE set) at `when_ns` on CLOCK_MONOTONIC (rio_now_ns()),
+ * however late they are submitted; one passed already ends the op at
+ * once. Give every op of a request the same `when_ns` for one deadline
+ * over the whole request. It stays on the op until changed; a relative
+ * one (rio_op_set_deadline) replaces it, and 0 there removes either. The
+ * ops that take a relative deadline take this one.
+ */
+RIO_API void rio_op_set_deadline_at(rio_op *op, uint64_t when_ns);
+
+/* In deadline_ns: the rest is a time on CLOCK_MONOTONIC, not a length. */
+#define RIO_DEADLINE_ABS (1ull << 63)
+
+/* Now on CLOCK_MONOTONIC, in nanoseconds: the clock of deadlines. */
+RIO_API uint64_t rio_now_ns(void);
 
 /* True while an op is submitted and its final completion has not run. */
 RIO_API int rio_op_in_flight(const rio_op *op);
@@ -516,6 +541,29 @@ RIO_API int rio_poll(rio_loop *loop, rio_op *op, int fd, unsigned events,
  */
 RIO_API int rio_shutdown(rio_loop *loop, rio_op *op, int fd, int how,
 			 rio_cb *cb);
+
+/* A signal's bit in rio_signal()'s mask: RIO_SIG(SIGINT) | RIO_SIG(SIGTERM). */
+#define RIO_SIG(signo) (1ull << ((signo) - 1))
+
+/*
+ * Signals as completions, in place of a handler: a multishot op with one
+ * completion per delivered signal of `sigs` (RIO_SIG bits: signals 1..64),
+ * RIO_OP_F_MORE set and res the signal's number, until rio_cancel() ends
+ * it (final completion, -ECANCELED) or an error does. The signals must be
+ * blocked in every thread, or the kernel hands them to a thread that has
+ * them unblocked (a handler, or the default action: SIGINT ends the
+ * process) instead: rio_signal blocks them in the calling thread, so call
+ * it (or block them with pthread_sigmask) before creating threads, which
+ * inherit the mask. It never unblocks them. Standard signals sent while
+ * one is pending arrive as one, as ever; real-time signals (SIGRTMIN..)
+ * each arrive. Several loops may watch one signal: each delivery goes to
+ * one of them. Linux: a signalfd(2) of the op's own (watched by a
+ * multishot poll on io_uring, by the poller on the fallback), closed at
+ * its final completion. -EINVAL at submit: no signal in `sigs`, a bit
+ * past the system's last signal, a deadline.
+ */
+RIO_API int rio_signal(rio_loop *loop, rio_op *op, uint64_t sigs,
+		       rio_cb *cb);
 
 /*
  * Close `fd` through the loop. Every op of this loop still pending on `fd`

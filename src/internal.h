@@ -45,6 +45,8 @@
  *   a.splice    SPLICE_IN, SPLICE_OUT: the pipe end; bytes at most
  *   a.poll      POLL: the poll(2) events asked for
  *   a.shutdown  SHUTDOWN: shutdown(2)'s `how`
+ *   (SIGNAL has no arguments: fd is its signalfd, which the core closes
+ *   at its final completion)
  *   a.cancel    CANCEL: the target; whether the target ended on its own
  *               first (io_uring)
  *   a.close     CLOSE: the next close waiting on the same fd number; ops
@@ -77,6 +79,7 @@ enum rio__kind {
 	RIO__OP_WAKE, /* internal: the loop's wakeup channel */
 	RIO__OP_POLL,
 	RIO__OP_SHUTDOWN,
+	RIO__OP_SIGNAL,      /* multishot, on a signalfd of its own */
 	RIO__OP_RELAY,       /* composite (relay.c): no backend sees it */
 	RIO__OP_CONNECT_ANY, /* composite (upstream.c) */
 	RIO__OP_KINDS
@@ -134,6 +137,8 @@ enum rio__state {
 				* for its generation's ops (fdtab.c) */
 #define RIO__B_DGRAM 0x100u    /* multishot recv on a datagram socket: a
 				* result of 0 is an empty datagram, not EOF */
+#define RIO__B_TIMEDOUT 0x200u /* ringio's deadline ended it: its
+				* -ETIMEDOUT gets RIO_OP_F_DEADLINE */
 
 /*
  * A backend: one file of static functions and one of these. The core calls
@@ -162,6 +167,9 @@ struct rio__backend {
 	void (*pool_put)(rio_bufpool *pool, uint16_t id);
 	/* A starved multishot recv's pool has buffers again: arm it anew. */
 	void (*resume)(rio_loop *loop, rio_op *op);
+	/* An fd the loop made for an op of its own (a signal op's signalfd)
+	 * is about to be closed: forget it. May be NULL. */
+	void (*drop_fd)(rio_loop *loop, int fd);
 	/* The readiness fallback's poller (epoll, kqueue); NULL otherwise. */
 	const struct rio__poller *poller;
 };
@@ -254,7 +262,7 @@ RIO__HIDDEN unsigned rio__flush_pending(rio_loop *loop);
 /* What ended an op the kernel (or the reactor) stopped before it had a
  * result: -ECANCELED when a cancel or a close of its file asked for it,
  * else -ETIMEDOUT when it has a deadline, else `res`. */
-RIO__HIDDEN int rio__stopped(rio_loop *loop, const rio_op *op, int res);
+RIO__HIDDEN int rio__stopped(rio_loop *loop, rio_op *op, int res);
 RIO__HIDDEN uint64_t rio__now_ns(void);
 /* now + ns, saturating: a deadline centuries away must not wrap. */
 RIO__HIDDEN uint64_t rio__due_in(uint64_t ns);
@@ -298,5 +306,8 @@ static inline size_t rio__dgram_payload_off(const rio_op *op)
  * AF_UNIX (sock.c); -EINVAL for another family, or -errno. */
 RIO__HIDDEN int rio__socket_stream(int family);
 RIO__HIDDEN int rio__splice_try(const rio_op *op, int sock_ready);
+/* A SIGNAL op's next signal from its signalfd: its number, -EAGAIN when
+ * none is pending, or -errno. */
+RIO__HIDDEN int rio__signal_read(const rio_op *op);
 
 #endif

@@ -9,8 +9,13 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/signalfd.h>
+#endif
 
 #include "internal.h"
 
@@ -37,6 +42,8 @@ const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
 	[RIO__OP_POLL] = {RIO__SIDE_ANY, 1, 1, 0, 0, 0, 0, 0},
 	/* a close waits for it; it never waits on a peer */
 	[RIO__OP_SHUTDOWN] = {RIO__SIDE_NONE, 1, 0, 0, 0, 0, 0, 0},
+	/* on a file of its own: nothing to track */
+	[RIO__OP_SIGNAL] = {RIO__SIDE_READ, 0, 0, 0, 0, 0, 0, 0},
 	/* composites: their own ops do the waiting */
 	[RIO__OP_RELAY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1, 0},
 	[RIO__OP_CONNECT_ANY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1, 0},
@@ -62,7 +69,20 @@ void rio_op_init(rio_op *op)
 
 void rio_op_set_deadline(rio_op *op, uint64_t timeout_ns)
 {
-	op->deadline_ns = timeout_ns;
+	/* a length past 2^63 ns (292 years) is no deadline anyone waits for */
+	op->deadline_ns = timeout_ns & ~RIO_DEADLINE_ABS;
+	if (timeout_ns & RIO_DEADLINE_ABS)
+		op->deadline_ns = ~RIO_DEADLINE_ABS;
+}
+
+void rio_op_set_deadline_at(rio_op *op, uint64_t when_ns)
+{
+	op->deadline_ns = RIO_DEADLINE_ABS | (when_ns & ~RIO_DEADLINE_ABS);
+}
+
+uint64_t rio_now_ns(void)
+{
+	return rio__now_ns();
 }
 
 int rio_op_in_flight(const rio_op *op)
@@ -83,6 +103,8 @@ void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 	}
 	unsigned bits = op->priv.bits;
 	int internal = bits & RIO__B_INTERNAL;
+	if (final && (bits & RIO__B_TIMEDOUT) && res == -ETIMEDOUT)
+		flags |= RIO_OP_F_DEADLINE;
 	int fd = op->priv.fd;
 	uint32_t gen = op->priv.gen;
 	op->res = res;
@@ -103,6 +125,13 @@ void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 		loop->ctr.completions++;
 	if (final && op->priv.kind == RIO__OP_CLOSE)
 		rio__fd_closed(loop, fd, gen); /* composites on the fd */
+	if (final && op->priv.kind == RIO__OP_SIGNAL && fd >= 0) {
+		/* its own signalfd: gone before the caller hears of it */
+		if (loop->be->drop_fd)
+			loop->be->drop_fd(loop, fd);
+		close(fd);
+		op->priv.fd = -1;
+	}
 	op->priv.cb(loop, op, res);
 	/* op may be the caller's again, even resubmitted: fd, gen and bits
 	 * were read before */
@@ -128,12 +157,14 @@ unsigned rio__flush_pending(rio_loop *loop)
 	return n;
 }
 
-int rio__stopped(rio_loop *loop, const rio_op *op, int res)
+int rio__stopped(rio_loop *loop, rio_op *op, int res)
 {
 	if ((op->priv.bits & RIO__B_CANCELLED) || rio__fd_closing(loop, op))
 		return -ECANCELED;
-	if (op->priv.bits & RIO__B_DEADLINE)
+	if (op->priv.bits & RIO__B_DEADLINE) {
+		op->priv.bits |= RIO__B_TIMEDOUT;
 		return -ETIMEDOUT;
+	}
 	return res;
 }
 
@@ -180,7 +211,9 @@ static int submit(rio_loop *loop, rio_op *op)
 	if (op->deadline_ns && k->deadline &&
 	    !(op->priv.bits & RIO__B_MULTISHOT)) {
 		op->priv.bits |= RIO__B_DEADLINE;
-		op->priv.due_ns = rio__due_in(op->deadline_ns);
+		op->priv.due_ns = op->deadline_ns & RIO_DEADLINE_ABS
+					  ? op->deadline_ns & ~RIO_DEADLINE_ABS
+					  : rio__due_in(op->deadline_ns);
 	} else if (op->priv.kind == RIO__OP_TIMEOUT) {
 		op->priv.due_ns = rio__due_in(op->priv.a.timeout.ns);
 	}
@@ -436,6 +469,49 @@ int rio_shutdown(rio_loop *loop, rio_op *op, int fd, int how, rio_cb *cb)
 		return r;
 	op->priv.a.shutdown.how = how;
 	return submit(loop, op);
+}
+
+int rio_signal(rio_loop *loop, rio_op *op, uint64_t sigs, rio_cb *cb)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	for (int sig = 1; sig <= 64; sig++)
+		if ((sigs & RIO_SIG(sig)) &&
+		    (sig >= NSIG || sigaddset(&set, sig) < 0))
+			return -EINVAL;
+	if (!sigs || (op && op->deadline_ns))
+		return -EINVAL;
+	int r = rio__op_take(loop, op, cb, RIO__OP_SIGNAL, -1);
+	if (r)
+		return r;
+	op->priv.bits |= RIO__B_MULTISHOT;
+#ifdef __linux__
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	int sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sfd < 0) {
+		rio__defer(loop, op, -errno);
+		return 0;
+	}
+	op->priv.fd = sfd;
+	return submit(loop, op);
+#else
+	rio__defer(loop, op, -EOPNOTSUPP);
+	return 0;
+#endif
+}
+
+int rio__signal_read(const rio_op *op)
+{
+#ifdef __linux__
+	struct signalfd_siginfo si;
+	ssize_t n = read(op->priv.fd, &si, sizeof si);
+	if (n == (ssize_t)sizeof si)
+		return (int)si.ssi_signo;
+	return n < 0 ? -errno : -EIO;
+#else
+	(void)op;
+	return -EOPNOTSUPP;
+#endif
 }
 
 int rio_close(rio_loop *loop, rio_op *op, int fd, rio_cb *cb)

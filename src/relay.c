@@ -329,8 +329,11 @@ static void timer_cb(rio_loop *loop, rio_op *op, int res)
 	struct relay *r = RIO_CONTAINER_OF(op, struct relay, timer);
 	(void)loop;
 	if (r->state == R_RUNNING && res == 0 &&
-	    idle_clock() - r->active_ns >= r->idle_ns)
+	    idle_clock() - r->active_ns >= r->idle_ns) {
+		/* ringio's: its -ETIMEDOUT (if it stays the result) says so */
+		r->pub->op.priv.bits |= RIO__B_TIMEDOUT;
 		end(r, -ETIMEDOUT, -1);
+	}
 	reconcile(r); /* else: armed again for the rest */
 }
 

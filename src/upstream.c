@@ -55,6 +55,7 @@ struct ca {
 	uint64_t tried;  /* bit i: address i was tried in this call */
 	int fd;          /* the socket being connected; -1: none */
 	int err;         /* the last try's error */
+	uint8_t err_deadline; /* that error is try_ns passing */
 	uint8_t start;   /* the address this call started at */
 	uint8_t cur;     /* the address being tried */
 	uint8_t cancelled;
@@ -345,6 +346,8 @@ static void finish(rio_loop *loop, struct ca *p, int res)
 	assert(!rio_op_in_flight(&p->try_op) && !rio_op_in_flight(&p->stop_op));
 	assert(p->u->busy > 0);
 	p->u->busy--;
+	if (res == p->err && p->err_deadline) /* the last try's try_ns */
+		connector_of(p)->op.priv.bits |= RIO__B_TIMEDOUT;
 	rio__defer(loop, &connector_of(p)->op, res);
 }
 
@@ -372,6 +375,7 @@ static void next_try(rio_loop *loop, struct ca *p)
 		if (fd < 0) { /* this address cannot be reached from here */
 			count_failure(u, (unsigned)i, fd);
 			p->err = fd;
+			p->err_deadline = 0;
 			continue;
 		}
 		p->fd = fd;
@@ -432,6 +436,7 @@ static void connect_cb(rio_loop *loop, rio_op *op, int res)
 	}
 	count_failure(p->u, p->cur, res);
 	p->err = res;
+	p->err_deadline = (op->flags & RIO_OP_F_DEADLINE) != 0;
 	must(rio_close(loop, &p->try_op, fd, close_cb));
 }
 

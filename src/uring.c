@@ -236,6 +236,9 @@ static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 	case RIO__OP_CLOSE:
 		io_uring_prep_close(sqe, fd);
 		break;
+	case RIO__OP_SIGNAL: /* its signalfd readable: read it here */
+		io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+		break;
 	case RIO__OP_SHUTDOWN: /* an SQE, not the syscall: in SQ order */
 		io_uring_prep_shutdown(sqe, fd, op->priv.a.shutdown.how);
 		break;
@@ -672,6 +675,30 @@ static void poll_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 	poll_done(loop, op, res);
 }
 
+/* A signal op's poll fired: every signal pending on its signalfd, one
+ * completion each, read to the end (the poll fires again only on a new
+ * one; a read fails only with EAGAIN, when none is left). A cancel stops
+ * the reading: what is not read stays pending in the process. The kernel
+ * ending the poll by itself re-arms it. */
+static void signal_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
+{
+	while (res > 0 && !(op->priv.bits & RIO__B_CANCELLED)) {
+		int sig = rio__signal_read(op);
+		if (sig < 0)
+			break;
+		rio__complete(loop, op, sig, RIO_OP_F_MORE);
+	}
+	if (cf & IORING_CQE_F_MORE)
+		return;
+	if (res >= 0 && !(op->priv.bits & RIO__B_CANCELLED)) {
+		loop->ctr.multishot_rearms++;
+		rio__uring_enqueue(loop, op);
+		return;
+	}
+	op->res = res;
+	cqe_done(loop, op);
+}
+
 static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 {
 	rio_op *op = (rio_op *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
@@ -686,6 +713,10 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 		cqe_done(loop, op);
 		return;
 	default:
+		if (op->priv.kind == RIO__OP_SIGNAL) {
+			signal_cqe(loop, op, res, cf);
+			return;
+		}
 		if (op->priv.bits & RIO__B_MULTISHOT) {
 			multishot_cqe(loop, op, res, cf);
 			return;

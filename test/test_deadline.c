@@ -1,6 +1,8 @@
 /* rio_op_set_deadline: -ETIMEDOUT when it passes, nothing when data wins. */
 #include "common.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -8,6 +10,7 @@ struct io {
 	rio_op op;
 	int calls;
 	int res;
+	unsigned flags;
 	uint64_t at_ns;
 };
 
@@ -18,6 +21,7 @@ static void io_cb(rio_loop *loop, rio_op *op, int res)
 	(void)loop;
 	io->calls++;
 	io->res = res;
+	io->flags = op->flags;
 	io->at_ns = t_now_ns();
 }
 
@@ -257,5 +261,154 @@ Test(deadline, a_deadline_keeps_completions_in_stream_order, .timeout = 30)
 	}
 	close(a);
 	close(b);
+	t_loop_done(loop);
+}
+
+/* ---- ringio's deadline or the kernel's ETIMEDOUT; absolute deadlines ---- */
+
+Test(deadline, its_own_deadline_says_so_the_kernels_does_not, .timeout = 30)
+{
+	rio_loop *loop = t_loop();
+	struct io r = {.calls = 0}, c = {.calls = 0};
+	char buf[8];
+	int a, b;
+	t_pair(&a, &b);
+	rio_op_set_deadline(&r.op, 30 * T_MS);
+	cr_assert_eq(rio_recv(loop, &r.op, b, buf, sizeof buf, 0, io_cb), 0);
+	T_RUN_UNTIL(loop, r.calls == 1, 3000);
+	cr_assert_eq(r.res, -ETIMEDOUT);
+	cr_assert_eq(r.flags, RIO_OP_F_DEADLINE, "flags %x", r.flags);
+	/* the kernel's own: a SYN nobody answers, one retry (about 3 s) */
+	uint16_t port;
+	int filler, lfd = t_full_listener(&port, &filler);
+	int s = rio_socket_tcp(AF_INET);
+	int one = 1;
+	cr_assert_eq(setsockopt(s, IPPROTO_TCP, TCP_SYNCNT, &one, sizeof one),
+		     0);
+	struct sockaddr_storage ss;
+	socklen_t sl = t_loopback(AF_INET, port, &ss);
+	cr_assert_eq(rio_connect(loop, &c.op, s, (struct sockaddr *)&ss, sl,
+				 io_cb), 0);
+	T_RUN_UNTIL(loop, c.calls == 1, 15000);
+	cr_assert_eq(c.res, -ETIMEDOUT, "%s", rio_strerror(c.res));
+	cr_assert_eq(c.flags & RIO_OP_F_DEADLINE, 0,
+		     "the kernel's ETIMEDOUT read as ringio's deadline");
+	close(s);
+	close(filler);
+	close(lfd);
+	close(a);
+	close(b);
+	t_loop_done(loop);
+}
+
+static struct {
+	rio_loop *loop;
+	struct io recv;
+	int fd;
+	uint64_t when;
+	char buf[8];
+} req;
+
+/* the request's second step, 60 ms in: the same absolute deadline */
+static void step_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)op;
+	cr_assert_eq(res, 0);
+	rio_op_set_deadline_at(&req.recv.op, req.when);
+	cr_assert_eq(rio_recv(loop, &req.recv.op, req.fd, req.buf,
+			      sizeof req.buf, 0, io_cb), 0);
+}
+
+Test(deadline, an_absolute_deadline_covers_the_whole_request, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	int a, b;
+	t_pair(&a, &b);
+	memset(&req, 0, sizeof req);
+	req.fd = b;
+	uint64_t start = rio_now_ns();
+	cr_assert_lt(start > t_now_ns() ? start - t_now_ns()
+					: t_now_ns() - start, 5 * T_MS,
+		     "rio_now_ns is not CLOCK_MONOTONIC");
+	req.when = start + 150 * T_MS;
+	struct io t = {.calls = 0};
+	cr_assert_eq(rio_timeout(loop, &t.op, 60 * T_MS, step_cb), 0);
+	T_RUN_UNTIL(loop, req.recv.calls == 1, 3000);
+	uint64_t took = req.recv.at_ns - start;
+	cr_assert_eq(req.recv.res, -ETIMEDOUT);
+	cr_assert_eq(req.recv.flags, RIO_OP_F_DEADLINE);
+	/* 150 ms from the start, not 60 + 150 */
+	cr_assert_geq(took, 149 * T_MS, "fired early: %llu ms",
+		      (unsigned long long)(took / T_MS));
+	cr_assert_lt(took, 205 * T_MS, "the deadline restarted at submit: "
+		     "%llu ms", (unsigned long long)(took / T_MS));
+	/* it stays on the op: past now, a new submit ends at once */
+	uint64_t t0 = t_now_ns();
+	cr_assert_eq(rio_recv(loop, &req.recv.op, b, req.buf, sizeof req.buf, 0,
+			      io_cb), 0);
+	T_RUN_UNTIL(loop, req.recv.calls == 2, 3000);
+	cr_assert_eq(req.recv.res, -ETIMEDOUT);
+	cr_assert_lt(req.recv.at_ns - t0, 50 * T_MS);
+	/* data before the deadline wins; a relative one replaces it */
+	rio_op_set_deadline_at(&req.recv.op, rio_now_ns() + 2000 * T_MS);
+	cr_assert_eq(send(a, "x", 1, 0), 1);
+	cr_assert_eq(rio_recv(loop, &req.recv.op, b, req.buf, sizeof req.buf, 0,
+			      io_cb), 0);
+	T_RUN_UNTIL(loop, req.recv.calls == 3, 3000);
+	cr_assert_eq(req.recv.res, 1);
+	cr_assert_eq(req.recv.flags, 0);
+	rio_op_set_deadline(&req.recv.op, 0);
+	cr_assert_eq(req.recv.op.deadline_ns, 0);
+	close(a);
+	close(b);
+	t_loop_done(loop);
+}
+
+static struct io last; /* a composite's completion */
+
+static void last_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	last.calls++;
+	last.res = res;
+	last.flags = op->flags;
+}
+
+Test(deadline, a_relays_idle_timeout_and_a_connect_any_try_say_so,
+     .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	rio_bufpool *pool = t_bufpool(loop, 8, 4096);
+	int a, b;
+	t_pair(&a, &b);
+	static rio_relay rl;
+	memset(&rl, 0, sizeof rl);
+	memset(&last, 0, sizeof last);
+	rio_relay_opts ro = {.pool = pool, .idle_ns = 50 * T_MS};
+	cr_assert_eq(rio_relay_start(loop, &rl, a, a, &ro, last_cb), 0);
+	T_RUN_UNTIL(loop, last.calls == 1, 3000);
+	cr_assert_eq(last.res, -ETIMEDOUT);
+	cr_assert_eq(last.flags, RIO_OP_F_DEADLINE, "flags %x", last.flags);
+	/* connect_any: its one address never answers; try_ns ends it */
+	uint16_t port;
+	int filler, lfd = t_full_listener(&port, &filler);
+	rio_addr addr;
+	addr.len = t_loopback(AF_INET, port, &addr.ss);
+	rio_upstreams_opts uo = {.try_ns = 80 * T_MS};
+	rio_upstreams *u;
+	cr_assert_eq(rio_upstreams_create(&addr, 1, &uo, &u), 0);
+	static rio_connector c;
+	memset(&c, 0, sizeof c);
+	memset(&last, 0, sizeof last);
+	cr_assert_eq(rio_connect_any(loop, &c, u, last_cb), 0);
+	T_RUN_UNTIL(loop, last.calls == 1, 3000);
+	cr_assert_eq(last.res, -ETIMEDOUT);
+	cr_assert_eq(last.flags, RIO_OP_F_DEADLINE, "flags %x", last.flags);
+	cr_assert_eq(rio_upstreams_destroy(u), 0);
+	close(filler);
+	close(lfd);
+	close(a);
+	close(b);
+	cr_assert_eq(rio_bufpool_destroy(pool), 0);
 	t_loop_done(loop);
 }

@@ -452,7 +452,8 @@ int main(int argc, char **argv)
 		"%s\n", cfg.addr, cfg.port, cfg.udp ? " (tcp and udp)" : "",
 		cfg.unix_path ? " and unix:" : "",
 		cfg.unix_path ? cfg.unix_path : "", cfg.com.threads, why);
-	tool_catch_signals();
+	if (tool_catch_signals("ringio-echo", ws[0].t.loop) < 0)
+		return 1;
 	int rc = tool_run_threads("ringio-echo", ws, sizeof *ws, cfg.com.threads,
 				  tool_worker_run) < 0;
 	report(ws, cfg.com.threads);

@@ -556,7 +556,8 @@ int main(int argc, char **argv)
 	fprintf(stderr, "ringio-proxy: %d listener(s) on %s, %d upstream(s), "
 		"%d thread(s), %s\n", cfg.nlisten, where, cfg.nup,
 		cfg.com.threads, why);
-	tool_catch_signals();
+	if (tool_catch_signals("ringio-proxy", ws[0].t.loop) < 0)
+		return 1;
 	int rc = tool_run_threads("ringio-proxy", ws, sizeof *ws, cfg.com.threads,
 				  tool_worker_run) < 0;
 	report(ws, cfg.com.threads);

@@ -227,24 +227,23 @@ int tool_parse_flags(const char *prog, int argc, char **argv,
 
 static rio_loop *_Atomic loops[TOOL_MAX_THREADS];
 static atomic_int stopping;
+static atomic_uint stops;   /* tool_stop_all calls: a worker's phase */
+static atomic_int running;  /* workers whose loops have not finished */
+/* SIGINT and SIGTERM, as completions on worker 0's loop (rio_signal) */
+static rio_loop *sig_loop;
+static rio_op sig_op, sig_cancel;
 
-/* rio_loop_stop is an atomic store and a wakeup write: async-signal-safe.
- * A loop registers before it checks `stopping`, and a stop sets
+/* A loop registers before it checks `stopping`, and a stop sets
  * `stopping` before it reads the loops: one of the two sees the other. */
 void tool_stop_all(void)
 {
 	atomic_store(&stopping, 1);
+	atomic_fetch_add(&stops, 1);
 	for (int i = 0; i < TOOL_MAX_THREADS; i++) {
 		rio_loop *l = atomic_load(&loops[i]);
 		if (l)
 			rio_loop_stop(l);
 	}
-}
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	tool_stop_all();
 }
 
 void tool_stop_on_signal(int i, rio_loop *loop)
@@ -256,11 +255,61 @@ void tool_stop_on_signal(int i, rio_loop *loop)
 		rio_loop_stop(loop);
 }
 
-void tool_catch_signals(void)
+static void on_signal(rio_loop *loop, rio_op *op, int res)
 {
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	(void)loop;
+	(void)op;
+	if (res > 0) /* SIGINT or SIGTERM; the final: cancelled at exit */
+		tool_stop_all();
+}
+
+static void nop_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)op;
+	(void)res;
+}
+
+int tool_catch_signals(const char *prog, rio_loop *loop)
+{
+	/* blocked on this thread by rio_signal; the workers' threads, created
+	 * after this, inherit the mask */
+	int r = rio_signal(loop, &sig_op, RIO_SIG(SIGINT) | RIO_SIG(SIGTERM),
+			   on_signal);
+	if (r < 0)
+		fprintf(stderr, "%s: cannot take SIGINT/SIGTERM: %s\n", prog,
+			rio_strerror(r));
+	else
+		sig_loop = loop;
+	return r;
+}
+
+/* Run w's loop until a stop (returns what is in flight) or until nothing
+ * of the worker's is (0), or -errno. Worker 0's loop also holds the signal
+ * op, which does not count: it stays until every other worker is done (a
+ * second signal must still reach them), then is cancelled. */
+static int run_phase(struct tool_worker *w, unsigned *seen)
+{
+	if (w->loop != sig_loop) {
+		int r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
+		*seen = atomic_load(&stops);
+		return r;
+	}
+	for (;;) {
+		int r = rio_loop_run(w->loop, RIO_RUN_ONCE);
+		unsigned now = atomic_load(&stops);
+		if (r < 0 || now != *seen) {
+			*seen = now;
+			return r;
+		}
+		int own = rio_op_in_flight(&sig_op);
+		if (r > own || (own && atomic_load(&running) > 1))
+			continue; /* a later turn */
+		if (!own)
+			return 0;
+		if (!rio_op_in_flight(&sig_cancel))
+			rio_cancel(w->loop, &sig_cancel, &sig_op, nop_cb);
+	}
 }
 
 int tool_run_threads(const char *prog, void *first, size_t stride, int n,
@@ -269,12 +318,14 @@ int tool_run_threads(const char *prog, void *first, size_t stride, int n,
 	pthread_t tid[TOOL_MAX_THREADS];
 	char *w = first;
 	int started = 1, err = 0;
+	atomic_store(&running, n);
 	for (; started < n; started++) {
 		err = pthread_create(&tid[started], NULL, run,
 				     w + (size_t)started * stride);
 		if (err) { /* the ones started stop; the process exits 1 */
 			fprintf(stderr, "%s: cannot start thread %d of %d: %s\n",
 				prog, started + 1, n, strerror(err));
+			atomic_fetch_sub(&running, n - started);
 			tool_stop_all();
 			break;
 		}
@@ -465,26 +516,39 @@ int tool_worker_start(struct tool_worker *w)
 	return r;
 }
 
+/* The worker is done: one fewer for worker 0's loop to wait for. */
+static void worker_done(void)
+{
+	atomic_fetch_sub(&running, 1);
+	if (sig_loop)
+		rio_loop_wake(sig_loop);
+}
+
 void *tool_worker_run(void *arg)
 {
 	struct tool_worker *w = arg;
+	unsigned seen = 0;
 	if (w->idx > 0 && tool_worker_start(w) < 0) {
 		tool_stop_all(); /* the process exits 1 */
+		worker_done();
 		return NULL;
 	}
-	int r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
-	if (r >= 0) { /* stopped by a signal */
+	int r = run_phase(w, &seen);
+	if (r >= 0) { /* stopped by a signal, or nothing left */
 		w->ops->stop(w);
-		r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
+		r = run_phase(w, &seen);
 		if (r > 0 && w->ops->force) { /* a second signal */
 			w->ops->force(w);
-			r = rio_loop_run(w->loop, RIO_RUN_DEFAULT);
+			do /* a third and later: nothing more to do */
+				r = run_phase(w, &seen);
+			while (r > 0);
 		}
 	}
 	if (r < 0) {
 		fprintf(stderr, "%s: loop: %s\n", w->ops->prog, rio_strerror(r));
 		w->err = r;
 	}
+	worker_done();
 	return NULL;
 }
 

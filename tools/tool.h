@@ -95,9 +95,14 @@ int tool_preflight(const char *prog, const struct tool_common *com);
  * thread, one slot per worker; a loop registered after a stop was asked
  * for is stopped at once. */
 void tool_stop_on_signal(int i, rio_loop *loop);
-/* Stop every registered loop (what the signal handler does). */
+/* Stop every registered loop (what a signal does). */
 void tool_stop_all(void);
-void tool_catch_signals(void);
+/* Take SIGINT and SIGTERM as completions of a rio_signal op on `loop`
+ * (worker 0's; call it on its thread before tool_run_threads, whose
+ * threads inherit the blocked signals): each one stops every loop, the
+ * first for a drain, the second to force the end. No handler runs. 0, or
+ * -errno (said on stderr). */
+int tool_catch_signals(const char *prog, rio_loop *loop);
 
 /* Run `run` on each of `n` workers (`stride` bytes apart from `first`):
  * the first on this thread, the others on threads of their own; returns

@@ -1,0 +1,202 @@
+/*
+ * rio_signal: signals as completions, on every backend. Delivered while
+ * other ops are in flight (and left to finish), one completion per
+ * signal; real-time signals one per send; a signal pending before the op
+ * is armed; one sent from another thread while the loop waits; the op's
+ * own file gone after its final completion; what is refused.
+ */
+#include "common.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+typedef struct t_sig {
+	rio_op op;
+	int n, finals, final_res;
+	int got[256];
+	unsigned flags;
+} t_sig;
+
+static void sig_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	t_sig *s = RIO_CONTAINER_OF(op, t_sig, op);
+	if (!(op->flags & RIO_OP_F_MORE)) {
+		s->finals++;
+		s->final_res = res;
+		return;
+	}
+	cr_assert_lt(s->n, 256);
+	s->got[s->n++] = res;
+}
+
+
+static void sig_end(rio_loop *loop, t_sig *s)
+{
+	t_rec c = {.calls = 0};
+	cr_assert_eq(rio_cancel(loop, &c.op, &s->op, t_rec_cb), 0);
+	T_RUN_UNTIL(loop, s->finals == 1 && c.calls == 1, 5000);
+	cr_assert_eq(s->final_res, -ECANCELED);
+	cr_assert_eq(c.res, 0);
+}
+
+/* signalfds this process has open */
+static int signalfds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+	cr_assert_not_null(d);
+	for (struct dirent *e; (e = readdir(d));) {
+		char path[300], link[64];
+		snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+		ssize_t k = readlink(path, link, sizeof link - 1);
+		if (k > 0) {
+			link[k] = '\0';
+			n += strcmp(link, "anon_inode:[signalfd]") == 0;
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+#define SIGS (RIO_SIG(SIGUSR1) | RIO_SIG(SIGUSR2))
+
+Test(signal, delivered_while_other_ops_are_in_flight, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	static t_sig s;
+	memset(&s, 0, sizeof s);
+	int sfds = signalfds(); /* libkqueue keeps one of its own */
+	cr_assert_eq(rio_signal(loop, &s.op, SIGS, sig_cb), 0);
+	cr_assert_eq(signalfds(), sfds + 1);
+	int a, b;
+	t_pair(&a, &b);
+	char buf[8];
+	t_rec r = {.calls = 0}, t = {.calls = 0};
+	cr_assert_eq(rio_recv(loop, &r.op, a, buf, sizeof buf, 0, t_rec_cb), 0);
+	cr_assert_eq(rio_timeout(loop, &t.op, 10000 * T_MS, t_rec_cb), 0);
+	t_loop_sleep(loop, 20);
+	cr_assert_eq(s.n, 0);
+	cr_assert_eq(kill(getpid(), SIGUSR1), 0);
+	T_RUN_UNTIL(loop, s.n == 1, 5000);
+	cr_assert_eq(s.got[0], SIGUSR1);
+	cr_assert_eq(r.calls + t.calls, 0, "the signal ended another op");
+	cr_assert_eq(pthread_kill(pthread_self(), SIGUSR2), 0);
+	T_RUN_UNTIL(loop, s.n == 2, 5000);
+	cr_assert_eq(s.got[1], SIGUSR2);
+	/* the other ops go on */
+	cr_assert_eq(send(b, "hi", 2, 0), 2);
+	T_RUN_UNTIL(loop, r.calls == 1, 5000);
+	cr_assert_eq(r.res, 2);
+	cr_assert_eq(s.finals, 0);
+	t_rec c = {.calls = 0};
+	cr_assert_eq(rio_cancel(loop, &c.op, &t.op, t_rec_cb), 0);
+	sig_end(loop, &s);
+	T_RUN_UNTIL(loop, t.calls == 1 && c.calls == 1, 5000);
+	close(a);
+	close(b);
+	t_loop_done(loop);
+	/* its signalfd went with it */
+	cr_assert_eq(signalfds(), sfds);
+	/* the signals stay blocked (ringio never unblocks them) */
+	sigset_t now;
+	pthread_sigmask(SIG_BLOCK, NULL, &now);
+	cr_assert(sigismember(&now, SIGUSR1));
+}
+
+Test(signal, each_real_time_signal_is_a_completion, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	static t_sig s;
+	memset(&s, 0, sizeof s);
+	cr_assert_eq(rio_signal(loop, &s.op, RIO_SIG(SIGRTMIN + 1), sig_cb),
+		     0);
+	/* queued, not merged: 50 sent while the loop is not running */
+	for (int i = 0; i < 50; i++)
+		cr_assert_eq(sigqueue(getpid(), SIGRTMIN + 1,
+				      (union sigval){.sival_int = i}), 0);
+	T_RUN_UNTIL(loop, s.n == 50, 5000);
+	t_loop_sleep(loop, 20);
+	cr_assert_eq(s.n, 50);
+	for (int i = 0; i < 50; i++)
+		cr_assert_eq(s.got[i], SIGRTMIN + 1);
+	sig_end(loop, &s);
+	t_loop_done(loop);
+}
+
+Test(signal, one_pending_before_the_op_is_armed_arrives, .timeout = 20)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	cr_assert_eq(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
+	cr_assert_eq(kill(getpid(), SIGUSR1), 0);
+	rio_loop *loop = t_loop();
+	static t_sig s;
+	memset(&s, 0, sizeof s);
+	cr_assert_eq(rio_signal(loop, &s.op, RIO_SIG(SIGUSR1), sig_cb), 0);
+	T_RUN_UNTIL(loop, s.n == 1, 5000);
+	cr_assert_eq(s.got[0], SIGUSR1);
+	sig_end(loop, &s);
+	t_loop_done(loop);
+}
+
+static void *raise_later(void *arg)
+{
+	usleep(50000);
+	kill(getpid(), *(int *)arg);
+	return NULL;
+}
+
+/* The loop blocks in RIO_RUN_DEFAULT with nothing but the signal op in
+ * flight: a signal from another thread wakes it. */
+Test(signal, a_signal_wakes_a_waiting_loop, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	static t_sig s;
+	memset(&s, 0, sizeof s);
+	static int sig = SIGUSR2;
+	cr_assert_eq(rio_signal(loop, &s.op, RIO_SIG(SIGUSR2), sig_cb), 0);
+	pthread_t th;
+	uint64_t t0 = t_now_ns();
+	cr_assert_eq(pthread_create(&th, NULL, raise_later, &sig), 0);
+	/* a turn may end with nothing (the fallback tries the new op's file
+	 * first): turns until the signal, bounded */
+	for (int k = 0; k < 20 && s.n == 0; k++)
+		cr_assert_eq(rio_loop_run(loop, RIO_RUN_ONCE), 1);
+	uint64_t took = t_now_ns() - t0;
+	cr_assert_eq(s.n, 1, "no signal after 20 turns");
+	cr_assert_geq(took, 40 * T_MS, "the loop did not wait for it");
+	cr_assert_eq(s.got[0], SIGUSR2);
+	pthread_join(th, NULL);
+	sig_end(loop, &s);
+	t_loop_done(loop);
+}
+
+static void nop_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)op;
+	(void)res;
+}
+
+Test(signal, what_is_refused, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	rio_op op;
+	rio_op_init(&op);
+	cr_assert_eq(rio_signal(loop, &op, 0, nop_cb), -EINVAL);
+	/* SIGRTMAX is the last (64 on Linux): no bit past it */
+	if (SIGRTMAX < 64)
+		cr_assert_eq(rio_signal(loop, &op, RIO_SIG(SIGRTMAX + 1), nop_cb),
+			     -EINVAL);
+	cr_assert_eq(rio_signal(loop, &op, RIO_SIG(SIGUSR1), NULL), -EINVAL);
+	rio_op_set_deadline(&op, 100 * T_MS);
+	cr_assert_eq(rio_signal(loop, &op, RIO_SIG(SIGUSR1), nop_cb), -EINVAL);
+	cr_assert_eq(rio_op_in_flight(&op), 0);
+	t_loop_done(loop);
+}
