@@ -7,10 +7,10 @@
  * carries: res >= 0 is a byte count, an fd or 0; res < 0 is -errno.
  *
  * Threading: a loop belongs to the thread that first runs it, whichever
- * thread created it. Only rio_post(), rio_loop_wake() and rio_loop_stop()
- * may be called from other threads; those three are also
- * async-signal-safe (a lock-free atomic and a write(2)), and no other
- * call is. rio_signal() takes signals without a handler.
+ * thread created it. Only rio_post(), rio_wakeup_send(), rio_loop_wake()
+ * and rio_loop_stop() may be called from other threads; those four are
+ * also async-signal-safe (a lock-free atomic and a write(2)), and no
+ * other call is. rio_signal() takes signals without a handler.
  *
  * Errors: functions return 0 (or a count / fd) on success and -errno on
  * failure. A submit function returns -EINVAL or -EBUSY only for API misuse it
@@ -140,6 +140,25 @@ RIO_API void rio_loop_wake(rio_loop *loop);
  * it is posted. Returns 0, or -EINVAL / -EBUSY for misuse.
  */
 RIO_API int rio_post(rio_loop *loop, rio_op *op, rio_cb *cb);
+
+/*
+ * A wakeup handle (libuv's uv_async_t): `op` stays in flight, so
+ * RIO_RUN_DEFAULT keeps running with nothing else to do, and completes
+ * on the loop's thread, res 0 with RIO_OP_F_MORE, after rio_wakeup_send()
+ * from any thread. Sends made before the callback runs are merged into
+ * one completion, and one made while it runs brings another: after a
+ * send, a callback always runs that sees what the sender did before it.
+ * rio_cancel() ends it (final completion, -ECANCELED); no send may start
+ * after the cancel is submitted (the caller's to ensure, e.g. by joining
+ * the senders first). -EINVAL: NULL argument, a deadline on op.
+ */
+RIO_API int rio_wakeup_start(rio_loop *loop, rio_op *op, rio_cb *cb);
+
+/* Wake `op` (rio_wakeup_start on `loop`): any thread, and from a signal
+ * handler (a lock-free atomic and, for the first send of a merge, a
+ * write(2)). Returns 0, or -EINVAL when op is not a running wakeup of
+ * loop. */
+RIO_API int rio_wakeup_send(rio_loop *loop, rio_op *op);
 
 /*
  * Which backend runs and why. `reason` and `msg` may be NULL. The message is
@@ -274,6 +293,10 @@ struct rio_op {
 			struct {
 				int (*cancel)(rio_loop *, rio_op *);
 			} composite;
+			struct {
+				rio_op *next;
+				uint32_t pending;
+			} wakeup;
 		} a;
 		union {
 			struct {

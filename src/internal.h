@@ -45,6 +45,8 @@
  *   a.splice    SPLICE_IN, SPLICE_OUT: the pipe end; bytes at most
  *   a.poll      POLL: the poll(2) events asked for
  *   a.shutdown  SHUTDOWN: shutdown(2)'s `how`
+ *   a.wakeup    WAKEUP: the next on the loop's stack of woken ones; a
+ *               send is pending (both written by senders: atomics)
  *   (SIGNAL has no arguments: fd is its signalfd, which the core closes
  *   at its final completion)
  *   a.cancel    CANCEL: the target; whether the target ended on its own
@@ -80,6 +82,7 @@ enum rio__kind {
 	RIO__OP_POLL,
 	RIO__OP_SHUTDOWN,
 	RIO__OP_SIGNAL,      /* multishot, on a signalfd of its own */
+	RIO__OP_WAKEUP,      /* the core's alone: rio_wakeup_send wakes it */
 	RIO__OP_RELAY,       /* composite (relay.c): no backend sees it */
 	RIO__OP_CONNECT_ANY, /* composite (upstream.c) */
 	RIO__OP_KINDS
@@ -196,6 +199,7 @@ struct rio_loop {
 	int resume_starved; /* a buffer came back while recvs were starved */
 	struct rio__fdtab fds; /* ops in flight per fd number (fdtab.c) */
 	_Atomic(rio_op *) posted;    /* cross-thread stack, newest first */
+	_Atomic(rio_op *) woken;     /* wakeup ops sent to, newest first */
 	atomic_uint posted_count;
 	atomic_ulong posts_total;   /* counted apart: any thread posts */
 	atomic_int stop;
@@ -238,6 +242,8 @@ RIO__HIDDEN int rio__op_take(rio_loop *loop, rio_op *op, rio_cb *cb,
 /* rio_poll for exactly `events` (POLLERR | POLLHUP alone: an error or a
  * hang-up of both directions, not a peer's FIN; the relay's watch of a
  * socket whose FIN it has read). */
+/* Deliver the wakeups sent so far (loop thread). */
+RIO__HIDDEN void rio__drain_woken(rio_loop *loop);
 RIO__HIDDEN int rio__poll_events(rio_loop *loop, rio_op *op, int fd,
 				 unsigned events, rio_cb *cb);
 /* Deliver one result to op's callback: the one place a callback runs.

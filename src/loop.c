@@ -132,6 +132,7 @@ int rio_loop_create(rio_loop **out, const rio_loop_opts *opts)
 	if (!loop)
 		return -ENOMEM;
 	atomic_init(&loop->posted, NULL);
+	atomic_init(&loop->woken, NULL);
 	int r = rio__faults_init(&loop->faults);
 	if (r == 0)
 		r = select_backend(loop, opts);
@@ -185,6 +186,18 @@ void rio_loop_wake(rio_loop *loop)
 
 /* ---- cross-thread posts ---- */
 
+/* Push op on a cross-thread stack through its `link` field (lock-free,
+ * any thread); returns the old top. */
+static rio_op *push(_Atomic(rio_op *) *top, rio_op *op, rio_op **link)
+{
+	rio_op *head = atomic_load_explicit(top, memory_order_relaxed);
+	do
+		*link = head;
+	while (!atomic_compare_exchange_weak_explicit(
+		top, &head, op, memory_order_release, memory_order_relaxed));
+	return head;
+}
+
 int rio_post(rio_loop *loop, rio_op *op, rio_cb *cb)
 {
 	int r = rio__op_claim(loop, op, cb, RIO__OP_POST);
@@ -194,15 +207,9 @@ int rio_post(rio_loop *loop, rio_op *op, rio_cb *cb)
 	op->priv.state = RIO__ST_POSTED;
 	atomic_fetch_add(&loop->posted_count, 1);
 	atomic_fetch_add(&loop->posts_total, 1);
-	rio_op *head = atomic_load_explicit(&loop->posted, memory_order_relaxed);
-	do
-		op->priv.next = head;
-	while (!atomic_compare_exchange_weak_explicit(
-		&loop->posted, &head, op, memory_order_release,
-		memory_order_relaxed));
 	/* Only the post that finds the stack empty needs to wake the loop:
 	 * later ones ride on the same wakeup. */
-	if (head == NULL)
+	if (push(&loop->posted, op, &op->priv.next) == NULL)
 		loop->be->wake(loop);
 	return 0;
 }
@@ -224,6 +231,55 @@ static void drain_posted(rio_loop *loop)
 		atomic_fetch_sub(&loop->posted_count, 1);
 		loop->active++;
 		rio__defer(loop, rev, 0);
+		rev = next;
+	}
+}
+
+/* ---- wakeup handles ---- */
+
+int rio_wakeup_start(rio_loop *loop, rio_op *op, rio_cb *cb)
+{
+	if (op && op->deadline_ns)
+		return -EINVAL;
+	int r = rio__op_take(loop, op, cb, RIO__OP_WAKEUP, -1);
+	if (r)
+		return r;
+	op->priv.bits |= RIO__B_MULTISHOT;
+	op->priv.state = RIO__ST_KERNEL; /* the core's: no backend sees it */
+	return 0;
+}
+
+int rio_wakeup_send(rio_loop *loop, rio_op *op)
+{
+	if (!loop || !op || op->priv.kind != RIO__OP_WAKEUP)
+		return -EINVAL;
+	/* one push per merge: the drain clears `pending` before the
+	 * callback, so a send during it pushes again */
+	if (__atomic_exchange_n(&op->priv.a.wakeup.pending, 1,
+				__ATOMIC_ACQ_REL))
+		return 0;
+	if (push(&loop->woken, op, &op->priv.a.wakeup.next) == NULL)
+		loop->be->wake(loop);
+	return 0;
+}
+
+void rio__drain_woken(rio_loop *loop)
+{
+	rio_op *op = atomic_exchange_explicit(&loop->woken, NULL,
+					      memory_order_acquire);
+	rio_op *rev = NULL;
+	while (op) { /* oldest first */
+		rio_op *next = op->priv.a.wakeup.next;
+		op->priv.a.wakeup.next = rev;
+		rev = op;
+		op = next;
+	}
+	while (rev) {
+		rio_op *next = rev->priv.a.wakeup.next;
+		rev->priv.a.wakeup.next = NULL;
+		__atomic_store_n(&rev->priv.a.wakeup.pending, 0,
+				 __ATOMIC_RELEASE);
+		rio__complete(loop, rev, 0, RIO_OP_F_MORE);
 		rev = next;
 	}
 }
@@ -255,6 +311,10 @@ int rio_loop_run(rio_loop *loop, rio_run_mode mode)
 		 * done its work and does not wait */
 		unsigned early = rio__flush_pending(loop);
 		drain_posted(loop);
+		if (atomic_load_explicit(&loop->woken, memory_order_relaxed)) {
+			rio__drain_woken(loop);
+			early = 1; /* this turn's work: do not wait */
+		}
 		rio__resume_starved(loop);
 		int block = mode != RIO_RUN_NOWAIT && !early &&
 			    rio__opq_empty(&loop->pending) &&
@@ -263,6 +323,9 @@ int rio_loop_run(rio_loop *loop, rio_run_mode mode)
 		if (r < 0)
 			break;
 		rio__flush_pending(loop);
+		/* a send that woke this poll: delivered in this turn */
+		if (atomic_load_explicit(&loop->woken, memory_order_relaxed))
+			rio__drain_woken(loop);
 		if (atomic_exchange(&loop->stop, 0) || mode != RIO_RUN_DEFAULT ||
 		    in_flight(loop) == 0)
 			break;

@@ -44,6 +44,7 @@ const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
 	[RIO__OP_SHUTDOWN] = {RIO__SIDE_NONE, 1, 0, 0, 0, 0, 0, 0},
 	/* on a file of its own: nothing to track */
 	[RIO__OP_SIGNAL] = {RIO__SIDE_READ, 0, 0, 0, 0, 0, 0, 0},
+	[RIO__OP_WAKEUP] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0, 0},
 	/* composites: their own ops do the waiting */
 	[RIO__OP_RELAY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1, 0},
 	[RIO__OP_CONNECT_ANY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1, 0},
@@ -558,6 +559,14 @@ int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target, rio_cb *cb)
 		return 0;
 	default:
 		break;
+	}
+	if (target->priv.kind == RIO__OP_WAKEUP) {
+		/* off the woken stack first (a send before the cancel is
+		 * delivered): its links must not meet the pending queue */
+		rio__drain_woken(loop);
+		rio__defer(loop, target, -ECANCELED);
+		rio__defer(loop, op, 0);
+		return 0;
 	}
 	if (rio__kind(target)->composite) {
 		rio__defer(loop, op, target->priv.a.composite.cancel(loop, target));

@@ -342,6 +342,87 @@ static int run_tool(int argc, char **argv)
 	return 0;
 }
 
+/* ---- a wakeup handle sent to from many threads ---- */
+
+enum { WAKERS = 4, WAKES = 3000 };
+
+static struct {
+	rio_loop *loop;
+	rio_op op, cancel;
+	atomic_int sent, loop_ready;
+	int seen, calls, finals, final_res, run_rc;
+	int payload[WAKERS]; /* written before each send, read by the loop */
+} wk;
+
+static void wake_cb(rio_loop *loop, rio_op *op, int res)
+{
+	if (!(op->flags & RIO_OP_F_MORE)) {
+		wk.finals++;
+		wk.final_res = res;
+		return;
+	}
+	wk.calls++;
+	int sum = 0;
+	for (int i = 0; i < WAKERS; i++)
+		sum += __atomic_load_n(&wk.payload[i], __ATOMIC_ACQUIRE);
+	wk.seen = atomic_load(&wk.sent);
+	if (wk.seen == WAKERS * WAKES) {
+		CHECK(sum == WAKERS * WAKES, "the loop saw %d of %d", sum,
+		      WAKERS * WAKES);
+		rio_cancel(loop, &wk.cancel, &wk.op, keep_cb);
+	}
+}
+
+static void *waker_main(void *arg)
+{
+	int i = (int)(intptr_t)arg;
+	while (!atomic_load(&wk.loop_ready))
+		usleep(1000);
+	for (int j = 0; j < WAKES; j++) {
+		__atomic_fetch_add(&wk.payload[i], 1, __ATOMIC_RELEASE);
+		atomic_fetch_add(&wk.sent, 1);
+		CHECK(rio_wakeup_send(wk.loop, &wk.op) == 0, "send");
+	}
+	return NULL;
+}
+
+static void *wake_loop_main(void *arg)
+{
+	(void)arg;
+	atomic_store(&wk.loop_ready, 1);
+	wk.run_rc = rio_loop_run(wk.loop, RIO_RUN_DEFAULT);
+	return NULL;
+}
+
+/* WAKERS threads send to a wakeup handle of a loop that runs on its own
+ * thread in RIO_RUN_DEFAULT with nothing else in flight: it keeps running
+ * on the handle alone, the last callback sees every send, and the run
+ * returns once the callback cancels it. */
+static void check_wakeups(void)
+{
+	pthread_t lt, wt[WAKERS];
+	uint64_t t0 = now_ms();
+	wk.loop = new_loop();
+	CHECK(rio_wakeup_start(wk.loop, &wk.op, wake_cb) == 0, "start");
+	CHECK(pthread_create(&lt, NULL, wake_loop_main, NULL) == 0, "thread");
+	for (int i = 0; i < WAKERS; i++)
+		CHECK(pthread_create(&wt[i], NULL, waker_main,
+				     (void *)(intptr_t)i) == 0, "thread");
+	for (int i = 0; i < WAKERS; i++)
+		pthread_join(wt[i], NULL);
+	/* the run ends on its own once the last send is seen (ctest's
+	 * timeout bounds it) */
+	pthread_join(lt, NULL);
+	CHECK(now_ms() - t0 < 20000, "took %llu ms",
+	      (unsigned long long)(now_ms() - t0));
+	CHECK(wk.run_rc == 0, "run returned %d", wk.run_rc);
+	CHECK(wk.finals == 1 && wk.final_res == -ECANCELED, "final %d (%d)",
+	      wk.final_res, wk.finals);
+	CHECK(wk.calls >= 1 && wk.calls <= WAKERS * WAKES, "%d callbacks",
+	      wk.calls);
+	CHECK(rio_loop_destroy(wk.loop) == 0, "destroy");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && strcmp(argv[1], "--tool") == 0)
@@ -349,8 +430,9 @@ int main(int argc, char **argv)
 	CHECK(argc == 1, "usage: threads [--tool BIN [ARGS...]]");
 	check_posts();
 	check_stops();
+	check_wakeups();
 	printf("threads: %d posts from %d threads into a loop handed to its "
-	       "own thread, %d cross-thread stops: ok\n",
-	       POSTERS * POSTS, POSTERS, STOPS);
+	       "own thread, %d cross-thread stops, %d wakeups from %d threads: "
+	       "ok\n", POSTERS * POSTS, POSTERS, STOPS, WAKERS * WAKES, WAKERS);
 	return 0;
 }

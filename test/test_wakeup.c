@@ -1,0 +1,169 @@
+/*
+ * rio_wakeup_start / rio_wakeup_send: a handle that keeps the loop
+ * running and is woken from other threads, on every backend. Sends are
+ * merged but never lost (after a send, a callback runs that sees what
+ * the sender did before it); a cancel ends it once; what is refused.
+ */
+#include "common.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+static struct {
+	rio_op op;
+	rio_loop *loop;
+	int calls, finals, final_res;
+	unsigned flags;
+	int cancel_after; /* the callback cancels after this many */
+	rio_op cancel;
+	atomic_int sent;  /* senders' work, done before each send */
+	int seen;         /* what the last callback saw of it */
+} W;
+
+static void cancel_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)op;
+	cr_assert_eq(res, 0);
+}
+
+static void w_cb(rio_loop *loop, rio_op *op, int res)
+{
+	if (!(op->flags & RIO_OP_F_MORE)) {
+		W.finals++;
+		W.final_res = res;
+		return;
+	}
+	cr_assert_eq(res, 0);
+	W.calls++;
+	W.seen = atomic_load(&W.sent);
+	if (W.cancel_after && W.calls == W.cancel_after)
+		cr_assert_eq(rio_cancel(loop, &W.cancel, &W.op, cancel_cb), 0);
+}
+
+static void *sender(void *arg)
+{
+	int n = *(int *)arg;
+	for (int i = 0; i < n; i++) {
+		usleep(20000);
+		atomic_fetch_add(&W.sent, 1);
+		rio_wakeup_send(W.loop, &W.op);
+	}
+	return NULL;
+}
+
+/* Nothing else in flight: RIO_RUN_DEFAULT waits on the handle, gets each
+ * send (20 ms apart: none merged), and returns once the callback has
+ * cancelled it. */
+Test(wakeup, keeps_the_loop_running_until_cancelled, .timeout = 20)
+{
+	memset(&W, 0, sizeof W);
+	W.loop = t_loop();
+	W.cancel_after = 3;
+	cr_assert_eq(rio_wakeup_start(W.loop, &W.op, w_cb), 0);
+	cr_assert_eq(rio_op_in_flight(&W.op), 1);
+	pthread_t th;
+	static int three = 3;
+	cr_assert_eq(pthread_create(&th, NULL, sender, &three), 0);
+	uint64_t t0 = t_now_ns();
+	cr_assert_eq(rio_loop_run(W.loop, RIO_RUN_DEFAULT), 0);
+	pthread_join(th, NULL);
+	cr_assert_eq(W.calls, 3);
+	cr_assert_eq(W.finals, 1);
+	cr_assert_eq(W.final_res, -ECANCELED);
+	cr_assert_eq(W.seen, 3);
+	cr_assert_geq(t_now_ns() - t0, 55 * T_MS, "returned before the sends");
+	t_loop_done(W.loop);
+}
+
+static void *burst(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 2000; i++) {
+		atomic_fetch_add(&W.sent, 1);
+		cr_assert_eq(rio_wakeup_send(W.loop, &W.op), 0);
+	}
+	return NULL;
+}
+
+/* 4 threads x 2000 sends as fast as they go: merged into fewer callbacks,
+ * but the last callback has seen all 8000. */
+Test(wakeup, sends_merge_but_none_is_lost, .timeout = 30)
+{
+	memset(&W, 0, sizeof W);
+	W.loop = t_loop();
+	cr_assert_eq(rio_wakeup_start(W.loop, &W.op, w_cb), 0);
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(pthread_create(&th[i], NULL, burst, NULL), 0);
+	T_RUN_UNTIL(W.loop, W.seen == 8000, 10000);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	t_loop_sleep(W.loop, 20);
+	cr_assert_eq(W.seen, 8000);
+	cr_assert_geq(W.calls, 1);
+	cr_assert_leq(W.calls, 8000);
+	t_rec c = {.calls = 0};
+	cr_assert_eq(rio_cancel(W.loop, &c.op, &W.op, t_rec_cb), 0);
+	T_RUN_UNTIL(W.loop, W.finals == 1 && c.calls == 1, 5000);
+	cr_assert_eq(W.final_res, -ECANCELED);
+	cr_assert_eq(c.res, 0);
+	t_loop_done(W.loop);
+}
+
+/* A send, then a cancel before the loop ran: the send's callback comes
+ * first, then the final; exactly one each. RIO_RUN_ONCE returns with a
+ * send that woke it delivered. */
+Test(wakeup, a_send_before_the_cancel_is_delivered_first, .timeout = 20)
+{
+	memset(&W, 0, sizeof W);
+	W.loop = t_loop();
+	cr_assert_eq(rio_wakeup_start(W.loop, &W.op, w_cb), 0);
+	static int one = 1;
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, sender, &one), 0);
+	for (int k = 0; k < 50 && W.calls == 0; k++)
+		cr_assert_eq(rio_loop_run(W.loop, RIO_RUN_ONCE), 1);
+	pthread_join(th, NULL);
+	cr_assert_eq(W.calls, 1);
+	cr_assert_eq(rio_wakeup_send(W.loop, &W.op), 0);
+	cr_assert_eq(rio_wakeup_send(W.loop, &W.op), 0);
+	t_rec c = {.calls = 0};
+	cr_assert_eq(rio_cancel(W.loop, &c.op, &W.op, t_rec_cb), 0);
+	cr_assert_eq(W.calls, 2, "the sends were not delivered first");
+	T_RUN_UNTIL(W.loop, W.finals == 1 && c.calls == 1, 5000);
+	cr_assert_eq(W.calls, 2);
+	cr_assert_eq(W.final_res, -ECANCELED);
+	t_loop_done(W.loop);
+}
+
+static void nop_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)op;
+	(void)res;
+}
+
+Test(wakeup, what_is_refused, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+	rio_op op, other;
+	rio_op_init(&op);
+	rio_op_init(&other);
+	cr_assert_eq(rio_wakeup_start(NULL, &op, nop_cb), -EINVAL);
+	cr_assert_eq(rio_wakeup_start(loop, NULL, nop_cb), -EINVAL);
+	cr_assert_eq(rio_wakeup_start(loop, &op, NULL), -EINVAL);
+	rio_op_set_deadline(&op, T_MS);
+	cr_assert_eq(rio_wakeup_start(loop, &op, nop_cb), -EINVAL);
+	rio_op_set_deadline(&op, 0);
+	/* not a wakeup */
+	cr_assert_eq(rio_wakeup_send(loop, &other), -EINVAL);
+	cr_assert_eq(rio_wakeup_send(loop, NULL), -EINVAL);
+	cr_assert_eq(rio_wakeup_start(loop, &op, nop_cb), 0);
+	cr_assert_eq(rio_wakeup_start(loop, &op, nop_cb), -EBUSY);
+	cr_assert_eq(rio_loop_destroy(loop), -EBUSY, "a running wakeup");
+	t_rec c = {.calls = 0};
+	cr_assert_eq(rio_cancel(loop, &c.op, &op, t_rec_cb), 0);
+	t_loop_done(loop);
+}
