@@ -11,8 +11,10 @@
  * repeats or reorders bytes is caught at the first wrong byte.
  *
  * With --udp each "connection" is a connected UDP socket with one datagram
- * of `size` bytes in flight, which must come back whole; a datagram not
- * echoed within 2 s fails its socket (counted in errors).
+ * of `size` bytes in flight, which must come back whole. UDP may drop: a
+ * datagram not echoed within 200 ms is sent again and counted (lost=N);
+ * an echo of an earlier copy is recognised and skipped. A socket with no
+ * echo for 2 s fails (counted in errors).
  *
  * With --stat-pid the generator also samples the server's CPU time at the
  * exact edges of the measured window (after warmup, at the end), so the
@@ -45,6 +47,7 @@
 #define MAX_EVENTS 256
 #define MAX_PROCS 256
 #define MAX_DGRAM 65507
+#define DGRAM_RESEND_NS (200ull * 1000000ull)
 #define DGRAM_LOST_NS (2ull * 1000000000ull)
 
 enum conn_state { CONN_CONNECTING, CONN_READY, CONN_DEAD };
@@ -57,7 +60,9 @@ struct conn {
 	size_t sent;
 	size_t rcvd;
 	const unsigned char *msg; /* the current message inside the pattern */
+	const unsigned char *prev; /* the one before (--udp: a late echo) */
 	uint64_t start_ns;
+	uint64_t sent_ns; /* --udp: when the datagram last went */
 };
 
 struct opts {
@@ -93,6 +98,7 @@ struct lg {
 	bool measuring;
 	uint64_t rtts;
 	uint64_t errors;
+	uint64_t lost; /* --udp: datagrams sent again */
 	struct cpu_sample cpu0, cpu1;
 	struct hist hist;
 };
@@ -327,6 +333,7 @@ static void conn_fail(struct lg *g, struct conn *c, int err, const char *what)
 
 static void msg_begin(struct lg *g, struct conn *c, uint64_t now)
 {
+	c->prev = c->msg;
 	c->msg = g->pattern + (c->idx * 97u + c->msgs) % PATTERN_SPAN;
 	c->sent = 0;
 	c->rcvd = 0;
@@ -339,6 +346,7 @@ static void conn_send(struct lg *g, struct conn *c)
 {
 	while (g->o.udp && c->sent == 0) {
 		ssize_t n = send(c->fd, c->msg, g->o.size, 0);
+		c->sent_ns = bench_now_ns();
 		if (n == (ssize_t)g->o.size)
 			c->sent = g->o.size;
 		else if (n < 0 && errno == EINTR)
@@ -441,6 +449,10 @@ static void conn_recv_dgram(struct lg *g, struct conn *c)
 			conn_fail(g, c, errno, "recv");
 			return;
 		}
+		if ((size_t)n == g->o.size && c->prev &&
+		    memcmp(g->scratch, c->msg, (size_t)n) != 0 &&
+		    memcmp(g->scratch, c->prev, (size_t)n) == 0)
+			continue; /* the echo of a copy sent again: had it */
 		if ((size_t)n != g->o.size || c->sent != g->o.size) {
 			fprintf(stderr, "rio-loadgen: FATAL: conn %u, message "
 					"%u: a datagram of %zd bytes (sent %zu "
@@ -643,13 +655,13 @@ static void run(struct lg *g)
 		msg_begin(g, &g->conns[i], bench_now_ns());
 		conn_send(g, &g->conns[i]);
 	}
-	uint64_t lost_check = now + DGRAM_LOST_NS / 4;
+	uint64_t lost_check = now + DGRAM_RESEND_NS / 4;
 	while (now < g->end_ns && g->live > 0) {
 		uint64_t edge = g->measuring ? g->end_ns : warm_end;
 		int n, timeout_ms = (int)((edge - now + 999999) / 1000000);
 
-		if (g->o.udp && timeout_ms > 100)
-			timeout_ms = 100; /* to notice lost datagrams */
+		if (g->o.udp && timeout_ms > 50)
+			timeout_ms = 50; /* to notice lost datagrams */
 		n = epoll_wait(g->ep, evs, MAX_EVENTS, timeout_ms);
 		if (n < 0 && errno != EINTR) {
 			perror("rio-loadgen: epoll_wait");
@@ -661,12 +673,20 @@ static void run(struct lg *g)
 		if (!g->measuring && now >= warm_end)
 			start_measuring(g, now);
 		if (g->o.udp && now >= lost_check) {
-			lost_check = now + DGRAM_LOST_NS / 4;
-			for (i = 0; i < g->o.conns; i++)
-				if (g->conns[i].state == CONN_READY &&
-				    now - g->conns[i].start_ns > DGRAM_LOST_NS)
-					conn_fail(g, &g->conns[i], ETIMEDOUT,
+			lost_check = now + DGRAM_RESEND_NS / 4;
+			for (i = 0; i < g->o.conns; i++) {
+				struct conn *c = &g->conns[i];
+				if (c->state != CONN_READY)
+					continue;
+				if (now - c->start_ns > DGRAM_LOST_NS) {
+					conn_fail(g, c, ETIMEDOUT,
 						  "no echo of a datagram");
+				} else if (now - c->sent_ns > DGRAM_RESEND_NS) {
+					g->lost++; /* dropped: send it again */
+					c->sent = 0;
+					conn_send(g, c);
+				}
+			}
 		}
 	}
 	cpu_sample(&g->o, &g->cpu1);
@@ -712,6 +732,8 @@ static void report(const struct lg *g)
 	       (unsigned long long)g->errors, g->o.conns, g->o.size,
 	       g->measuring ? secs : 0.0, (unsigned long long)g->rtts);
 	printf(" lg_cpu_pct=%.0f", lg_pct);
+	if (g->o.udp)
+		printf(" lost=%llu", (unsigned long long)g->lost);
 	if (g->o.stat_pid > 0)
 		print_cpu(g, "srv_cpu", 1);
 	if (g->o.stat_cpu >= 0)
@@ -753,7 +775,7 @@ static int lg_setup(struct lg *g)
 
 /* What a child hands back, in memory shared with the parent. */
 struct child_res {
-	uint64_t rtts, errors, self_us;
+	uint64_t rtts, errors, lost, self_us;
 	struct hist hist;
 };
 
@@ -796,6 +818,7 @@ static int child_main(struct lg *g, struct shared *sh, unsigned i)
 	run(g);
 	r->rtts = g->rtts;
 	r->errors = g->errors;
+	r->lost = g->lost;
 	r->self_us = g->cpu1.self_us - g->cpu0.self_us;
 	r->hist = g->hist;
 	return g->errors ? 1 : 0;
@@ -862,6 +885,7 @@ static int run_procs(struct lg *g)
 
 			g->rtts += r->rtts;
 			g->errors += r->errors;
+			g->lost += r->lost;
 			hist_merge(&g->hist, &r->hist);
 			if (r->self_us > max_self)
 				max_self = r->self_us;

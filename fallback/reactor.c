@@ -40,6 +40,7 @@ struct fdent {
 	uint8_t hot;      /* on the hot list: work left over from a turn */
 	uint8_t nopoll;   /* the poller refused it (a regular file): always ready */
 	uint8_t stream;   /* SOCK_STREAM: a short read means drained */
+	uint8_t sock;     /* a socket: only its errors are SO_ERROR's */
 	uint8_t eof;      /* hang-up seen: a short read leaves the EOF queued */
 	int soerr;        /* a socket error the poller consumed (rio__pev.err) */
 	uint64_t ino;     /* the file soerr was taken for (fstat) */
@@ -166,8 +167,8 @@ static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 		return res;
 	int type = 0;
 	socklen_t tl = sizeof type;
-	e->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
-		    type == SOCK_STREAM;
+	e->sock = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
+	e->stream = e->sock && type == SOCK_STREAM;
 	/* The number may be a new file's (the last closed behind the
 	 * loop's back): an error the poller took for the last is not its.
 	 * The same file registered again keeps it. */
@@ -274,6 +275,13 @@ static int try_io(rio_loop *loop, rio_op *op)
 		return sys(send(fd, (char *)io->buf + io->done,
 				rio__fault_send_len(loop, io->len - io->done),
 				fl | MSG_NOSIGNAL));
+	case RIO__OP_READ:
+		return sys(read(fd, (char *)io->buf + io->done,
+				io->len - io->done));
+	case RIO__OP_WRITE:
+		rio__sigpipe_block(); /* this thread runs it */
+		return sys(write(fd, (char *)io->buf + io->done,
+				 io->len - io->done));
 	case RIO__OP_RECVMSG:
 		return sys(msg_resume(fd, io->msg, io->done, fl, 0));
 	case RIO__OP_SENDMSG:
@@ -599,6 +607,7 @@ static void flush_fd(rio_loop *loop, int fd, int res)
 	if (e->registered && !e->nopoll)
 		r->p->del(r->pfd, fd);
 	e->registered = e->ready = e->nopoll = e->stream = e->eof = 0;
+	e->sock = 0;
 	e->soerr = 0;
 	e->gen++;
 }
@@ -991,7 +1000,8 @@ static void handle_event(rio_loop *loop, const struct rio__pev *ev)
 	struct fdent *e = &r->fds[ev->fd];
 	if (ev->gen != e->gen || !e->registered)
 		return; /* an event of a closed file: stale */
-	if (ev->err) { /* rare: the fstat only then */
+	/* libkqueue's EV_EOF error on a pipe is no socket error */
+	if (ev->err && e->sock) { /* rare: the fstat only then */
 		e->soerr = ev->err;
 		e->ino = file_ino(ev->fd);
 	}

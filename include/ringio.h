@@ -404,6 +404,25 @@ RIO_API int rio_recvmsg(rio_loop *loop, rio_op *op, int fd,
 			struct msghdr *msg, int msg_flags, rio_cb *cb);
 
 /*
+ * read(2) / write(2) through the loop, on any fd: pipes and FIFOs, ttys and
+ * ptys, eventfd, character devices, sockets, and regular files (at and
+ * past the file's offset; their reads and writes never wait). `buf`
+ * (`len` bytes) stays valid until completion. res: bytes moved (a write
+ * may move fewer: resubmit the rest), 0 at end of file, or -errno. Not
+ * ready (an empty pipe, a full one) waits, never -EAGAIN; a deadline, a
+ * cancel or a close through the loop ends the wait as for any op. A write
+ * to a pipe whose reader is gone ends with -EPIPE and no SIGPIPE reaches
+ * the process: the first rio_write on a thread blocks SIGPIPE there, and
+ * one that fails with -EPIPE takes back the SIGPIPE it raised (as
+ * rio_splice_out does). io_uring: IORING_OP_READ / IORING_OP_WRITE at the
+ * file position; the fallback: the syscall, waiting on the poller.
+ */
+RIO_API int rio_read(rio_loop *loop, rio_op *op, int fd, void *buf,
+		     size_t len, rio_cb *cb);
+RIO_API int rio_write(rio_loop *loop, rio_op *op, int fd, const void *buf,
+		      size_t len, rio_cb *cb);
+
+/*
  * Multishot receive into buffers from `pool`. Each completion with res > 0
  * has RIO_OP_F_BUF set: op->buf holds res bytes and op->buf_id names the
  * buffer, which is the caller's until given back with rio_bufpool_put().

@@ -34,8 +34,9 @@
  *   kind, state, bits   below
  *
  * The arguments, by kind:
- *   a.io        RECV, SEND (buf, len), RECVMSG, SENDMSG (msg); the
- *               MSG_* flags; bytes done so far under MSG_WAITALL
+ *   a.io        RECV, SEND, READ, WRITE (buf, len), RECVMSG, SENDMSG
+ *               (msg); the MSG_* flags (READ, WRITE: none); bytes done
+ *               so far under MSG_WAITALL
  *   a.accept    ACCEPT: where the peer's address goes (may be NULL)
  *   a.connect   CONNECT: the address
  *   a.multi     RECV_MULTI, RECVMSG_MULTI: the pool; the cancel aimed at it
@@ -83,6 +84,8 @@ enum rio__kind {
 	RIO__OP_SHUTDOWN,
 	RIO__OP_SIGNAL,      /* multishot, on a signalfd of its own */
 	RIO__OP_WAKEUP,      /* the core's alone: rio_wakeup_send wakes it */
+	RIO__OP_READ,        /* read(2) / write(2), any fd (a.io) */
+	RIO__OP_WRITE,
 	RIO__OP_RELAY,       /* composite (relay.c): no backend sees it */
 	RIO__OP_CONNECT_ANY, /* composite (upstream.c) */
 	RIO__OP_KINDS
@@ -312,6 +315,11 @@ static inline size_t rio__dgram_payload_off(const rio_op *op)
  * AF_UNIX (sock.c); -EINVAL for another family, or -errno. */
 RIO__HIDDEN int rio__socket_stream(int family);
 RIO__HIDDEN int rio__splice_try(const rio_op *op, int sock_ready);
+/* A write that can raise SIGPIPE (rio_write, rio_splice_out) is about to
+ * run on this thread: SIGPIPE blocked here, once per thread. */
+RIO__HIDDEN void rio__sigpipe_block(void);
+/* It failed with EPIPE: take back the SIGPIPE it raised. */
+RIO__HIDDEN void rio__sigpipe_take(void);
 /* A SIGNAL op's next signal from its signalfd: its number, -EAGAIN when
  * none is pending, or -errno. */
 RIO__HIDDEN int rio__signal_read(const rio_op *op);

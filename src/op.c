@@ -45,6 +45,8 @@ const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
 	/* on a file of its own: nothing to track */
 	[RIO__OP_SIGNAL] = {RIO__SIDE_READ, 0, 0, 0, 0, 0, 0, 0},
 	[RIO__OP_WAKEUP] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 0, 0},
+	[RIO__OP_READ] = {RIO__SIDE_READ, 1, 1, 1, 1, 0, 0, 0},
+	[RIO__OP_WRITE] = {RIO__SIDE_WRITE, 1, 1, 1, 1, 0, 0, 0},
 	/* composites: their own ops do the waiting */
 	[RIO__OP_RELAY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1, 0},
 	[RIO__OP_CONNECT_ANY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1, 0},
@@ -106,6 +108,8 @@ void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 	int internal = bits & RIO__B_INTERNAL;
 	if (final && (bits & RIO__B_TIMEDOUT) && res == -ETIMEDOUT)
 		flags |= RIO_OP_F_DEADLINE;
+	if (final && res == -EPIPE && op->priv.kind == RIO__OP_WRITE)
+		rio__sigpipe_take(); /* the one its write raised */
 	int fd = op->priv.fd;
 	uint32_t gen = op->priv.gen;
 	op->res = res;
@@ -310,6 +314,24 @@ int rio_recvmsg(rio_loop *loop, rio_op *op, int fd, struct msghdr *msg,
 		return -EINVAL;
 	return submit_io(loop, op, RIO__OP_RECVMSG, fd, NULL, 0, msg,
 			 msg_flags, cb);
+}
+
+int rio_read(rio_loop *loop, rio_op *op, int fd, void *buf, size_t len,
+	     rio_cb *cb)
+{
+	if (!buf && len)
+		return -EINVAL;
+	return submit_io(loop, op, RIO__OP_READ, fd, buf, len, NULL, 0, cb);
+}
+
+int rio_write(rio_loop *loop, rio_op *op, int fd, const void *buf,
+	      size_t len, rio_cb *cb)
+{
+	if (!buf && len)
+		return -EINVAL;
+	rio__sigpipe_block(); /* the write runs on this thread */
+	return submit_io(loop, op, RIO__OP_WRITE, fd, (void *)buf, len, NULL, 0,
+			 cb);
 }
 
 static int submit_splice(rio_loop *loop, rio_op *op, enum rio__kind kind,

@@ -20,23 +20,34 @@
 
 #include "internal.h"
 
-#ifdef __linux__
-/* A splice into a socket cannot say MSG_NOSIGNAL, and one toward a closed
- * peer raises SIGPIPE. The first splice out on a thread blocks SIGPIPE
- * there for good; one that fails with EPIPE takes back the signal it
- * raised, so the caller sees -EPIPE and nothing else, as with rio_send. */
+/* A splice into a socket, a write into a pipe, cannot say MSG_NOSIGNAL,
+ * and one toward a closed peer raises SIGPIPE. The first such op on a
+ * thread blocks SIGPIPE there for good; one that fails with EPIPE takes
+ * back the signal it raised, so the caller sees -EPIPE and nothing else,
+ * as with rio_send. */
 static _Thread_local int sigpipe_blocked;
 
-static void block_sigpipe(sigset_t *set)
+void rio__sigpipe_block(void)
 {
-	sigemptyset(set);
-	sigaddset(set, SIGPIPE);
 	if (!sigpipe_blocked) {
-		pthread_sigmask(SIG_BLOCK, set, NULL);
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, SIGPIPE);
+		pthread_sigmask(SIG_BLOCK, &set, NULL);
 		sigpipe_blocked = 1;
 	}
 }
 
+void rio__sigpipe_take(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	const struct timespec now = {0, 0};
+	sigtimedwait(&set, NULL, &now);
+}
+
+#ifdef __linux__
 /* EAGAIN with the socket ready: is the pipe the one not ready? */
 static int pipe_stuck(const rio_op *op)
 {
@@ -53,22 +64,19 @@ int rio__splice_try(const rio_op *op, int sock_ready)
 {
 #ifdef __linux__
 	int in = op->priv.a.splice.pipe, out = op->priv.fd;
-	sigset_t pipe_set;
 	if (op->priv.kind == RIO__OP_SPLICE_IN) {
 		in = op->priv.fd;
 		out = op->priv.a.splice.pipe;
 	} else {
-		block_sigpipe(&pipe_set);
+		rio__sigpipe_block();
 	}
 	ssize_t n = splice(in, NULL, out, NULL, op->priv.a.splice.len,
 			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	if (n >= 0)
 		return (int)n;
 	int err = errno;
-	if (err == EPIPE && op->priv.kind == RIO__OP_SPLICE_OUT) {
-		const struct timespec now = { 0, 0 };
-		sigtimedwait(&pipe_set, NULL, &now);
-	}
+	if (err == EPIPE && op->priv.kind == RIO__OP_SPLICE_OUT)
+		rio__sigpipe_take();
 	if (err == EAGAIN && sock_ready)
 		return pipe_stuck(op);
 	return -err;

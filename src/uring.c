@@ -212,6 +212,15 @@ static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 								 : MSG_DONTWAIT)));
 		poll_first(op, sqe);
 		break;
+	case RIO__OP_READ: /* -1: at the file position, for any file */
+		io_uring_prep_read(sqe, fd, op->priv.a.io.buf,
+				   (unsigned)op->priv.a.io.len, (uint64_t)-1);
+		break;
+	case RIO__OP_WRITE: /* the thread that enters runs it */
+		rio__sigpipe_block();
+		io_uring_prep_write(sqe, fd, op->priv.a.io.buf,
+				    (unsigned)op->priv.a.io.len, (uint64_t)-1);
+		break;
 	case RIO__OP_RECV_MULTI:
 		prep_recv_multi(loop, u, op, sqe);
 		break;
