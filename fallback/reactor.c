@@ -482,7 +482,7 @@ static enum attempt send_dgrams(rio_loop *loop, rio_op *op, int *res)
 		*res = n < 0 ? -errno : -EAGAIN;
 		return again(*res) ? AGAIN : DONE;
 	}
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n && i < (int)k; i++) {
 		rio__opq_remove(q, ops[i]);
 		defer(loop, ops[i], (int)mm[i].msg_len);
 	}

@@ -239,7 +239,7 @@ static void drain_posted(rio_loop *loop)
 
 int rio_wakeup_start(rio_loop *loop, rio_op *op, rio_cb *cb)
 {
-	if (op && op->deadline_ns)
+	if (!op || op->deadline_ns)
 		return -EINVAL;
 	int r = rio__op_take(loop, op, cb, RIO__OP_WAKEUP, -1);
 	if (r)
