@@ -729,6 +729,13 @@ uint64_t t_fnv(uint64_t h, const void *buf, size_t len)
 int t_seq;
 int t_done;
 
+void t_nop_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)op;
+	(void)res;
+}
+
 void t_rec_cb(rio_loop *loop, rio_op *op, int res)
 {
 	t_rec *r = RIO_CONTAINER_OF(op, t_rec, op);

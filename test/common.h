@@ -110,6 +110,8 @@ extern int t_done;
 void t_rec_cb(rio_loop *loop, rio_op *op, int res);
 /* t_rec_cb, and t_done++. */
 void t_rec_count_cb(rio_loop *loop, rio_op *op, int res);
+/* A callback that does nothing (ops a test only submits or refuses). */
+void t_nop_cb(rio_loop *loop, rio_op *op, int res);
 /* Assert each of r[0..n) completed exactly once. */
 void t_rec_all_once(const t_rec *r, int n, const char *what);
 

@@ -214,20 +214,13 @@ Test(anyfd, a_waiting_read_ends_by_its_deadline_or_a_close, .timeout = 20)
 	t_loop_done(loop);
 }
 
-static void nop_cb(rio_loop *loop, rio_op *op, int res)
-{
-	(void)loop;
-	(void)op;
-	(void)res;
-}
-
 Test(anyfd, what_is_refused, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
 	rio_op op;
 	rio_op_init(&op);
-	cr_assert_eq(rio_read(loop, &op, 0, NULL, 1, nop_cb), -EINVAL);
-	cr_assert_eq(rio_write(loop, &op, 1, NULL, 1, nop_cb), -EINVAL);
+	cr_assert_eq(rio_read(loop, &op, 0, NULL, 1, t_nop_cb), -EINVAL);
+	cr_assert_eq(rio_write(loop, &op, 1, NULL, 1, t_nop_cb), -EINVAL);
 	cr_assert_eq(rio_read(loop, &op, 0, &op, 1, NULL), -EINVAL);
 	/* a closed number: the kernel's -EBADF, through the callback */
 	t_rec r = {.calls = 0};

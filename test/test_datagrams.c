@@ -790,13 +790,6 @@ Test(datagrams, a_send_into_a_full_socket_waits_for_room, .timeout = 30)
 	t_loop_done(loop);
 }
 
-static void nop_cb(rio_loop *loop, rio_op *op, int res)
-{
-	(void)loop;
-	(void)op;
-	(void)res;
-}
-
 Test(datagrams, what_is_refused_at_submit, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
@@ -810,33 +803,33 @@ Test(datagrams, what_is_refused_at_submit, .timeout = 20)
 	rio_op op;
 	rio_op_init(&op);
 	/* a stream has no datagrams */
-	cr_assert_eq(rio_recvmsg_multishot(loop, &op, a, pool, 0, nop_cb),
+	cr_assert_eq(rio_recvmsg_multishot(loop, &op, a, pool, 0, t_nop_cb),
 		     -EINVAL);
-	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, NULL, 0, nop_cb),
+	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, NULL, 0, t_nop_cb),
 		     -EINVAL);
-	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, foreign, 0, nop_cb),
+	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, foreign, 0, t_nop_cb),
 		     -EINVAL);
 	/* no room for payload: 144 of headroom in 144 bytes; or control */
-	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, tiny, 0, nop_cb),
+	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, tiny, 0, t_nop_cb),
 		     -EINVAL);
-	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, pool, 112, nop_cb),
+	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, pool, 112, t_nop_cb),
 		     -EINVAL);
 	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, pool, 1u << 20,
-					   nop_cb), -EINVAL);
+					   t_nop_cb), -EINVAL);
 	rio_op_set_deadline(&op, 1000 * T_MS);
-	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, pool, 0, nop_cb),
+	cr_assert_eq(rio_recvmsg_multishot(loop, &op, u, pool, 0, t_nop_cb),
 		     -EINVAL);
 	rio_op_set_deadline(&op, 0);
 	struct sockaddr_storage ss;
 	socklen_t sl = local_addr(u, &ss);
 	cr_assert_eq(rio_sendto(loop, &op, u, "x", 1, MSG_WAITALL,
-				(struct sockaddr *)&ss, sl, nop_cb), -EINVAL);
-	cr_assert_eq(rio_sendto(loop, &op, u, "x", 1, 0, NULL, sl, nop_cb),
+				(struct sockaddr *)&ss, sl, t_nop_cb), -EINVAL);
+	cr_assert_eq(rio_sendto(loop, &op, u, "x", 1, 0, NULL, sl, t_nop_cb),
 		     -EINVAL);
 	cr_assert_eq(rio_sendto(loop, &op, u, "x", 1, 0,
-				(struct sockaddr *)&ss, 0, nop_cb), -EINVAL);
+				(struct sockaddr *)&ss, 0, t_nop_cb), -EINVAL);
 	cr_assert_eq(rio_sendto(loop, &op, u, NULL, 1, 0,
-				(struct sockaddr *)&ss, sl, nop_cb), -EINVAL);
+				(struct sockaddr *)&ss, sl, t_nop_cb), -EINVAL);
 	/* an op that holds no datagram */
 	rio_dgram d;
 	cr_assert_eq(rio_dgram_get(&op, &d), -EINVAL);

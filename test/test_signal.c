@@ -177,26 +177,19 @@ Test(signal, a_signal_wakes_a_waiting_loop, .timeout = 20)
 	t_loop_done(loop);
 }
 
-static void nop_cb(rio_loop *loop, rio_op *op, int res)
-{
-	(void)loop;
-	(void)op;
-	(void)res;
-}
-
 Test(signal, what_is_refused, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
 	rio_op op;
 	rio_op_init(&op);
-	cr_assert_eq(rio_signal(loop, &op, 0, nop_cb), -EINVAL);
+	cr_assert_eq(rio_signal(loop, &op, 0, t_nop_cb), -EINVAL);
 	/* SIGRTMAX is the last (64 on Linux): no bit past it */
 	if (SIGRTMAX < 64)
-		cr_assert_eq(rio_signal(loop, &op, RIO_SIG(SIGRTMAX + 1), nop_cb),
+		cr_assert_eq(rio_signal(loop, &op, RIO_SIG(SIGRTMAX + 1), t_nop_cb),
 			     -EINVAL);
 	cr_assert_eq(rio_signal(loop, &op, RIO_SIG(SIGUSR1), NULL), -EINVAL);
 	rio_op_set_deadline(&op, 100 * T_MS);
-	cr_assert_eq(rio_signal(loop, &op, RIO_SIG(SIGUSR1), nop_cb), -EINVAL);
+	cr_assert_eq(rio_signal(loop, &op, RIO_SIG(SIGUSR1), t_nop_cb), -EINVAL);
 	cr_assert_eq(rio_op_in_flight(&op), 0);
 	t_loop_done(loop);
 }

@@ -138,30 +138,23 @@ Test(wakeup, a_send_before_the_cancel_is_delivered_first, .timeout = 20)
 	t_loop_done(W.loop);
 }
 
-static void nop_cb(rio_loop *loop, rio_op *op, int res)
-{
-	(void)loop;
-	(void)op;
-	(void)res;
-}
-
 Test(wakeup, what_is_refused, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
 	rio_op op, other;
 	rio_op_init(&op);
 	rio_op_init(&other);
-	cr_assert_eq(rio_wakeup_start(NULL, &op, nop_cb), -EINVAL);
-	cr_assert_eq(rio_wakeup_start(loop, NULL, nop_cb), -EINVAL);
+	cr_assert_eq(rio_wakeup_start(NULL, &op, t_nop_cb), -EINVAL);
+	cr_assert_eq(rio_wakeup_start(loop, NULL, t_nop_cb), -EINVAL);
 	cr_assert_eq(rio_wakeup_start(loop, &op, NULL), -EINVAL);
 	rio_op_set_deadline(&op, T_MS);
-	cr_assert_eq(rio_wakeup_start(loop, &op, nop_cb), -EINVAL);
+	cr_assert_eq(rio_wakeup_start(loop, &op, t_nop_cb), -EINVAL);
 	rio_op_set_deadline(&op, 0);
 	/* not a wakeup */
 	cr_assert_eq(rio_wakeup_send(loop, &other), -EINVAL);
 	cr_assert_eq(rio_wakeup_send(loop, NULL), -EINVAL);
-	cr_assert_eq(rio_wakeup_start(loop, &op, nop_cb), 0);
-	cr_assert_eq(rio_wakeup_start(loop, &op, nop_cb), -EBUSY);
+	cr_assert_eq(rio_wakeup_start(loop, &op, t_nop_cb), 0);
+	cr_assert_eq(rio_wakeup_start(loop, &op, t_nop_cb), -EBUSY);
 	cr_assert_eq(rio_loop_destroy(loop), -EBUSY, "a running wakeup");
 	t_rec c = {.calls = 0};
 	cr_assert_eq(rio_cancel(loop, &c.op, &op, t_rec_cb), 0);
