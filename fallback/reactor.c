@@ -23,55 +23,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "poller.h"
 #include "reactor.h"
-#include "timer.h"
-
-/* Datagrams a recvmmsg / sendmmsg moves at most, per call. */
-enum { DGRAM_BATCH = 32 };
-
-struct fdent {
-	rio__opq rq, wq;  /* read side: accept, recv*; write side: connect, send* */
-	rio__opq pq;      /* rio_poll ops: checked on every event of the fd */
-	uint32_t gen;
-	uint8_t registered;
-	uint8_t ready;    /* RIO__EV_IN/OUT last seen ready */
-	uint8_t hot;      /* on the hot list: work left over from a turn */
-	uint8_t nopoll;   /* the poller refused it (a regular file): always ready */
-	uint8_t stream;   /* SOCK_STREAM: a short read means drained */
-	uint8_t sock;     /* a socket: only its errors are SO_ERROR's */
-	uint8_t eof;      /* hang-up seen: a short read leaves the EOF queued */
-	int soerr;        /* a socket error the poller consumed (rio__pev.err) */
-	uint64_t ino;     /* the file soerr was taken for (fstat) */
-};
-
-struct reactor {
-	const struct rio__poller *p;
-	int pfd;
-	int wake_r, wake_w;
-	struct fdent *fds;
-	size_t nfds;
-	int *hot;
-	size_t nhot, hot_cap;
-	rio__timers timers;
-	/* the datagrams the last recvmmsg took, delivered before the next */
-	uint16_t got[DGRAM_BATCH];
-	unsigned ngot;
-};
-
-/* The fallback's view of a pool: a stack of free buffer ids. */
-struct freelist {
-	unsigned n;
-	uint16_t ids[];
-};
+#include "reactor_int.h"
 
 enum { WAKE_GEN = 0xffffffffu, BUDGET = 64, MAX_EVENTS = 256 };
-/* BATCHED: the op and those behind it have their results, deferred */
-enum attempt { DONE, AGAIN, MORE, NOBUF, BATCHED };
 
-
-static struct reactor *R(rio_loop *loop) { return loop->be_data; }
 
 static int is_read_side(const rio_op *op)
 {
@@ -116,12 +72,6 @@ static int fd_ready(struct reactor *r, int fd, short events)
 
 /* A result found without readiness (at submit, by a cancel or close):
  * the core delivers it after this poll, never from inside submit. */
-static void defer(rio_loop *loop, rio_op *op, int res)
-{
-	rio__timer_del(&R(loop)->timers, op);
-	rio__defer(loop, op, res);
-}
-
 static void mark_hot(struct reactor *r, int fd)
 {
 	struct fdent *e = &r->fds[fd];
@@ -200,8 +150,6 @@ static int revalidate(struct reactor *r, int fd, struct fdent *e)
 /* ---- the syscalls ---- */
 
 static int sys(ssize_t n) { return n < 0 ? -errno : (int)n; }
-
-static int again(int res) { return res == -EAGAIN || res == -EWOULDBLOCK; }
 
 /* A connect that reported write readiness: believe it only when SO_ERROR
  * is 0 and the socket has a peer. ENOTCONN means the edge was stale (a
@@ -297,13 +245,6 @@ static int try_io(rio_loop *loop, rio_op *op)
 	}
 }
 
-static void complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
-{
-	if (!(flags & RIO_OP_F_MORE))
-		rio__timer_del(&R(loop)->timers, op);
-	rio__complete(loop, op, res, flags);
-}
-
 /* One multishot recv into a pool buffer. */
 static enum attempt recv_multi(rio_loop *loop, rio_op *op, int *res,
 			       unsigned *flags)
@@ -330,163 +271,6 @@ static enum attempt recv_multi(rio_loop *loop, rio_op *op, int *res,
 	op->buf_id = id;
 	*flags = RIO_OP_F_MORE | RIO_OP_F_BUF;
 	return MORE;
-}
-
-#if defined(__linux__) || defined(__FreeBSD__)
-static int recv_batch(int fd, struct mmsghdr *mm, unsigned n, int fl)
-{
-	return recvmmsg(fd, mm, n, fl, NULL);
-}
-
-static int send_batch(int fd, struct mmsghdr *mm, unsigned n, int fl)
-{
-	return sendmmsg(fd, mm, n, fl);
-}
-#else /* one call per datagram where there is no recvmmsg / sendmmsg */
-static int msg_batch(int fd, struct mmsghdr *mm, unsigned n, int fl,
-		     int out)
-{
-	unsigned i = 0;
-	for (; i < n; i++) {
-		ssize_t k = out ? sendmsg(fd, &mm[i].msg_hdr, fl)
-				: recvmsg(fd, &mm[i].msg_hdr, fl);
-		if (k < 0)
-			return i ? (int)i : -1;
-		mm[i].msg_len = (unsigned)k;
-	}
-	return (int)i;
-}
-
-static int recv_batch(int fd, struct mmsghdr *mm, unsigned n, int fl)
-{
-	return msg_batch(fd, mm, n, fl, 0);
-}
-
-static int send_batch(int fd, struct mmsghdr *mm, unsigned n, int fl)
-{
-	return msg_batch(fd, mm, n, fl, 1);
-}
-#endif
-
-/* Datagrams into as many pool buffers as are free (up to DGRAM_BATCH),
- * in one call, each laid out as io_uring lays it out (rio_dgram_get): the
- * header, the sender's address, the control data, the payload. MSG_TRUNC:
- * a cut datagram's real length, as io_uring's header gives it. *res is
- * how many arrived (on r->got, lent out), delivered by deliver_dgrams. */
-static enum attempt recv_dgrams(rio_loop *loop, rio_op *op, int *res)
-{
-	struct reactor *r = R(loop);
-	rio_bufpool *pool = op->priv.a.multi.pool;
-	struct freelist *fl = pool->be;
-	if (fl->n == 0 || rio__fault(loop, RIO__F_ENOBUFS))
-		return NOBUF;
-	size_t off = rio__dgram_payload_off(op);
-	uint32_t ctl = op->priv.a.multi.control;
-	unsigned k = fl->n < DGRAM_BATCH ? fl->n : DGRAM_BATCH;
-	struct mmsghdr mm[DGRAM_BATCH];
-	struct iovec iov[DGRAM_BATCH];
-	for (unsigned i = 0; i < k; i++) {
-		unsigned char *b = pool->mem +
-				   (size_t)fl->ids[fl->n - 1 - i] * pool->size;
-		iov[i] = (struct iovec){b + off, pool->size - off};
-		mm[i].msg_len = 0;
-		mm[i].msg_hdr = (struct msghdr){
-			.msg_name = b + sizeof(struct rio__dgram_hdr),
-			.msg_namelen = RIO__DGRAM_NAME,
-			.msg_iov = &iov[i],
-			.msg_iovlen = 1,
-			.msg_control = ctl ? b + RIO_DGRAM_HEADROOM : NULL,
-			.msg_controllen = ctl,
-		};
-	}
-	int n = recv_batch(op->priv.fd, mm, k, MSG_DONTWAIT | MSG_TRUNC);
-	if (n < 0) {
-		*res = -errno;
-		return again(*res) ? AGAIN : DONE;
-	}
-	for (int i = 0; i < n; i++) {
-		uint16_t id = fl->ids[--fl->n];
-		struct rio__dgram_hdr *h =
-			(void *)(pool->mem + (size_t)id * pool->size);
-		*h = (struct rio__dgram_hdr){
-			.namelen = mm[i].msg_hdr.msg_namelen,
-			.controllen = (uint32_t)mm[i].msg_hdr.msg_controllen,
-			.payloadlen = mm[i].msg_len,
-			.flags = (uint32_t)mm[i].msg_hdr.msg_flags,
-		};
-		rio__pool_mark_lent(pool, id);
-		r->got[i] = id;
-	}
-	r->ngot = (unsigned)n;
-	*res = n;
-	return MORE;
-}
-
-/* One completion per datagram recv_dgrams took, in order. A callback that
- * cancels the op or closes its fd ends it after these: they had arrived
- * (io_uring delivers what it posted before a cancel, too). */
-static void deliver_dgrams(rio_loop *loop, rio_op *op)
-{
-	struct reactor *r = R(loop);
-	uint16_t got[DGRAM_BATCH];
-	unsigned n = r->ngot;
-	memcpy(got, r->got, n * sizeof *got);
-	r->ngot = 0;
-	rio_bufpool *pool = op->priv.a.multi.pool;
-	size_t off = rio__dgram_payload_off(op);
-	for (unsigned i = 0; i < n; i++) {
-		unsigned char *b = pool->mem + (size_t)got[i] * pool->size;
-		const struct rio__dgram_hdr *h = (const void *)b;
-		size_t room = pool->size - off;
-		unsigned flags = RIO_OP_F_MORE | RIO_OP_F_BUF;
-		if (h->flags & MSG_TRUNC)
-			flags |= RIO_OP_F_TRUNC;
-		op->buf = b + off;
-		op->buf_id = got[i];
-		complete(loop, op,
-			 (int)(h->payloadlen < room ? h->payloadlen : room),
-			 flags);
-	}
-}
-
-/* The datagram sends queued on op's fd from op on, with op's flags, in one
- * sendmmsg: those sent leave the queue with their results deferred (a
- * cancel now finds them decided), delivered in order before the next
- * attempt. An error or EAGAIN is the first unsent one's. */
-static enum attempt send_dgrams(rio_loop *loop, rio_op *op, int *res)
-{
-	struct reactor *r = R(loop);
-	rio__opq *q = &r->fds[op->priv.fd].wq;
-	int fl = op->priv.a.sendto.flags;
-	struct mmsghdr mm[DGRAM_BATCH];
-	struct iovec iov[DGRAM_BATCH];
-	rio_op *ops[DGRAM_BATCH];
-	unsigned k = 0;
-	for (rio_op *o = op; o && k < DGRAM_BATCH &&
-			     o->priv.kind == RIO__OP_SENDTO &&
-			     o->priv.a.sendto.flags == fl;
-	     o = o->priv.next, k++) {
-		const typeof(o->priv.a.sendto) *a = &o->priv.a.sendto;
-		ops[k] = o;
-		iov[k] = (struct iovec){(void *)a->buf, a->len};
-		mm[k].msg_len = 0;
-		mm[k].msg_hdr = (struct msghdr){
-			.msg_name = (void *)a->to,
-			.msg_namelen = a->tolen,
-			.msg_iov = &iov[k],
-			.msg_iovlen = 1,
-		};
-	}
-	int n = send_batch(op->priv.fd, mm, k, fl | MSG_DONTWAIT);
-	if (n <= 0) {
-		*res = n < 0 ? -errno : -EAGAIN;
-		return again(*res) ? AGAIN : DONE;
-	}
-	for (int i = 0; i < n && i < (int)k; i++) {
-		rio__opq_remove(q, ops[i]);
-		defer(loop, ops[i], (int)mm[i].msg_len);
-	}
-	return BATCHED;
 }
 
 /* The bytes a recv or send (or their msg forms) asks for. */
@@ -552,9 +336,9 @@ static enum attempt attempt(rio_loop *loop, rio_op *op, int *res,
 	case RIO__OP_RECV_MULTI:
 		return recv_multi(loop, op, res, flags);
 	case RIO__OP_RECVMSG_MULTI:
-		return recv_dgrams(loop, op, res);
+		return rio__reactor_recv_dgrams(loop, op, res);
 	case RIO__OP_SENDTO:
-		return send_dgrams(loop, op, res);
+		return rio__reactor_send_dgrams(loop, op, res);
 	case RIO__OP_SIGNAL:
 		*res = rio__signal_read(op);
 		if (*res < 0)
@@ -704,7 +488,7 @@ static void run_queue(rio_loop *loop, int fd, unsigned dir, int from_event)
 			continue;
 		case MORE:
 			if (op->priv.kind == RIO__OP_RECVMSG_MULTI) {
-				deliver_dgrams(loop, op);
+				rio__reactor_deliver_dgrams(loop, op);
 				break;
 			}
 			note_short_read(r, e, op, res);
@@ -728,14 +512,20 @@ static void run_queue(rio_loop *loop, int fd, unsigned dir, int from_event)
 
 /* ---- submit ---- */
 
-static void submit_cancel(rio_loop *loop, rio_op *op)
+/* The reactor holds every op it has in user space: a cancel (a cancel-all's
+ * too) takes it off its queue and settles it now. */
+void rio__reactor_cancel(rio_loop *loop, rio_op *t)
 {
 	struct reactor *r = R(loop);
-	rio_op *t = op->priv.a.cancel.target;
 	assert(t->priv.state == RIO__ST_KERNEL);
 	if (t->priv.kind != RIO__OP_TIMEOUT)
 		rio__opq_remove(queue_of(&r->fds[t->priv.fd], t), t);
 	defer(loop, t, cut_short(t, -ECANCELED));
+}
+
+static void submit_cancel(rio_loop *loop, rio_op *op)
+{
+	rio__reactor_cancel(loop, op->priv.a.cancel.target);
 	defer(loop, op, 0);
 }
 

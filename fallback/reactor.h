@@ -15,6 +15,7 @@ RIO__HIDDEN int rio__reactor_pool_init(rio_bufpool *pool);
 RIO__HIDDEN void rio__reactor_pool_fini(rio_bufpool *pool);
 RIO__HIDDEN void rio__reactor_pool_put(rio_bufpool *pool, uint16_t id);
 RIO__HIDDEN void rio__reactor_resume(rio_loop *loop, rio_op *op);
+RIO__HIDDEN void rio__reactor_cancel(rio_loop *loop, rio_op *op);
 RIO__HIDDEN void rio__reactor_drop_fd(rio_loop *loop, int fd);
 
 #define RIO__REACTOR_BACKEND(NAME, KIND, POLLER)                            \
@@ -26,6 +27,7 @@ RIO__HIDDEN void rio__reactor_drop_fd(rio_loop *loop, int fd);
 		.pool_fini = rio__reactor_pool_fini,                        \
 		.pool_put = rio__reactor_pool_put,                          \
 		.resume = rio__reactor_resume,                              \
+		.cancel = rio__reactor_cancel,                              \
 		.drop_fd = rio__reactor_drop_fd, .poller = POLLER,          \
 	}
 

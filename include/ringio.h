@@ -129,6 +129,26 @@ RIO_API int rio_loop_run(rio_loop *loop, rio_run_mode mode);
 /* Make rio_loop_run() return after the current turn. Any thread. */
 RIO_API void rio_loop_stop(rio_loop *loop);
 
+/*
+ * A forced stop: ask every user op in flight on the loop to end, as
+ * rio_cancel() of each would, without a cancel op per target. Each ends
+ * exactly once, with -ECANCELED, or with its own result when that was
+ * already decided (data already received, a connection already accepted),
+ * in later turns, never inside this call. A multishot op gets its final
+ * completion; a relay or a connect_any ends as a cancel of it does; every
+ * listener of the loop stops (its on_stop gets -ECANCELED). Closes,
+ * shutdowns, cancels and posts in flight are left to end on their own
+ * (none waits on a peer). Ops submitted after it returns, from the
+ * callbacks it leads to (a close of the fd) or otherwise, are not touched.
+ * Run the loop on afterwards: RIO_RUN_DEFAULT returns once those
+ * callbacks have submitted nothing more, and rio_loop_destroy() succeeds.
+ * Call it on the loop's thread (or before its first run, on the thread
+ * that created it). Returns 0, -EINVAL for a NULL loop, or -EPERM on
+ * another thread. Not async-signal-safe: call it from the callback of a
+ * rio_signal() op, or of a rio_wakeup_start() op that a handler woke.
+ */
+RIO_API int rio_loop_cancel_all(rio_loop *loop);
+
 /* Wake a loop blocked in rio_loop_run() for no particular work. Any thread. */
 RIO_API void rio_loop_wake(rio_loop *loop);
 
@@ -240,6 +260,7 @@ struct rio_op {
 	struct {
 		rio_cb *cb;
 		rio_op *next, *prev;
+		rio_op *live_next, *live_prev;
 		uint64_t due_ns;
 		union {
 			struct {
@@ -300,7 +321,6 @@ struct rio_op {
 		} a;
 		union {
 			struct {
-				int64_t ts[2];
 				uint8_t cqes;
 				uint8_t bits;
 			} uring;

@@ -21,11 +21,12 @@
  * meaning with the op's kind or the backend:
  *   cb          the callback
  *   next, prev  the one queue the op is on (queue.h)
+ *   live_next, live_prev   the loop's list of user ops in flight (all
+ *               but posts), oldest first: what rio_loop_cancel_all ends
  *   due_ns      when time ends it (CLOCK_MONOTONIC ns): its deadline, or a
  *               timeout's expiry; set by the core at submit
  *   a.*         the arguments of its kind (below)
- *   be.uring    io_uring's scratch: the timespec of its (linked) timeout,
- *               CQEs still to come, RIO__U_* bits
+ *   be.uring    io_uring's scratch: CQEs still to come, RIO__U_* bits
  *   be.reactor  the fallback's scratch: its slot + 1 in the timer heap
  *               (each backend sets its scratch at submit; the core does not)
  *   fd          the file it works on (-1: none)
@@ -145,6 +146,9 @@ enum rio__state {
 				* result of 0 is an empty datagram, not EOF */
 #define RIO__B_TIMEDOUT 0x200u /* ringio's deadline ended it: its
 				* -ETIMEDOUT gets RIO_OP_F_DEADLINE */
+#define RIO__B_INNER 0x400u    /* a library part's own (a listener's, a
+				* relay's, a connect_any's): a cancel-all
+				* ends its owner, which ends it */
 
 /*
  * A backend: one file of static functions and one of these. The core calls
@@ -171,6 +175,10 @@ struct rio__backend {
 	void (*pool_fini)(rio_bufpool *pool);
 	/* Buffer `id` is free again: lend it to the kernel / the reactor. */
 	void (*pool_put)(rio_bufpool *pool, uint16_t id);
+	/* End an op it holds (state KERNEL or SQWAIT) as a cancel of it
+	 * would: -ECANCELED, or its result if that is decided first; no
+	 * completion of a cancel op's own (rio_loop_cancel_all). */
+	void (*cancel)(rio_loop *loop, rio_op *op);
 	/* A starved multishot recv's pool has buffers again: arm it anew. */
 	void (*resume)(rio_loop *loop, rio_op *op);
 	/* An fd the loop made for an op of its own (a signal op's signalfd)
@@ -199,6 +207,9 @@ struct rio_loop {
 	pthread_t owner;   /* the thread that first ran the loop */
 	rio__opq pending;  /* completions to deliver on the next turn */
 	rio__opq starved;  /* multishot recvs waiting for pool buffers */
+	rio__opq live;     /* user ops in flight but posts, oldest first
+			      (priv.live_next/live_prev) */
+	rio_listener *listeners; /* the loop's, not yet destroyed */
 	int resume_starved; /* a buffer came back while recvs were starved */
 	struct rio__fdtab fds; /* ops in flight per fd number (fdtab.c) */
 	_Atomic(rio_op *) posted;    /* cross-thread stack, newest first */
@@ -245,6 +256,18 @@ RIO__HIDDEN int rio__op_take(rio_loop *loop, rio_op *op, rio_cb *cb,
 /* rio_poll for exactly `events` (POLLERR | POLLHUP alone: an error or a
  * hang-up of both directions, not a peer's FIN; the relay's watch of a
  * socket whose FIN it has read). */
+/* A submit of a library part's own op (a listener's, a relay's, a
+ * connect_any's), well formed, so never refused: marked as the part's, so
+ * that rio_loop_cancel_all ends the part rather than the op. */
+static inline void rio__must(rio_op *op, int r)
+{
+	assert(r == 0);
+	(void)r;
+	if (op->priv.state != RIO__ST_IDLE)
+		op->priv.bits |= RIO__B_INNER;
+}
+/* Stop the loop's running listeners with -ECANCELED (listener.c). */
+RIO__HIDDEN void rio__listeners_cancel(rio_loop *loop);
 /* Deliver the wakeups sent so far (loop thread). */
 RIO__HIDDEN void rio__drain_woken(rio_loop *loop);
 RIO__HIDDEN int rio__poll_events(rio_loop *loop, rio_op *op, int fd,

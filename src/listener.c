@@ -33,6 +33,7 @@ struct rio_listener {
 	rio_accept_counters c;
 	rio_op accept_op, timer_op, cancel_accept_op, cancel_timer_op,
 		stop_op;
+	rio_listener *next, *prev; /* loop->listeners, until destroyed */
 };
 
 #define L_OF(op, m) ((rio_listener *)((char *)(op) - offsetof(rio_listener, m)))
@@ -70,14 +71,7 @@ static void cancel(rio_listener *l, rio_op *target, rio_op *cop,
 		   rio_cb *cb)
 {
 	if (rio_op_in_flight(target) && !rio_op_in_flight(cop))
-		rio_cancel(l->loop, cop, target, cb);
-}
-
-/* Submits of the listener's own, well-formed ops cannot fail. */
-static void must(int r)
-{
-	assert(r == 0);
-	(void)r;
+		rio__must(cop, rio_cancel(l->loop, cop, target, cb));
 }
 
 static int busy(const rio_listener *l)
@@ -134,8 +128,10 @@ static void kick(rio_listener *l)
 	if (want_accept(l)) {
 		if (!rio_op_in_flight(&l->accept_op)) {
 			l->accept_cancelled = 0;
-			must(rio_accept(l->loop, &l->accept_op, l->fd, NULL,
-					NULL, accept_flags(l), accept_cb));
+			rio__must(&l->accept_op,
+				  rio_accept(l->loop, &l->accept_op, l->fd,
+					     NULL, NULL, accept_flags(l),
+					     accept_cb));
 		}
 	} else if (rio_op_in_flight(&l->accept_op)) {
 		l->accept_cancelled = 1;
@@ -144,9 +140,10 @@ static void kick(rio_listener *l)
 	if (l->paused_load && l->state == L_RUNNING) {
 		/* a timer still being cancelled is re-armed when it ends */
 		if (!rio_op_in_flight(&l->timer_op))
-			must(rio_timeout(l->loop, &l->timer_op,
-					 (uint64_t)l->pause_ms * 1000000ull,
-					 timer_cb));
+			rio__must(&l->timer_op,
+				  rio_timeout(l->loop, &l->timer_op,
+					      (uint64_t)l->pause_ms * 1000000ull,
+					      timer_cb));
 	} else {
 		cancel(l, &l->timer_op, &l->cancel_timer_op, cancel_timer_cb);
 	}
@@ -297,9 +294,36 @@ int rio_listener_start(rio_loop *loop, int fd, const rio_listener_opts *opts,
 	l->fd = fd;
 	l->o = o;
 	l->backoff_ms = o.backoff_ms_min;
+	l->next = loop->listeners;
+	if (l->next)
+		l->next->prev = l;
+	loop->listeners = l;
 	kick(l);
 	*out = l;
 	return 0;
+}
+
+static void unlink_listener(rio_listener *l)
+{
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		l->loop->listeners = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	l->next = l->prev = NULL;
+}
+
+/* Stop a running listener; on_stop gets `err`. */
+static void stop(rio_listener *l, int err)
+{
+	l->state = L_STOPPING;
+	l->err = err;
+	/* on_stop must run on a later turn: with nothing else in flight to
+	 * carry it there, a post does (kick waits for it). */
+	if (!busy(l))
+		rio__must(&l->stop_op, rio_post(l->loop, &l->stop_op, stop_cb));
+	kick(l);
 }
 
 int rio_listener_stop(rio_listener *l)
@@ -308,13 +332,17 @@ int rio_listener_stop(rio_listener *l)
 		return -EINVAL;
 	if (l->state != L_RUNNING)
 		return -EALREADY;
-	stop_with(l, 0);
-	/* on_stop must run on a later turn: with nothing else in flight to
-	 * carry it there, a post does (kick waits for it). */
-	if (!busy(l))
-		must(rio_post(l->loop, &l->stop_op, stop_cb));
-	kick(l);
+	stop(l, 0);
 	return 0;
+}
+
+void rio__listeners_cancel(rio_loop *loop)
+{
+	/* kick() never frees a listener (only destroy and release do), and
+	 * runs no on_stop here: each stop leaves a post or a cancel pending */
+	for (rio_listener *l = loop->listeners; l; l = l->next)
+		if (l->state == L_RUNNING)
+			stop(l, -ECANCELED);
 }
 
 int rio_listener_release(rio_listener *l)
@@ -354,6 +382,7 @@ int rio_listener_destroy(rio_listener *l)
 		return -EBUSY;
 	/* Connections still out: their owner will release them, and the
 	 * last release frees the listener. */
+	unlink_listener(l);
 	if (l->c.live > 0) {
 		l->state = L_DESTROYED;
 		return 0;

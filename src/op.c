@@ -52,6 +52,10 @@ const struct rio__kind_info rio__kinds[RIO__OP_KINDS] = {
 	[RIO__OP_CONNECT_ANY] = {RIO__SIDE_NONE, 0, 0, 0, 0, 0, 1, 0},
 };
 
+/* The ABI (soname 1): what a caller embeds does not change size. */
+_Static_assert(sizeof(void *) != 8 || sizeof(rio_op) == 144,
+	       "rio_op changed size");
+
 uint64_t rio__now_ns(void)
 {
 	struct timespec ts;
@@ -122,6 +126,9 @@ void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 			assert(loop->active > 0);
 			loop->active--;
 			loop->ctr.ops_completed++;
+			if (op->priv.kind != RIO__OP_POST)
+				RIO__OPQ_REMOVE(&loop->live, op,
+						live_next, live_prev);
 		}
 		if (rio__kind(op)->pool)
 			op->priv.a.multi.pool->users--;
@@ -202,6 +209,7 @@ int rio__op_take(rio_loop *loop, rio_op *op, rio_cb *cb, enum rio__kind kind,
 	op->priv.fault_err = 0;
 	memset(&op->priv.a, 0, sizeof op->priv.a);
 	loop->active++;
+	RIO__OPQ_PUSH(&loop->live, op, live_next, live_prev);
 	loop->ctr.ops_submitted++;
 	return 0;
 }
@@ -556,28 +564,22 @@ int rio_timeout(rio_loop *loop, rio_op *op, uint64_t timeout_ns, rio_cb *cb)
 	return submit(loop, op);
 }
 
-int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target, rio_cb *cb)
+/* A cancel of `target`, as far as the core settles it: what the cancel
+ * completes with (0, -ENOENT, -EALREADY, or a composite's answer), the
+ * target deferred if it ends here; or 1 when its backend holds it. */
+static int cancel_here(rio_loop *loop, rio_op *target)
 {
-	if (!target || target == op)
-		return -EINVAL;
-	int r = rio__op_take(loop, op, cb, RIO__OP_CANCEL, -1);
-	if (r)
-		return r;
-	op->priv.a.cancel.target = target;
 	switch (target->priv.state) {
 	case RIO__ST_IDLE:
-		rio__defer(loop, op, -ENOENT);
-		return 0;
+		return -ENOENT;
 	case RIO__ST_PENDING:
 	case RIO__ST_POSTED:
 		/* Its result is already decided; it cannot be stopped. */
-		rio__defer(loop, op, -EALREADY);
-		return 0;
+		return -EALREADY;
 	case RIO__ST_STARVED:
 		/* The backend does not hold it: settled here. */
 		rio__opq_remove(&loop->starved, target);
 		rio__defer(loop, target, -ECANCELED);
-		rio__defer(loop, op, 0);
 		return 0;
 	default:
 		break;
@@ -587,12 +589,64 @@ int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target, rio_cb *cb)
 		 * delivered): its links must not meet the pending queue */
 		rio__drain_woken(loop);
 		rio__defer(loop, target, -ECANCELED);
-		rio__defer(loop, op, 0);
 		return 0;
 	}
-	if (rio__kind(target)->composite) {
-		rio__defer(loop, op, target->priv.a.composite.cancel(loop, target));
+	if (rio__kind(target)->composite)
+		return target->priv.a.composite.cancel(loop, target);
+	return 1;
+}
+
+int rio_cancel(rio_loop *loop, rio_op *op, rio_op *target, rio_cb *cb)
+{
+	if (!target || target == op)
+		return -EINVAL;
+	int r = rio__op_take(loop, op, cb, RIO__OP_CANCEL, -1);
+	if (r)
+		return r;
+	op->priv.a.cancel.target = target;
+	r = cancel_here(loop, target);
+	if (r <= 0) {
+		rio__defer(loop, op, r);
 		return 0;
 	}
 	return submit(loop, op);
+}
+
+/* Kinds a cancel-all leaves alone: none waits on a peer, and each ends
+ * promptly by itself. */
+static int ends_alone(const rio_op *op)
+{
+	switch (op->priv.kind) {
+	case RIO__OP_CLOSE:
+	case RIO__OP_SHUTDOWN:
+	case RIO__OP_CANCEL:
+	case RIO__OP_POST:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+int rio_loop_cancel_all(rio_loop *loop)
+{
+	if (!loop)
+		return -EINVAL;
+	if (loop->owned && !pthread_equal(loop->owner, pthread_self()))
+		return -EPERM;
+	rio__listeners_cancel(loop);
+	/* The ops in flight now, oldest first: ops the cancels add (a
+	 * composite's own cancels) go after `last` and are not visited. */
+	rio_op *last = loop->live.tail;
+	for (rio_op *op = loop->live.head, *next; op; op = next) {
+		next = op == last ? NULL : op->priv.live_next;
+		/* a part's op: its owner is asked (above, or as a composite
+		 * op); one a cancel already ends: on its way */
+		if (ends_alone(op) ||
+		    (op->priv.bits & (RIO__B_INNER | RIO__B_CANCELLED)) ||
+		    rio__fd_closing(loop, op))
+			continue;
+		if (cancel_here(loop, op) == 1)
+			loop->be->cancel(loop, op);
+	}
+	return 0;
 }

@@ -339,13 +339,6 @@ static void timer_cb(rio_loop *loop, rio_op *op, int res)
 
 /* ---- reconcile ---- */
 
-/* Submits of the relay's own well-formed ops cannot be refused. */
-static void must(int e)
-{
-	assert(e == 0);
-	(void)e;
-}
-
 static void cancel_in(struct dir *d)
 {
 	rio_op *in = &d->op[OP_IN];
@@ -353,7 +346,7 @@ static void cancel_in(struct dir *d)
 	    rio_op_in_flight(&d->ctl))
 		return;
 	d->in_cancelled = 1;
-	must(rio_cancel(R(d)->loop, &d->ctl, in, ctl_cb));
+	rio__must(&d->ctl, rio_cancel(R(d)->loop, &d->ctl, in, ctl_cb));
 }
 
 static void send_head(struct dir *d)
@@ -363,8 +356,9 @@ static void send_head(struct dir *d)
 	if (d->head == NONE || rio_op_in_flight(out))
 		return;
 	char *b = rio_bufpool_buf(r->pool, d->head);
-	must(rio_send(r->loop, out, d->to, b + d->off,
-		      r->pool->link[d->head].len - d->off, 0, out_cb));
+	rio__must(out, rio_send(r->loop, out, d->to, b + d->off,
+				r->pool->link[d->head].len - d->off, 0,
+				out_cb));
 }
 
 static void splice_out(struct dir *d)
@@ -372,8 +366,8 @@ static void splice_out(struct dir *d)
 	rio_op *out = &d->op[OP_OUT];
 	if (d->poff == d->plen || rio_op_in_flight(out))
 		return;
-	must(rio_splice_out(R(d)->loop, out, d->pipe[0], d->to,
-			    d->plen - d->poff, out_cb));
+	rio__must(out, rio_splice_out(R(d)->loop, out, d->pipe[0], d->to,
+				      d->plen - d->poff, out_cb));
 }
 
 /* What one direction should have in flight, given its state. */
@@ -385,8 +379,8 @@ static void reconcile_dir(struct dir *d)
 	switch (d->state) {
 	case D_COPY:
 		if (reading && !rio_op_in_flight(in))
-			must(rio_recv_multishot(r->loop, in, d->from, r->pool,
-						in_cb));
+			rio__must(in, rio_recv_multishot(r->loop, in, d->from,
+							 r->pool, in_cb));
 		else if (!reading)
 			cancel_in(d);
 		send_head(d);
@@ -405,8 +399,9 @@ static void reconcile_dir(struct dir *d)
 		} else if (r->draining) {
 			cancel_in(d);
 		} else if (!rio_op_in_flight(in)) {
-			must(rio_splice_in(r->loop, in, d->from, d->pipe[1],
-					   SPLICE_LEN, in_cb));
+			rio__must(in, rio_splice_in(r->loop, in, d->from,
+						    d->pipe[1], SPLICE_LEN,
+						    in_cb));
 		}
 		break;
 	case D_FLUSH:
@@ -435,10 +430,11 @@ static void reconcile_dir(struct dir *d)
 		       r->pool->nlent == r->pool->count);
 	if ((!rio_op_in_flight(in) || starved) && d->watch != W_OFF &&
 	    !rio_op_in_flight(w))
-		must(d->watch == W_ANY
-			     ? rio_poll(r->loop, w, d->from, 0, watch_cb)
-			     : rio__poll_events(r->loop, w, d->from,
-						POLLERR | POLLHUP, watch_cb));
+		rio__must(w, d->watch == W_ANY
+				     ? rio_poll(r->loop, w, d->from, 0, watch_cb)
+				     : rio__poll_events(r->loop, w, d->from,
+							POLLERR | POLLHUP,
+							watch_cb));
 }
 
 static int dir_busy(const struct dir *d)
@@ -478,7 +474,8 @@ static void teardown(struct relay *r)
 			target = &r->timer;
 		}
 		if (target)
-			must(rio_cancel(r->loop, &d->ctl, target, ctl_cb));
+			rio__must(&d->ctl, rio_cancel(r->loop, &d->ctl,
+						      target, ctl_cb));
 	}
 	if (busy)
 		return;
@@ -532,10 +529,12 @@ static void reconcile(struct relay *r)
 		else if (r->state == R_RUNNING && r->idle_ns &&
 			 !rio_op_in_flight(&r->timer)) {
 			uint64_t since = idle_clock() - r->active_ns;
-			must(rio_timeout(r->loop, &r->timer,
-					 since < r->idle_ns ? r->idle_ns - since
-							    : 1,
-					 timer_cb));
+			rio__must(&r->timer,
+				  rio_timeout(r->loop, &r->timer,
+					      since < r->idle_ns
+						      ? r->idle_ns - since
+						      : 1,
+					      timer_cb));
 		}
 	}
 	if (r->state == R_ENDING)

@@ -77,13 +77,6 @@ static rio_connector *connector_of(struct ca *p)
 	return RIO_CONTAINER_OF(p, rio_connector, priv);
 }
 
-/* Submits of the connector's own, well-formed ops cannot fail. */
-static void must(int r)
-{
-	assert(r == 0);
-	(void)r;
-}
-
 static void connect_cb(rio_loop *loop, rio_op *op, int res);
 static void close_cb(rio_loop *loop, rio_op *op, int res);
 static void stop_cb(rio_loop *loop, rio_op *op, int res);
@@ -380,9 +373,10 @@ static void next_try(rio_loop *loop, struct ca *p)
 		}
 		p->fd = fd;
 		rio_op_set_deadline(&p->try_op, u->try_ns);
-		must(rio_connect(loop, &p->try_op, fd,
-				 (const struct sockaddr *)&a->ss, a->len,
-				 connect_cb));
+		rio__must(&p->try_op,
+			  rio_connect(loop, &p->try_op, fd,
+				      (const struct sockaddr *)&a->ss, a->len,
+				      connect_cb));
 		return;
 	}
 }
@@ -437,7 +431,7 @@ static void connect_cb(rio_loop *loop, rio_op *op, int res)
 	count_failure(p->u, p->cur, res);
 	p->err = res;
 	p->err_deadline = (op->flags & RIO_OP_F_DEADLINE) != 0;
-	must(rio_close(loop, &p->try_op, fd, close_cb));
+	rio__must(&p->try_op, rio_close(loop, &p->try_op, fd, close_cb));
 }
 
 static void close_cb(rio_loop *loop, rio_op *op, int res)
@@ -470,7 +464,8 @@ static int connect_any_cancel(rio_loop *loop, rio_op *op)
 	if (p->fd >= 0) {
 		int fd = p->fd;
 		p->fd = -1;
-		must(rio_close(loop, &p->stop_op, fd, stop_cb));
+		rio__must(&p->stop_op,
+			  rio_close(loop, &p->stop_op, fd, stop_cb));
 	}
 	assert(rio_op_in_flight(&p->try_op));
 	return 0;

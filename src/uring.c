@@ -28,6 +28,8 @@ enum { TAG_MAIN = 0, TAG_LT = 1, TAG_AUX = 2, TAG_STOP = 3, TAG_MASK = 7 };
 #define RIO__U_STOPPING 0x8u /* an edge poll with its result in op->res,
 				* stopped; delivered at its last CQE */
 #define RIO__U_WAITOUT 0x10u /* a send waiting for room: a poll for now */
+#define RIO__U_STOPQ 0x20u /* on stopq: a cancel-all's stop waits for an
+			      SQE (rio__uring_cancel) */
 
 /* A multishot recv is armed for this many of its pool's buffers' worth of
  * bytes at a time, and re-armed by the loop when the kernel ends it there
@@ -42,10 +44,14 @@ static void set_ud(struct io_uring_sqe *sqe, rio_op *op, unsigned tag)
 	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op | tag);
 }
 
-/* The op's timespec (of its linked timeout, or a timeout's length). */
-static struct __kernel_timespec *op_ts(rio_op *op, uint64_t ns)
+/* The timespec of the timeout SQE in sqe's slot (a linked timeout's
+ * deadline, a timeout's length): the kernel copies it when it takes the
+ * SQE (io_timeout_prep), so it need live only as long as the SQE. */
+static struct __kernel_timespec *slot_ts(struct uring *u,
+					 const struct io_uring_sqe *sqe,
+					 uint64_t ns)
 {
-	struct __kernel_timespec *ts = (void *)op->priv.be.uring.ts;
+	struct __kernel_timespec *ts = &u->slots[sqe - u->ring.sq.sqes].ts;
 	ts->tv_sec = (long long)(ns / 1000000000ull);
 	ts->tv_nsec = (long long)(ns % 1000000000ull);
 	return ts;
@@ -252,7 +258,8 @@ static void prep_main(rio_loop *loop, struct uring *u, rio_op *op,
 		io_uring_prep_shutdown(sqe, fd, op->priv.a.shutdown.how);
 		break;
 	case RIO__OP_TIMEOUT:
-		io_uring_prep_timeout(sqe, op_ts(op, op->priv.a.timeout.ns), 0, 0);
+		io_uring_prep_timeout(sqe, slot_ts(u, sqe, op->priv.a.timeout.ns),
+				      0, 0);
 		break;
 	case RIO__OP_CANCEL:
 		io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op->priv.a.cancel.target,
@@ -289,7 +296,7 @@ static int prep(rio_loop *loop, struct uring *u, rio_op *op)
 		 * counts, and a retried op keeps its deadline */
 		sqe->flags |= IOSQE_IO_LINK;
 		sqe = io_uring_get_sqe(&u->ring);
-		io_uring_prep_link_timeout(sqe, op_ts(op, op->priv.due_ns),
+		io_uring_prep_link_timeout(sqe, slot_ts(u, sqe, op->priv.due_ns),
 					   IORING_TIMEOUT_ABS);
 		/* Its CQE names no op and is dropped: the op completes at
 		 * its own CQE (see translate), in the kernel's order. */
@@ -343,27 +350,34 @@ static int is_splice(const rio_op *op)
 	       op->priv.kind == RIO__OP_SPLICE_OUT;
 }
 
+/* A cancel of target (by `canceller`, or by a cancel-all when NULL):
+ * 0 when settled here (target deferred), -EALREADY when its result is on
+ * its way, 1 when the kernel must be asked to stop it. */
+static int aim(rio_loop *loop, rio_op *target, rio_op *canceller)
+{
+	if (target->priv.state == RIO__ST_SQWAIT) {
+		/* the kernel does not hold it yet: settled here */
+		rio__opq_remove(&U(loop)->sqwait, target);
+		rio__defer(loop, target, -ECANCELED);
+		return 0;
+	}
+	if (target->priv.be.uring.bits & RIO__U_STOPPING)
+		return -EALREADY; /* an edge poll with its result */
+	target->priv.bits |= RIO__B_CANCELLED;
+	if (rio__kind(target)->pool)
+		target->priv.a.multi.canceller = canceller; /* multishot_cqe */
+	return 1;
+}
+
 void rio__uring_submit(rio_loop *loop, rio_op *op)
 {
-	struct uring *u = U(loop);
 	op->priv.be.uring.bits = 0;
 	if (op->priv.kind == RIO__OP_CANCEL) {
-		rio_op *target = op->priv.a.cancel.target;
-		if (target->priv.state == RIO__ST_SQWAIT) {
-			/* the kernel does not hold it yet: settled here */
-			rio__opq_remove(&u->sqwait, target);
-			rio__defer(loop, target, -ECANCELED);
-			rio__defer(loop, op, 0);
+		int r = aim(loop, op->priv.a.cancel.target, op);
+		if (r <= 0) {
+			rio__defer(loop, op, r);
 			return;
 		}
-		if (target->priv.be.uring.bits & RIO__U_STOPPING) {
-			/* an edge poll with its result: it is on its way */
-			rio__defer(loop, op, -EALREADY);
-			return;
-		}
-		target->priv.bits |= RIO__B_CANCELLED;
-		if (rio__kind(target)->pool)
-			target->priv.a.multi.canceller = op; /* multishot_cqe */
 	}
 	/* A splice is tried at once (the socket is often ready), but only
 	 * with no other op on its fd in flight: ops on one fd run in the
@@ -551,6 +565,29 @@ static int stop(rio_loop *loop, rio_op *op)
 	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
 	set_ud(sqe, op, TAG_STOP);
 	return 0;
+}
+
+/* A cancel-all's: the internal cancel, or when no SQE can be had before
+ * the first run (the SQ full of what waits for it), one at that run. */
+void rio__uring_cancel(rio_loop *loop, rio_op *op)
+{
+
+	if (aim(loop, op, NULL) != 1 || stop(loop, op) == 0)
+		return;
+	op->priv.be.uring.bits |= RIO__U_STOPQ;
+	rio__opq_push(&U(loop)->stopq, op);
+}
+
+/* Those waiting for their stop get it; first in a turn, before any CQE
+ * of theirs can be reaped (the loop is bound now: the SQ can be flushed) */
+static void flush_stops(rio_loop *loop)
+{
+	struct uring *u = U(loop);
+	rio_op *op;
+	while ((op = u->stopq.head) && stop(loop, op) == 0) {
+		rio__opq_remove(&u->stopq, op);
+		op->priv.be.uring.bits &= (uint8_t)~RIO__U_STOPQ;
+	}
 }
 
 #ifdef RINGIO_FAULT_HOOKS
@@ -783,6 +820,7 @@ int rio__uring_poll(rio_loop *loop, int block)
 	 * does not wait for the kernel. */
 	if (rio__flush_pending(loop))
 		block = 0;
+	flush_stops(loop);
 	flush_sqwait(loop);
 	if (!rio__opq_empty(&loop->pending))
 		block = 0;

@@ -20,10 +20,15 @@ struct uring {
 	unsigned setup_flags;
 	int recv_nocap;   /* the kernel refused a multishot recv's length cap */
 	int send_addr;    /* IORING_OP_SEND takes an address (6.0) */
-	/* per SQE slot: the msghdr (and iovec) of the SQE there, which the
-	 * kernel reads when it takes the SQE (datagram ops; no room in
-	 * rio_op for one) */
-	struct slotmsg { struct msghdr m; struct iovec iov; } *slots;
+	/* per SQE slot: what the SQE there points to and the kernel reads
+	 * when it takes the SQE (no room in rio_op for them): a datagram
+	 * op's msghdr (and iovec), a timeout's timespec */
+	struct slotmsg {
+		struct msghdr m;
+		struct iovec iov;
+		struct __kernel_timespec ts;
+	} *slots;
+	rio__opq stopq;   /* a cancel-all's stops waiting for an SQE */
 	int bound;        /* enabled for (and its fd registered by) a thread */
 };
 
@@ -44,6 +49,8 @@ RIO__HIDDEN void rio__uring_wake(rio_loop *loop);
 /* Hand op to the kernel's SQ; a full SQ is flushed, and if it is still
  * full the op waits its turn. Never fails. Also resumes a starved recv. */
 RIO__HIDDEN void rio__uring_enqueue(rio_loop *loop, rio_op *op);
+/* A cancel-all of op (see struct rio__backend). */
+RIO__HIDDEN void rio__uring_cancel(rio_loop *loop, rio_op *op);
 /* Arm the read on the wakeup eventfd (once, at init). */
 RIO__HIDDEN void rio__uring_arm_wake(rio_loop *loop);
 

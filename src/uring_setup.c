@@ -233,4 +233,5 @@ const struct rio__backend rio__backend_uring = {
 	.pool_fini = rio__uring_pool_fini,
 	.pool_put = rio__uring_pool_put,
 	.resume = rio__uring_enqueue,
+	.cancel = rio__uring_cancel,
 };

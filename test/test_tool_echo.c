@@ -6,6 +6,8 @@
  * test_proxy.c.) */
 #include "common.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -449,5 +451,56 @@ Test(tool_echo, echoes_datagrams_on_the_same_port, .timeout = 60)
 	cr_assert_eq(t_field(out, " datagrams="), sent, "%s", out);
 	cr_assert_eq(t_field(out, " truncated="), 0);
 	cr_assert_eq(t_field(out, " udp_errors="), 0);
+#endif
+}
+
+/* SIGTERM drains: the listeners stop, and a connection whose client reads
+ * nothing keeps its relay (and the process) waiting for --drain-timeout;
+ * a second SIGTERM ends every op at once and the process exits 0 with its
+ * counters. */
+Test(tool_echo, a_second_signal_ends_a_drain, .timeout = 60)
+{
+#ifndef RIO_ECHO_BIN
+	cr_skip_test("ringio-echo not built (RINGIO_BUILD_TOOLS=OFF)");
+#else
+	const char *const flags[] = { "--threads", "2", "--udp",
+				      "--drain-timeout", "60000", NULL };
+	char out[4096];
+	uint16_t port;
+	int so;
+	pid_t echo = echo_spawn(flags, &port, &so);
+	/* a client that sends and never reads: the echo fills its window */
+	int fd = t_connect(AF_INET, port);
+	int small = 4096;
+	cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small,
+				sizeof small), 0);
+	cr_assert_eq(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+	static char junk[65536];
+	size_t sent = 0;
+	uint64_t end = t_now_ns() + 10000 * T_MS;
+	for (int idle = 0; idle < 20 && t_now_ns() < end;) {
+		ssize_t k = send(fd, junk, sizeof junk, 0);
+		if (k > 0) {
+			sent += (size_t)k;
+			idle = 0;
+		} else {
+			cr_assert_eq(errno, EAGAIN, "send: %s", strerror(errno));
+			idle++;
+			usleep(10000);
+		}
+	}
+	cr_assert_gt(sent, 0);
+
+	cr_assert_eq(kill(echo, SIGTERM), 0);
+	usleep(500000);
+	int st;
+	cr_assert_eq(waitpid(echo, &st, WNOHANG), 0,
+		     "it exited while a relay had bytes to echo");
+	uint64_t t0 = t_now_ns();
+	t_tool_stop(echo, so, out, sizeof out); /* the second: exit 0 */
+	cr_assert_lt(t_now_ns() - t0, 10000 * T_MS,
+		     "the second SIGTERM waited for the 60 s drain");
+	cr_assert_geq(t_field(out, " accepted="), 2, "%s", out);
+	close(fd);
 #endif
 }

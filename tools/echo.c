@@ -13,8 +13,9 @@
  * that moves nothing for --idle-timeout (a first read included) ends: the
  * relay's own idle timer. SIGINT/SIGTERM shut down gracefully: stop
  * accepting, drain every relay (no more reads; what was read is echoed;
- * an idle one ends at once), close the rest after --drain-timeout, print
- * the counters, exit 0.
+ * an idle one ends at once), close the rest after --drain-timeout (or at
+ * a second signal: every op of the loop cancelled), print the counters,
+ * exit 0.
  *
  * --udp: each thread also echoes datagrams on a UDP socket of the same
  * address and port (SO_REUSEPORT: the kernel spreads senders over the
@@ -231,9 +232,8 @@ static void on_listener_stop(rio_listener *l, int err, void *data)
 	}
 }
 
-static void close_all(struct tool_worker *t)
+static void close_all(struct worker *w)
 {
-	struct worker *w = (struct worker *)t;
 	for (struct tool_node *n = w->conns.head; n; n = n->next) {
 		struct conn *c = RIO_CONTAINER_OF(n, struct conn, node);
 		if (!rio_op_in_flight(&c->cancel_op))
@@ -245,7 +245,7 @@ static void close_all(struct tool_worker *t)
 static void drain_cb(rio_loop *loop, rio_op *op, int res)
 {
 	if (res == 0)
-		close_all(&RIO_CONTAINER_OF(op, struct worker, drain_op)->t);
+		close_all(RIO_CONTAINER_OF(op, struct worker, drain_op));
 }
 
 /* Graceful shutdown: stop accepting; every relay stops reading, echoes
@@ -376,7 +376,6 @@ static const struct tool_worker_ops worker_ops = {
 	.prog = "ringio-echo",
 	.init = worker_init,
 	.stop = drain,     /* the first signal: drain */
-	.force = close_all, /* a second: no more waiting */
 };
 
 /* Two lines of counters, summed over the threads, on stdout. */

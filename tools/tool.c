@@ -537,8 +537,8 @@ void *tool_worker_run(void *arg)
 	if (r >= 0) { /* stopped by a signal, or nothing left */
 		w->ops->stop(w);
 		r = run_phase(w, &seen);
-		if (r > 0 && w->ops->force) { /* a second signal */
-			w->ops->force(w);
+		if (r > 0) { /* a second signal: no more waiting */
+			rio_loop_cancel_all(w->loop);
 			do /* a third and later: nothing more to do */
 				r = run_phase(w, &seen);
 			while (r > 0);

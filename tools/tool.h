@@ -128,8 +128,9 @@ void tool_list_del(struct tool_list *q, struct tool_node *n);
  * struct tool_worker. tool_worker_run (for tool_run_threads) sets up
  * workers 1..n-1 on their own threads (worker 0: tool_worker_start on the
  * main thread first), runs the loop until a signal stops it, calls `stop`
- * and runs on until nothing is in flight; a second signal meanwhile calls
- * `force` (if set) and runs on again. A loop error is printed and kept in
+ * and runs on until nothing is in flight; a second signal meanwhile ends
+ * every op of the loop (rio_loop_cancel_all: the callbacks see
+ * -ECANCELED and close what is theirs) and runs on again. A loop error is printed and kept in
  * `err`, as is a failed set-up (which stops every worker).
  */
 struct tool_worker;
@@ -137,7 +138,6 @@ struct tool_worker_ops {
 	const char *prog;                       /* for messages */
 	int (*init)(struct tool_worker *w);     /* w->loop exists: listen */
 	void (*stop)(struct tool_worker *w);    /* the first signal */
-	void (*force)(struct tool_worker *w);   /* a second one; may be NULL */
 };
 struct tool_worker {
 	rio_backend_kind backend; /* for its loop (1024 SQEs) */
