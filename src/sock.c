@@ -235,10 +235,11 @@ int rio_socket_dgram(int family)
 	if (family == AF_INET6) /* IPv4 peers too, whatever the sysctl says */
 		r = setint(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
 	/* a unix datagram socket with no name cannot be answered: Linux's
-	 * autobind gives it an abstract one (a bind of the family alone) */
-	sa_family_t fam = AF_UNIX;
+	 * autobind gives it an abstract one (a bind of the family alone;
+	 * the path zeroed though unread, for checkers that read it anyway) */
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
 	if (!r && family == AF_UNIX &&
-	    bind(fd, (struct sockaddr *)&fam, sizeof fam) < 0)
+	    bind(fd, (struct sockaddr *)&un, sizeof(sa_family_t)) < 0)
 		r = -errno;
 	if (r) {
 		close(fd);

@@ -81,14 +81,17 @@ cr=(--jobs=1)
 # name | command (run from $dir/test). A Criterion filter excludes tests.
 steps=(
 	"accept|./test_accept ${cr[*]} --filter=accept/!(*emfile*)"
+	"anyfd|./test_anyfd ${cr[*]}"
 	"backend|./test_backend ${cr[*]}"
 	"bufpool|./test_bufpool ${cr[*]}"
 	"bufpool_dry|./test_bufpool_dry ${cr[*]}"
 	"cancel|./test_cancel ${cr[*]}"
+	"cancel_all|./test_cancel_all ${cr[*]}"
 	"close|./test_close ${cr[*]}"
 	"connect|./test_connect ${cr[*]}"
 	"deadline|./test_deadline ${cr[*]}"
 	"deadline_race|./test_deadline_race ${cr[*]}"
+	"datagrams|./test_datagrams ${cr[*]}"
 	"dgram|./test_dgram ${cr[*]}"
 	"eagain|./test_eagain ${cr[*]}"
 	"errors|./test_errors ${cr[*]}"
@@ -99,6 +102,7 @@ steps=(
 	"poll|./test_poll ${cr[*]}"
 	"post|./test_post ${cr[*]}"
 	"readiness|./test_readiness ${cr[*]}"
+	"readme_proxy|./test_readme_proxy ${cr[*]}"
 	"recv_cap|./test_recv_cap ${cr[*]}"
 	"serve_fatal|./test_serve_fatal ${cr[*]}"
 	"serve_faults|./test_serve_faults ${cr[*]}"
@@ -106,12 +110,18 @@ steps=(
 	"serve_rst|./test_serve_rst ${cr[*]}"
 	"serve_shutdown|./test_serve_shutdown ${cr[*]}"
 	"serve_silent|./test_serve_silent ${cr[*]}"
+	"shutdown|./test_shutdown ${cr[*]}"
+	"signal|./test_signal ${cr[*]}"
 	"sockets|./test_sockets ${cr[*]}"
 	"splice|./test_splice ${cr[*]}"
 	"sq_full|./test_sq_full ${cr[*]}"
 	"stop|./test_stop ${cr[*]}"
 	"submit|./test_submit ${cr[*]}"
 	"timeout|./test_timeout ${cr[*]}"
+	"unix|./test_unix ${cr[*]}"
+	"upstream|./test_upstream ${cr[*]}"
+	"wakeup|./test_wakeup ${cr[*]}"
+	"relay|./test_relay ${cr[*]}"
 	"tiny_ring|./test_tiny_ring ${cr[*]}"
 	"bulk|./test_bulk ${cr[*]}"
 	"many_conns|./test_many_conns ${cr[*]}"
@@ -196,6 +206,18 @@ tools_round() { # --splice mode (auto: spliced relays; off: copying ones)
 	rm -f "$out/sent" "$out/got"
 	return $ok
 }
+
+# Every test binary has a step, or is named here as left out (above):
+# a new test file cannot be missed silently.
+left_out=" test_serve_emfile "
+for f in test/test_*.c; do
+	t=$(basename "$f" .c)
+	printf '%s\n' "${steps[@]}" | grep -q "^[^|]*|\./$t " ||
+		[[ $left_out == *" $t "* ]] || {
+		echo "valgrind.sh: $t has no step (add one, or to left_out)" >&2
+		exit 1
+	}
+done
 
 failed=()
 ran=0
