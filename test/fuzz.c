@@ -13,6 +13,12 @@
  * Relays (rio_relay, see "Relays" below) between two of these sockets,
  * from a random stream of their own: started, fed and starved by their
  * peers, cancelled, drained, or cut by a close of one of their sockets.
+ * Cancel-all steps (rio_loop_cancel_all, see "Cancel-all" below), from a
+ * third stream: a step of their own, with no other action and no peer
+ * activity, that ends everything in flight (ops, relays, the listener)
+ * at once, and must not touch the ops submitted right after it; the
+ * program goes on after it, and in some seeds the last step before the
+ * teardown is one.
  *
  * The program runs in steps. A step does a few actions (submits, and the
  * peers' plain syscalls), then runs the loop until it is quiet: nothing
@@ -26,11 +32,13 @@
  * kqueue), and the fuzzer checks:
  *   - the contract on each backend: every op completes exactly once, never
  *     from inside a submit call; a close completes after every op that was
- *     pending on its fd, and -ECANCELED reaches only ops a cancel or a
- *     close ended; no result the contract does not list (a stray -EAGAIN,
- *     -EINTR, -ENOBUFS); bytes arrive whole and in order in both
- *     directions; nothing stays pending that could complete (a recv with
- *     data waiting, an accept with a connection queued); at the end every
+ *     pending on its fd, and -ECANCELED reaches only ops a cancel, a
+ *     close or a cancel-all ended; no result the contract does not list
+ *     (a stray -EAGAIN, -EINTR, -ENOBUFS); bytes arrive whole and in
+ *     order in both directions; nothing stays pending that could complete
+ *     (a recv with data waiting, an accept with a connection queued);
+ *     a cancel-all's step ends every op and relay it found in flight,
+ *     and the listener's on_stop gets -ECANCELED; at the end every
  *     op drains, the loop's counters balance and no fd is left open;
  *     a relay completes once, with a result its program allows (0 only
  *     after both FINs were carried, -ECANCELED only when asked), and its
@@ -53,11 +61,13 @@
  *
  *   fuzz [--seed N | --seeds N [--first S] | --seconds S [--first S]]
  *        [--seed-file F] [--backends uring,epoll,kqueue|all]
- *        [--faults PLAN] [--steps N] [--no-relay]
+ *        [--faults PLAN] [--steps N] [--no-relay] [--no-cancel-all]
  *        [--relay-no-close-after-fin] [-v]
  *
  * --no-relay runs the programs as they were before relays (a quarter of
  * the seeds have none anyway: those are the old programs exactly).
+ * --no-cancel-all runs them as they were before cancel-all steps (which
+ * only add steps: a seed that draws none runs its old program exactly).
  *
  * Exit status: 0 all passed, 1 a check failed, 2 bad usage.
  */
@@ -186,6 +196,7 @@ struct rec {
 	 * ops count apart, so their callbacks draw what they drew before
 	 * relays. */
 	int rlside, mrid;
+	int ca_step; /* the cancel-all step it was in flight at, or 0 */
 };
 
 struct fop {
@@ -251,6 +262,11 @@ struct prog {
 	uint64_t seed, rng, *cur; /* cur: the action RNG, or a callback's */
 	uint64_t rrng;            /* the relay steps' RNG (their own stream) */
 	int relay_on;
+	uint64_t carng;           /* the cancel-all steps' RNG (another) */
+	int ca_on, ca_last;       /* cancel-all steps drawn; one at the end */
+	int nca;                  /* cancel-all steps run */
+	int lis_ca;               /* the step a cancel-all stopped the
+				     listener in, or 0 */
 	struct rl rls[MAXRL];
 	int nrl, nrlch;
 	rio_bufpool *rlpool[RL_POOLS];
@@ -410,6 +426,7 @@ static void tracef(struct prog *p, const char *fmt, ...)
  * its own across kqueue()/close(). */
 static int no_splice;
 static int opt_norelay; /* --no-relay: the programs as before relays */
+static int opt_noca;    /* --no-cancel-all: as before cancel-all steps */
 /* --relay-no-close-after-fin: no relay step closes a relayed socket
  * whose peer has sent its FIN. For runs that look past a relay that
  * misses such a close (its direction from that socket done, nothing to
@@ -2979,6 +2996,161 @@ static void rl_trace(struct prog *p, const struct rec *r)
 }
 
 /* ------------------------------------------------------------------ */
+/* Cancel-all                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * rio_loop_cancel_all() in a step of its own: no other action, no peer
+ * activity, and the step before it ran until quiet (nothing left that
+ * could complete: stuck() says so), so nothing is ready when it is
+ * called. Every op in flight then is one a cancel stops, as do_cancel()
+ * models it: it ends in this step with -ECANCELED, or with what it
+ * already holds (a MSG_WAITALL recv's bytes), and a multishot op with
+ * its final completion; closes, cancels and posts would end alone
+ * (after a quiet step none is in flight). A relay ends as rl_ctl()'s
+ * cancel ends it; the listener stops, its on_stop getting -ECANCELED.
+ * Ops the callbacks submit afterwards (a close's or a timer's reuse) are
+ * not touched: they have no cancel_expected, so a -ECANCELED fails them.
+ * In a cancel at submit's turn io_uring may deliver first what is
+ * already waiting for a multishot op, the fallback not (DESIGN gap 16):
+ * why nothing may be waiting here. The steps come from a stream of their
+ * own (p->carng): a seed that draws none runs the program it ran before.
+ */
+
+/* Ops submitted right after the call, in its turn (before the loop
+ * runs, with the cancels it asked for not yet sent or settled): a recv or
+ * a multishot recv on a socket nothing else is on, a timer. The
+ * cancel-all must not reach them (they have no cancel_expected). */
+static void ca_after(struct prog *p)
+{
+	/* a stream of the step's own: which steps are cancel-all steps
+	 * stays a function of the seed alone */
+	uint64_t *saved = p->cur, local = mix(p->seed ^ 0x6166746572ull ^
+					      ((uint64_t)p->step << 40));
+	p->cur = &local;
+	int n = (int)below(p, 3);
+	for (int k = 0; k < n && !p->fail[0]; k++) {
+		if (chance(p, 30)) {
+			do_timeout(p);
+			continue;
+		}
+		int cand[MAXCH], nc = 0;
+		struct fop *on[MAXOPS];
+		for (int i = 0; i < MAXCH; i++) {
+			struct chan *c = chan_at(p, i);
+			/* polled: whether a shared poll is still on it is
+			 * open, and so is whether anything is */
+			if (c && data_chan(c) && !c->rl && !c->rlown &&
+			    !c->closing && !c->polled && !each_on(p, i, on))
+				add_by_id(p, cand, &nc, i);
+		}
+		if (!nc)
+			continue;
+		int i = cand[below(p, (unsigned)nc)], pi = (int)below(p, NPOOLS);
+		struct fop *f;
+		if (!chance(p, 30) || p->pools[pi].busy) {
+			do_recv_on(p, chance(p, 50) ? K_RECV : K_RECVMSG, i);
+		} else if ((f = new_op(p, K_MULTI, i))) {
+			/* a multishot recv, beside the multishot ops the
+			 * cancel-all is ending */
+			f->pool = pi;
+			rio_op_set_deadline(&f->op, 0);
+			p->pools[pi].busy = 1;
+			SUBMIT(p, f, rio_recv_multishot(p->loop, &f->op,
+							p->ch[i].fd,
+							p->pools[pi].p, op_cb));
+			if (!f->used)
+				p->pools[pi].busy = 0;
+		}
+	}
+	p->cur = saved;
+}
+
+/* The cancel-all step's action: every op and relay in flight is now one
+ * a cancel asked to end; then the call, and ca_after(). */
+static void do_cancel_all(struct prog *p)
+{
+	int nops = 0, nshared = 0, nrl = 0;
+	for (int k = 0; k < MAXOPS; k++) {
+		struct fop *f = &p->ops[k];
+		if (!f->used || f->kind == K_CLOSE || f->kind == K_CANCEL ||
+		    f->kind == K_POST)
+			continue;
+		f->cancel_expected = 1;
+		rec_of(p, f)->ca_step = p->step;
+		/* whether a shared op (a poll beside a read) is still in
+		 * flight is open: counted apart, not in the trace */
+		if (rec_of(p, f)->shared)
+			nshared++;
+		else
+			nops++;
+	}
+	/* as rl_ctl()'s cancel: whether a tight relay already ended by
+	 * itself is timing, so every relay not yet told to end is */
+	for (int k = 0; k < p->nrl; k++) {
+		struct rl *rl = &p->rls[k];
+		if (rl->phase > RL_DRAINING)
+			continue;
+		rl->cancel_asked = 1;
+		rl->phase = RL_ENDING;
+		rl->ctl_step = p->step;
+		nrl++;
+	}
+	/* a pumped socket's reads all end: nothing reads it on (a burst
+	 * into it would find no reads keeping up) */
+	for (int i = 0; i < MAXCH; i++)
+		p->ch[i].pump = 0;
+	int lis = p->lis && !p->lis_stopped;
+	if (lis)
+		p->lis_ca = p->step;
+	p->nca++;
+	if (p->verbose > 1)
+		fprintf(stderr, "  step %d: cancel-all (%d ops, %d shared, %d "
+			"relays%s)\n", p->step, nops, nshared, nrl,
+			lis ? ", the listener" : "");
+	p->in_submit = 1; /* nothing completes inside the call */
+	int r = rio_loop_cancel_all(p->loop);
+	p->in_submit = 0;
+	if (r)
+		fail(p, "rio_loop_cancel_all: %s", rio_strerror(r));
+	tracef(p, "cancel-all: %d ops, %d relays%s", nops, nrl,
+	       lis ? ", the listener" : "");
+	ca_after(p);
+}
+
+/* After a cancel-all step: what it found in flight has ended. */
+static void ca_check(struct prog *p)
+{
+	for (int k = 0; k < p->nrec; k++) {
+		struct rec *r = &p->recs[k];
+		if (r->ca_step == p->step && !r->done)
+			fail(p, "op #%d (%s) on ch%d still in flight after the "
+			     "cancel-all step", k, kind_name[r->kind], r->chid);
+	}
+	/* relays: rl_stuck() (each was cancelled) */
+	if (p->lis_ca == p->step) {
+		if (!p->lis_stopped)
+			fail(p, "listener: on_stop never ran after a cancel-all");
+		else if (p->lis_err != -ECANCELED)
+			fail(p, "listener: on_stop got %s after a cancel-all, "
+			     "not -ECANCELED", rio_strerror(p->lis_err));
+	}
+}
+
+/* Whether a cancel-all step goes before the next step of actions: from
+ * the cancel-all stream, so the other draws stay what they were. */
+static int ca_draw(struct prog *p)
+{
+	if (!p->ca_on)
+		return 0;
+	uint64_t *saved = p->cur;
+	p->cur = &p->carng;
+	int r = chance(p, 3);
+	p->cur = saved;
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
 /* Running a step until the loop is quiet                              */
 /* ------------------------------------------------------------------ */
 
@@ -3251,7 +3423,7 @@ static void teardown(struct prog *p)
 	if (p->lis) { /* first: it would accept what the closes make room for */
 		lis_check(p);
 		int r = rio_listener_stop(p->lis);
-		if (r)
+		if (r && !(p->lis_ca && r == -EALREADY))
 			fail(p, "rio_listener_stop: %s", rio_strerror(r));
 	}
 	for (int i = 0; i < MAXCH; i++)
@@ -3313,7 +3485,7 @@ static void teardown(struct prog *p)
 			run_quiet(p, 1000);
 		if (!p->lis_stopped)
 			fail(p, "listener: on_stop never ran");
-		else if (p->lis_err)
+		else if (p->lis_err != (p->lis_ca ? -ECANCELED : 0))
 			fail(p, "listener stopped with %s", rio_strerror(p->lis_err));
 		int r = rio_listener_destroy(p->lis);
 		if (r)
@@ -3445,6 +3617,45 @@ static void canonical(struct prog *p)
 	}
 }
 
+/* One step: a few actions and the relay steps', or a cancel-all alone;
+ * then the loop runs until it is quiet, and the checks of a quiet step. */
+static void run_step(struct prog *p, int cancel_all)
+{
+	for (int i = 0; i < MAXCH; i++)
+		p->ch[i].touched = p->ch[i].gone_now = 0;
+	p->quiet_until = 0;
+	if (cancel_all) {
+		do_cancel_all(p);
+	} else {
+		int nact = 1 + (int)below(p, 4);
+		for (int k = 0; k < nact; k++)
+			act(p);
+		rl_step(p);
+	}
+	if (run_quiet(p, 3000))
+		fail(p, "the loop did not go quiet in 3 s");
+	if (atomic_load(&p->burst_busy) < 0)
+		fail(p, "the burst thread's send failed");
+	for (int i = 0; i < MAXCH; i++) {
+		struct chan *c = &p->ch[i];
+		if (c->used && c->rl)
+			rl_step_end(p, c);
+		else if (c->used && !c->stall && data_chan(c))
+			peer_drain(p, c);
+	}
+	/* a loaded machine can put a timer's or the kernel's work off
+	 * past the quiet window: look again a few times before calling
+	 * anything stuck */
+	for (int t = 0; t < 5 && stuck(p, 0); t++) {
+		p->quiet_until = now_ns() + 20000000ull;
+		run_quiet(p, 3000);
+	}
+	stuck(p, 1);
+	if (cancel_all)
+		ca_check(p);
+	lis_check(p);
+}
+
 static int run_prog(struct prog *p, uint64_t seed, rio_backend_kind be,
 		    int steps)
 {
@@ -3455,6 +3666,13 @@ static int run_prog(struct prog *p, uint64_t seed, rio_backend_kind be,
 	p->relay_on = !opt_norelay && mix(p->rrng) % 4 != 0;
 	/* a third of those: relays take the other actions' sockets too */
 	p->rl_mixed = mix(p->rrng + 1) % 3 == 0;
+	/* cancel-all steps in half the seeds; in a quarter of those, one
+	 * after the last step too. The stream's key is "cancel" and 16 bits
+	 * picked so that no seed of test/fuzz_seeds.txt has any: those
+	 * replay the programs they did before cancel-all steps. */
+	p->carng = mix(seed ^ 0x63616e63656c0b15ull);
+	p->ca_on = !opt_noca && mix(p->carng) % 2 == 0;
+	p->ca_last = p->ca_on && mix(p->carng + 1) % 4 == 0;
 	p->cur = &p->rng;
 	p->be = be;
 	p->bename = rio_backend_name(be);
@@ -3473,34 +3691,21 @@ static int run_prog(struct prog *p, uint64_t seed, rio_backend_kind be,
 		return r;
 	}
 	int nsteps = steps ? steps : 20 + (int)below(p, 41);
-	for (p->step = 1; p->step <= nsteps && !p->fail[0]; p->step++) {
-		for (int i = 0; i < MAXCH; i++)
-			p->ch[i].touched = p->ch[i].gone_now = 0;
-		p->quiet_until = 0;
-		int nact = 1 + (int)below(p, 4);
-		for (int k = 0; k < nact; k++)
-			act(p);
-		rl_step(p);
-		if (run_quiet(p, 3000))
-			fail(p, "the loop did not go quiet in 3 s");
-		if (atomic_load(&p->burst_busy) < 0)
-			fail(p, "the burst thread's send failed");
-		for (int i = 0; i < MAXCH; i++) {
-			struct chan *c = &p->ch[i];
-			if (c->used && c->rl)
-				rl_step_end(p, c);
-			else if (c->used && !c->stall && data_chan(c))
-				peer_drain(p, c);
+	/* cancel-all steps go between these (ca_draw), and after the last
+	 * in a quarter of the seeds that have them */
+	p->step = 1;
+	for (int k = 1; k <= nsteps && !p->fail[0]; k++, p->step++) {
+		if (ca_draw(p)) {
+			run_step(p, 1);
+			if (p->fail[0])
+				break;
+			p->step++;
 		}
-		/* a loaded machine can put a timer's or the kernel's work
-		 * off past the quiet window: look again a few times before
-		 * calling anything stuck */
-		for (int t = 0; t < 5 && stuck(p, 0); t++) {
-			p->quiet_until = now_ns() + 20000000ull;
-			run_quiet(p, 3000);
-		}
-		stuck(p, 1);
-		lis_check(p);
+		run_step(p, 0);
+	}
+	if (p->ca_last && !p->fail[0]) {
+		run_step(p, 1);
+		p->step++;
 	}
 	teardown(p);
 	canonical(p);
@@ -3529,6 +3734,8 @@ static void replay_cmd(uint64_t seed)
 		fprintf(stderr, " --steps %d", opt_steps);
 	if (opt_norelay)
 		fprintf(stderr, " --no-relay");
+	if (opt_noca)
+		fprintf(stderr, " --no-cancel-all");
 	if (opt_avoid_close_fin)
 		fprintf(stderr, " --relay-no-close-after-fin");
 	fprintf(stderr, " -v\n");
@@ -3556,6 +3763,8 @@ static void first_diff(const char *a, const char *b, const char *na,
 	fprintf(stderr, "    %-7s %.*s\n", nb, eb ? (int)(eb - b) : 80, b);
 }
 
+static uint64_t ca_seeds, ca_steps; /* seeds with cancel-all steps, steps */
+
 /* Run one seed on every backend; 0 if all agree and pass. */
 static int one_seed(uint64_t seed)
 {
@@ -3565,6 +3774,10 @@ static int one_seed(uint64_t seed)
 		struct prog *p = &progs[b];
 		free(p->trace);
 		run_prog(p, seed, avail[b], opt_steps);
+		if (b == 0) {
+			ca_seeds += p->nca > 0;
+			ca_steps += (uint64_t)p->nca;
+		}
 		if (opt_verbose) {
 			fprintf(stderr, "=== seed %" PRIu64 " on %s\n%s", seed,
 				p->bename, p->trace ? p->trace : "");
@@ -3599,7 +3812,8 @@ static int usage(const char *why)
 		" | --seconds S [--first S]] [--seed-file F]\n"
 		"            [--backends uring,epoll,kqueue|all] [--faults PLAN]"
 		" [--steps N] [--no-relay]\n"
-		"            [--relay-no-close-after-fin] [-v]\n", why);
+		"            [--no-cancel-all] [--relay-no-close-after-fin] [-v]\n",
+		why);
 	return 2;
 }
 
@@ -3628,6 +3842,10 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(a, "--no-relay")) {
 			opt_norelay = 1;
+			continue;
+		}
+		if (!strcmp(a, "--no-cancel-all")) {
+			opt_noca = 1;
 			continue;
 		}
 		if (!strcmp(a, "--relay-no-close-after-fin")) {
@@ -3735,5 +3953,7 @@ int main(int argc, char **argv)
 	printf(")%s%s%s in %.1f s: %.1f seeds/s, %" PRIu64 " failed\n",
 	       plan[0] ? " faults " : "", plan, "", secs,
 	       secs > 0 ? (double)ran / secs : 0.0, failed);
+	printf("fuzz: %" PRIu64 " seeds ran cancel-all steps (%" PRIu64
+	       " in all)\n", ca_seeds, ca_steps);
 	return failed ? 1 : 0;
 }
