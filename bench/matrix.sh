@@ -77,13 +77,13 @@ if [ "$full" = 1 ]; then
 		"echo servers|epoll uring libuv ringio ringio-epoll ringio-copy|epoll|1 50 500|64 4096 65536"
 		"proxies: loadgen -> proxy -> epoll echo|haproxy haproxy-splice ringio-proxy ringio-proxy-epoll ringio-proxy-copy ringio-proxy-splice|haproxy|1 50 500|64 4096 65536"
 		"threads: ringio-echo (io_uring) with N threads, 500 connections; x_ is against one thread|${threads# }|ringio-t1|500|64 4096"
-		"datagrams: UDP echo, one datagram in flight per socket|udp-epoll ringio-udp ringio-udp-epoll|udp-epoll|1 50 500|64 1400"
+		"datagrams: UDP echo, one datagram in flight per socket|udp-epoll udp-uring ringio-udp ringio-udp-epoll|udp-epoll|1 50 500|64 1400"
 	)
 else
 	sections=(
 		"echo servers|epoll uring ringio|epoll|50 500|64 65536"
 		"proxies: loadgen -> proxy -> epoll echo|haproxy ringio-proxy|haproxy|50|64"
-		"datagrams: UDP echo, one datagram in flight per socket|udp-epoll ringio-udp ringio-udp-epoll|udp-epoll|50|64"
+		"datagrams: UDP echo, one datagram in flight per socket|udp-epoll udp-uring ringio-udp ringio-udp-epoll|udp-epoll|50|64"
 	)
 fi
 

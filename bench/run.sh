@@ -56,6 +56,8 @@ Servers (binaries relative to the build dir; a missing one is skipped):
 Datagram rows (the generator sends UDP: one datagram in flight per socket;
 compare them with --baseline udp-epoll):
   udp-epoll     bench/rio-udp-echo              hand-written epoll, recvmmsg/sendmmsg
+  udp-uring     bench/rio-udp-uring-echo        raw liburing floor (multishot
+                recvmsg, a send with the address per datagram)
   ringio-udp    tools/ringio-echo --udp --backend uring --threads 1
   ringio-udp-epoll  the same on epoll
 Proxy rows (bench/proxy_pair.sh: the proxy in front of rio-epoll-echo):
@@ -151,6 +153,7 @@ server_cmd() {
 	ringio-copy) echo "tools/ringio-echo --backend uring --threads 1 --splice off" ;;
 	ringio-auto) echo "tools/ringio-echo --backend auto --threads 1" ;;
 	udp-epoll) echo "bench/rio-udp-echo" ;;
+	udp-uring) echo "bench/rio-udp-uring-echo" ;;
 	ringio-udp) echo "tools/ringio-echo --backend uring --threads 1 --udp --buf-count 64" ;;
 	ringio-udp-epoll) echo "tools/ringio-echo --backend epoll --threads 1 --udp --buf-count 64" ;;
 	ringio-t[1-9]*) echo "tools/ringio-echo --backend uring --threads ${1#ringio-t}" ;;
