@@ -436,3 +436,59 @@ Test(cancel_all, refusals, .timeout = 30)
 	cr_assert_eq(t.res, -ECANCELED);
 	t_loop_done(loop);
 }
+
+/* The forced stop as ringio(7) has it: a signal op's callback calls it,
+ * from inside a turn. The signal op is among what it ends (its final
+ * completion after the signal's), and so are the ops beside it. */
+static t_end sig_end;
+static int sig_seen;
+
+static void sig_cb(rio_loop *loop, rio_op *op, int res)
+{
+	if (op->flags & RIO_OP_F_MORE) {
+		cr_assert_eq(res, SIGUSR1);
+		sig_seen++;
+		cr_assert_eq(rio_loop_cancel_all(loop), 0);
+		return;
+	}
+	end_cb(loop, &sig_end.op, res);
+}
+
+Test(cancel_all, from_a_signal_ops_callback, .timeout = 30)
+{
+	rio_loop *loop = t_loop();
+	t_end *e = ends_new(2);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	cr_assert_eq(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
+	memset(&sig_end, 0, sizeof sig_end);
+	sig_end.close_fd = -1;
+	sig_seen = 0;
+	rio_op sop;
+	rio_op_init(&sop);
+	cr_assert_eq(rio_signal(loop, &sop, RIO_SIG(SIGUSR1), sig_cb), 0);
+	int a, b;
+	t_pair(&a, &b);
+	char buf[8];
+	cr_assert_eq(rio_recv(loop, &e[0].op, a, buf, sizeof buf, 0, end_cb),
+		     0);
+	cr_assert_eq(rio_timeout(loop, &e[1].op, 60000 * T_MS, end_cb), 0);
+	t_loop_sleep(loop, 20);
+	cr_assert_eq(kill(getpid(), SIGUSR1), 0);
+	T_RUN_UNTIL(loop, sig_end.finals && e[0].finals && e[1].finals, 5000);
+	cr_assert_eq(rio_loop_run(loop, RIO_RUN_DEFAULT), 0);
+	cr_assert_eq(sig_seen, 1);
+	cr_assert_eq(sig_end.finals, 1);
+	cr_assert_eq(sig_end.res, -ECANCELED);
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(e[i].finals, 1);
+		cr_assert_eq(e[i].res, -ECANCELED, "op %d: %s", i,
+			     rio_strerror(e[i].res));
+	}
+	close(a);
+	close(b);
+	cr_assert_eq(pthread_sigmask(SIG_UNBLOCK, &set, NULL), 0);
+	t_loop_done(loop);
+	free(e);
+}
