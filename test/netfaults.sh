@@ -223,8 +223,14 @@ case_loss() {
   nft add rule inet nf loss tcp sport '{ 7001, 8003 }' numgen random mod 100 '<' 10 counter drop
   for mode in auto on off; do
     t_case=$(now_ms); ok=1
+    # The data path under loss, not the connect deadline: a SYN (or its
+    # SYN-ACK) lost twice in a row makes the upstream connect take 3 s
+    # (retransmits at 1 s and 3 s; ~4% of connects at 10% each way),
+    # past the default --connect-timeout of 3 s (seen in CI: the session
+    # ended with upstream_timeouts=1), so this case gives it 20 s.
     start px3 'listener(s)' "$proxy" --listen 127.0.0.1:8003 --upstream 127.0.0.1:7001 \
-      --splice "$mode" $P || { failc "2 loss --splice $mode" "proxy did not start"; continue; }
+      --connect-timeout 20000 --splice "$mode" $P ||
+      { failc "2 loss --splice $mode" "proxy did not start"; continue; }
     px=$started
     helper 90 "$nfcl" stream 8003 64 80 || ok=0
     stop "$px" px3 || ok=0
