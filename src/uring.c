@@ -28,8 +28,6 @@ enum { TAG_MAIN = 0, TAG_LT = 1, TAG_AUX = 2, TAG_STOP = 3, TAG_MASK = 7 };
 #define RIO__U_STOPPING 0x8u /* an edge poll with its result in op->res,
 				* stopped; delivered at its last CQE */
 #define RIO__U_WAITOUT 0x10u /* a send waiting for room: a poll for now */
-#define RIO__U_STOPQ 0x20u /* on stopq: a cancel-all's stop waits for an
-			      SQE (rio__uring_cancel) */
 
 /* A multishot recv is armed for this many of its pool's buffers' worth of
  * bytes at a time, and re-armed by the loop when the kernel ends it there
@@ -571,11 +569,8 @@ static int stop(rio_loop *loop, rio_op *op)
  * the first run (the SQ full of what waits for it), one at that run. */
 void rio__uring_cancel(rio_loop *loop, rio_op *op)
 {
-
-	if (aim(loop, op, NULL) != 1 || stop(loop, op) == 0)
-		return;
-	op->priv.be.uring.bits |= RIO__U_STOPQ;
-	rio__opq_push(&U(loop)->stopq, op);
+	if (aim(loop, op, NULL) == 1 && stop(loop, op) != 0)
+		rio__opq_push(&U(loop)->stopq, op);
 }
 
 /* Those waiting for their stop get it; first in a turn, before any CQE
@@ -584,10 +579,8 @@ static void flush_stops(rio_loop *loop)
 {
 	struct uring *u = U(loop);
 	rio_op *op;
-	while ((op = u->stopq.head) && stop(loop, op) == 0) {
+	while ((op = u->stopq.head) && stop(loop, op) == 0)
 		rio__opq_remove(&u->stopq, op);
-		op->priv.be.uring.bits &= (uint8_t)~RIO__U_STOPQ;
-	}
 }
 
 #ifdef RINGIO_FAULT_HOOKS
