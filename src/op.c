@@ -116,6 +116,11 @@ void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 		rio__sigpipe_take(); /* the one its write raised */
 	int fd = op->priv.fd;
 	uint32_t gen = op->priv.gen;
+	/* A multishot op's results taken with one syscall go out after a
+	 * callback among them ended it (a cancel or close settles it as
+	 * pending): its decided final result must outlive theirs. */
+	int decided = !final && op->priv.state == RIO__ST_PENDING;
+	int final_res = op->res;
 	op->res = res;
 	op->flags = flags;
 	if (final) {
@@ -145,6 +150,8 @@ void rio__complete(rio_loop *loop, rio_op *op, int res, unsigned flags)
 		op->priv.fd = -1;
 	}
 	op->priv.cb(loop, op, res);
+	if (decided)
+		op->res = final_res;
 	/* op may be the caller's again, even resubmitted: fd, gen and bits
 	 * were read before */
 	if (final && (bits & RIO__B_TRACKED)) {

@@ -236,6 +236,10 @@ typedef struct t_got {
 	rio_dgram d[64];
 	uint8_t data[64][64]; /* the first bytes of each */
 	struct sockaddr_storage peer[64];
+	int stop_at, stop_fd; /* at the stop_at'th datagram: a cancel of the */
+	int stop_close;       /* receive, or a close of stop_fd, submitted */
+	t_rec stopper;        /* from its callback */
+	int late;             /* datagrams after the final completion */
 } t_got;
 
 static void got_cb(rio_loop *loop, rio_op *op, int res)
@@ -248,6 +252,7 @@ static void got_cb(rio_loop *loop, rio_op *op, int res)
 		return;
 	}
 	cr_assert_lt(g->n, 64);
+	g->late += g->finals;
 	int i = g->n++;
 	g->res[i] = res;
 	g->flags[i] = op->flags;
@@ -259,6 +264,13 @@ static void got_cb(rio_loop *loop, rio_op *op, int res)
 		g->held[g->nheld++] = op->buf_id;
 	else
 		cr_assert_eq(rio_bufpool_put(g->pool, op->buf_id), 0);
+	if (g->n == g->stop_at)
+		cr_assert_eq(g->stop_close
+				     ? rio_close(loop, &g->stopper.op, g->stop_fd,
+						 t_rec_cb)
+				     : rio_cancel(loop, &g->stopper.op, &g->op,
+						  t_rec_cb),
+			     0);
 }
 
 static void got_start(rio_loop *loop, t_got *g, int fd, size_t control)
@@ -314,6 +326,62 @@ static void send_to(int fd, int to_fd, const void *buf, size_t len)
 	socklen_t l = local_addr(to_fd, &ss);
 	cr_assert_eq(sendto(fd, buf, len, 0, (struct sockaddr *)&ss, l),
 		     (ssize_t)len, "%s", strerror(errno));
+}
+
+/* A cancel, or a close of the socket, from a datagram's callback ends the
+ * receive after the datagrams that had been taken with it (none after
+ * its final completion); after a cancel, the rest wait in the socket for
+ * the next receive, in order. */
+Test(datagrams, a_cancel_or_close_from_a_datagrams_callback_ends_it,
+     .timeout = 20)
+{
+	for (int how = 0; how < 2; how++) {
+		rio_loop *loop = t_loop();
+		t_got *g = got_new(loop, 16, 512, 0);
+		int rx = rio_bind_udp(NULL, 0, 0), tx = plain_udp();
+		char msg[16];
+		for (int i = 0; i < 5; i++) {
+			snprintf(msg, sizeof msg, "d%d", i);
+			send_to(tx, rx, msg, 3);
+		}
+		g->stop_at = 1;
+		g->stop_close = how;
+		g->stop_fd = rx;
+		got_start(loop, g, rx, 0);
+		T_RUN_UNTIL(loop, g->finals == 1 && g->stopper.calls == 1,
+			    5000);
+		cr_assert_eq(g->final_res, -ECANCELED, "%d after %d: %s",
+			     g->final_res, g->n, rio_strerror(g->final_res));
+		cr_assert_eq(g->stopper.res, 0, "%s: %s",
+			     how ? "the close" : "the cancel",
+			     rio_strerror(g->stopper.res));
+		t_drain(loop, 50);
+		cr_assert_eq(g->late, 0, "%d datagrams after the final", g->late);
+		cr_assert_eq(g->finals, 1);
+		int taken = g->n;
+		cr_assert(taken >= 1 && taken <= 5, "%d datagrams", taken);
+		if (!how) { /* the rest, for the next receive */
+			g->stop_at = 0;
+			g->finals = 0;
+			got_start(loop, g, rx, 0);
+			T_RUN_UNTIL(loop, g->n == 5, 5000);
+			t_loop_sleep(loop, 50);
+			cr_assert_eq(g->n, 5, "%d datagrams, then %d", taken,
+				     g->n - taken);
+		}
+		for (int i = 0; i < g->n; i++) {
+			snprintf(msg, sizeof msg, "d%d", i);
+			cr_assert_eq(memcmp(g->data[i], msg, 3), 0,
+				     "datagram %d is %.3s", i, g->data[i]);
+		}
+		close(tx);
+		if (!how) { /* the close closed rx */
+			got_end(loop, g);
+			close(rx);
+		}
+		cr_assert_eq(rio_bufpool_destroy(g->pool), 0);
+		t_loop_done(loop);
+	}
 }
 
 Test(datagrams, an_empty_datagram_is_a_datagram, .timeout = 20)
