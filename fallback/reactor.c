@@ -250,7 +250,7 @@ static enum attempt recv_multi(rio_loop *loop, rio_op *op, int *res,
 			       unsigned *flags)
 {
 	rio_bufpool *pool = op->priv.a.multi.pool;
-	struct freelist *fl = pool->be;
+	struct rio__freelist *fl = pool->be;
 	/* a faked dry pool has buffers: the recv resumes next turn */
 	if (fl->n == 0 || rio__fault(loop, RIO__F_ENOBUFS))
 		return NOBUF;
@@ -941,15 +941,8 @@ void rio__reactor_fini(rio_loop *loop)
 
 int rio__reactor_pool_init(rio_bufpool *pool)
 {
-	struct freelist *fl = malloc(sizeof *fl + pool->count * sizeof(uint16_t));
-	if (!fl)
-		return -ENOMEM;
-	/* lend the lowest ids first, as a fresh io_uring buffer ring does */
-	fl->n = pool->count;
-	for (unsigned i = 0; i < pool->count; i++)
-		fl->ids[i] = (uint16_t)(pool->count - 1 - i);
-	pool->be = fl;
-	return 0;
+	pool->be = rio__freelist_new(pool->count);
+	return pool->be ? 0 : -ENOMEM;
 }
 
 void rio__reactor_pool_fini(rio_bufpool *pool)
@@ -959,7 +952,7 @@ void rio__reactor_pool_fini(rio_bufpool *pool)
 
 void rio__reactor_pool_put(rio_bufpool *pool, uint16_t id)
 {
-	struct freelist *fl = pool->be;
+	struct rio__freelist *fl = pool->be;
 	fl->ids[fl->n++] = id;
 }
 

@@ -11,9 +11,6 @@
 #include "poller.h"
 #include "timer.h"
 
-/* Datagrams a recvmmsg / sendmmsg moves at most, per call. */
-enum { DGRAM_BATCH = 32 };
-
 struct fdent {
 	rio__opq rq, wq;  /* read side: accept, recv*; write side: connect, send* */
 	rio__opq pq;      /* rio_poll ops: checked on every event of the fd */
@@ -39,14 +36,8 @@ struct reactor {
 	size_t nhot, hot_cap;
 	rio__timers timers;
 	/* the datagrams the last recvmmsg took, delivered before the next */
-	uint16_t got[DGRAM_BATCH];
+	uint16_t got[RIO__DGRAM_BATCH];
 	unsigned ngot;
-};
-
-/* The fallback's view of a pool: a stack of free buffer ids. */
-struct freelist {
-	unsigned n;
-	uint16_t ids[];
 };
 
 /* BATCHED: the op and those behind it have their results, deferred */
@@ -78,7 +69,7 @@ static inline void complete(rio_loop *loop, rio_op *op, int res,
 /* ---- dgram.c ---- */
 
 /* Datagrams into as many free pool buffers as there are (up to
- * DGRAM_BATCH), in one call: MORE with *res of them taken (r->got), AGAIN,
+ * RIO__DGRAM_BATCH), in one call: MORE with *res of them taken (r->got), AGAIN,
  * NOBUF (pool dry) or DONE with an error. */
 RIO__HIDDEN enum attempt rio__reactor_recv_dgrams(rio_loop *loop, rio_op *op,
 						  int *res);

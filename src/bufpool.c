@@ -2,8 +2,9 @@
  * Provided-buffer pools, the part every backend shares: the memory, which
  * buffers are lent to the caller, argument checks, and the multishot recvs
  * a dry pool starves, which wait here until buffers come back. The backend
- * keeps its own view of the free buffers (io_uring: a registered buffer
- * ring; the fallback: a free list).
+ * keeps its own view of the free buffers (the fallback: a free list;
+ * io_uring: a free list until the kernel picks them, then a registered
+ * buffer ring).
  */
 #define _GNU_SOURCE
 #include <errno.h>

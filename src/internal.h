@@ -330,6 +330,37 @@ static inline size_t rio__dgram_payload_off(const rio_op *op)
 	return RIO_DGRAM_HEADROOM + op->priv.a.multi.control;
 }
 
+/* ---- datagrams in batches (dgram.c) ---- */
+
+/* Datagrams one recvmmsg / sendmmsg moves at most. */
+enum { RIO__DGRAM_BATCH = 32 };
+
+/* A pool's free buffers as a stack of ids, in user space: the fallback's
+ * view of every pool, io_uring's of a pool it keeps from the kernel. */
+struct rio__freelist {
+	unsigned n;
+	uint16_t ids[];
+};
+/* count ids, the lowest on top (lent first); NULL without memory. */
+RIO__HIDDEN struct rio__freelist *rio__freelist_new(unsigned count);
+struct mmsghdr;
+/* recvmmsg (out = 0) or sendmmsg (out = 1), or one recvmsg / sendmsg per
+ * datagram where the system has neither: as the syscall, -1 with errno. */
+RIO__HIDDEN int rio__mmsg(int fd, struct mmsghdr *mm, unsigned n, int fl,
+			  int out);
+/* The datagrams waiting on op's socket (a RECVMSG_MULTI), into as many of
+ * fl's buffers as are free (up to RIO__DGRAM_BATCH), in one call, each
+ * laid out as io_uring lays it out and lent out: how many, their ids in
+ * got[]; -ENOBUFS with none free (or the fault hook's); -EAGAIN; or the
+ * socket's error. */
+RIO__HIDDEN int rio__dgram_recv(rio_loop *loop, rio_op *op,
+				struct rio__freelist *fl, uint16_t *got);
+/* One completion (RIO_OP_F_MORE) per datagram rio__dgram_recv took, in
+ * order. A callback that cancels the op or closes its fd ends it after
+ * these: they had arrived. */
+RIO__HIDDEN void rio__dgram_deliver(rio_loop *loop, rio_op *op,
+				    const uint16_t *got, unsigned n);
+
 /* One non-blocking splice(2) for a RIO__OP_SPLICE_* op: bytes or -errno.
  * With `sock_ready` (the socket was reported or may be ready), an EAGAIN
  * that is the pipe's becomes -ENOBUFS / -ENODATA: waiting on the socket

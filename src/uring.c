@@ -28,6 +28,9 @@ enum { TAG_MAIN = 0, TAG_LT = 1, TAG_AUX = 2, TAG_STOP = 3, TAG_MASK = 7 };
 #define RIO__U_STOPPING 0x8u /* an edge poll with its result in op->res,
 				* stopped; delivered at its last CQE */
 #define RIO__U_WAITOUT 0x10u /* a send waiting for room: a poll for now */
+#define RIO__U_DGPOLL 0x20u  /* datagrams in batches: a poll for now */
+#define RIO__U_HELD 0x40u    /* ...its datagrams being delivered: no SQE of
+			      * its is in the kernel */
 
 /* A multishot recv is armed for this many of its pool's buffers' worth of
  * bytes at a time, and re-armed by the loop when the kernel ends it there
@@ -103,6 +106,7 @@ static void prep_recv_multi(rio_loop *loop, struct uring *u, rio_op *op,
 {
 	rio_bufpool *pool = op->priv.a.multi.pool;
 	size_t cap = RECV_CAP_BUFS * pool->size;
+	rio__uring_pool_lend(pool);
 	io_uring_prep_recv_multishot(sqe, op->priv.fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = pool->bgid;
@@ -128,10 +132,18 @@ static struct slotmsg *slot_of(struct uring *u, const struct io_uring_sqe *sqe)
 
 /* Datagrams with their senders, control data and real lengths, each in one
  * buffer laid out as struct io_uring_recvmsg_out says (rio_dgram_get).
- * MSG_TRUNC: the header gives a cut datagram's real length. */
+ * MSG_TRUNC: the header gives a cut datagram's real length. A pool kept
+ * in user space: a poll, then recvmmsg into its free list (dgram_cqe);
+ * one the kernel picks from: a multishot recvmsg, a CQE per datagram. */
 static void prep_recvmsg_multi(struct uring *u, rio_op *op,
 			       struct io_uring_sqe *sqe)
 {
+	if (rio__uring_pool_user(op->priv.a.multi.pool)) {
+		op->priv.be.uring.bits |= RIO__U_DGPOLL;
+		io_uring_prep_poll_add(sqe, op->priv.fd, POLLIN);
+		return;
+	}
+	op->priv.be.uring.bits &= (uint8_t)~RIO__U_DGPOLL;
 	struct msghdr *m = &slot_of(u, sqe)->m;
 	m->msg_namelen = RIO__DGRAM_NAME;
 	m->msg_controllen = op->priv.a.multi.control;
@@ -361,6 +373,12 @@ static int aim(rio_loop *loop, rio_op *target, rio_op *canceller)
 	}
 	if (target->priv.be.uring.bits & RIO__U_STOPPING)
 		return -EALREADY; /* an edge poll with its result */
+	if (target->priv.be.uring.bits & RIO__U_HELD) {
+		/* its datagrams being delivered: the kernel holds nothing of
+		 * it; it ends after them (dgram_cqe) */
+		rio__defer(loop, target, -ECANCELED);
+		return 0;
+	}
 	target->priv.bits |= RIO__B_CANCELLED;
 	if (rio__kind(target)->pool)
 		target->priv.a.multi.canceller = canceller; /* multishot_cqe */
@@ -714,6 +732,50 @@ static void poll_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 	poll_done(loop, op, res);
 }
 
+/* A datagram socket's poll fired (a pool kept in user space): batches of
+ * datagrams, each a completion, until the socket has no more or the pool
+ * is dry, then the poll again. A cancel or a close from a callback ends
+ * the op after the batch (aim); one that raced the poll's CQE, at once. */
+static void dgram_cqe(rio_loop *loop, rio_op *op, int res)
+{
+	uint8_t *ub = &op->priv.be.uring.bits;
+	if (res >= 0 && ((op->priv.bits & RIO__B_CANCELLED) ||
+			 rio__fd_closing(loop, op))) {
+		ended_before_cancel(op);
+		res = -ECANCELED;
+	}
+	for (int batches = 0; res >= 0 && batches < 4; batches++) {
+		if (!rio__uring_pool_user(op->priv.a.multi.pool))
+			break; /* lent to the kernel meanwhile: its way now */
+		uint16_t got[RIO__DGRAM_BATCH];
+		res = rio__dgram_recv(loop, op,
+				      rio__uring_pool_free(op->priv.a.multi.pool),
+				      got);
+		if (res <= 0)
+			break;
+		*ub |= RIO__U_HELD;
+		rio__dgram_deliver(loop, op, got, (unsigned)res);
+		*ub &= (uint8_t)~RIO__U_HELD;
+		if (op->priv.state != RIO__ST_KERNEL)
+			return; /* a cancel settled it (aim) */
+		if (rio__fd_closing(loop, op))
+			res = -ECANCELED;
+		else if (res < RIO__DGRAM_BATCH)
+			res = -EAGAIN; /* drained */
+	}
+	if (res == -ENOBUFS) {
+		rio__starve(loop, op);
+		return;
+	}
+	if (res >= 0 || res == -EAGAIN) {
+		loop->ctr.multishot_rearms++;
+		rio__uring_enqueue(loop, op);
+		return;
+	}
+	op->res = res;
+	cqe_done(loop, op);
+}
+
 /* A signal op's poll fired: every signal pending on its signalfd, one
  * completion each, read to the end (the poll fires again only on a new
  * one; a read fails only with EAGAIN, when none is left). A cancel stops
@@ -754,6 +816,10 @@ static void handle_cqe(rio_loop *loop, uint64_t ud, int res, unsigned cf)
 	default:
 		if (op->priv.kind == RIO__OP_SIGNAL) {
 			signal_cqe(loop, op, res, cf);
+			return;
+		}
+		if (op->priv.be.uring.bits & RIO__U_DGPOLL) {
+			dgram_cqe(loop, op, res);
 			return;
 		}
 		if (op->priv.bits & RIO__B_MULTISHOT) {

@@ -41,6 +41,12 @@ static inline struct uring *rio__uring(rio_loop *loop)
 RIO__HIDDEN int rio__uring_pool_init(rio_bufpool *pool);
 RIO__HIDDEN void rio__uring_pool_fini(rio_bufpool *pool);
 RIO__HIDDEN void rio__uring_pool_put(rio_bufpool *pool, uint16_t id);
+/* Whether pool's free buffers are still in user space (its free list). */
+RIO__HIDDEN int rio__uring_pool_user(rio_bufpool *pool);
+RIO__HIDDEN struct rio__freelist *rio__uring_pool_free(rio_bufpool *pool);
+/* Before the first SQE that lets the kernel pick pool's buffers: its free
+ * buffers go to its ring, and every one given back from now on. */
+RIO__HIDDEN void rio__uring_pool_lend(rio_bufpool *pool);
 
 /* uring.c, the op core */
 RIO__HIDDEN void rio__uring_submit(rio_loop *loop, rio_op *op);

@@ -1,7 +1,12 @@
 /*
- * The io_uring backend's provided-buffer rings: a pool's buffers lent to
- * the kernel through a registered ring (IORING_REGISTER_PBUF_RING), and
- * given back to it one by one as the caller returns them.
+ * The io_uring backend's provided-buffer rings. A pool's free buffers are
+ * kept in user space (a free list) until a receive that lets the kernel
+ * pick buffers is first armed on it; from then on they are lent to the
+ * kernel through a registered ring (IORING_REGISTER_PBUF_RING), given
+ * back to it one by one as the caller returns them. A pool that only ever
+ * serves multishot datagram receives stays in user space: those take
+ * their datagrams in batches, with recvmmsg (src/dgram.c), which is where
+ * io_uring's one CQE per datagram loses to a readiness loop.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -13,6 +18,8 @@
 struct bufring {
 	struct io_uring_buf_ring *br;
 	size_t bytes;
+	int kernel;               /* lent to the kernel: the ring holds them */
+	struct rio__freelist *fl; /* until then, the free ones */
 };
 
 int rio__uring_pool_init(rio_bufpool *pool)
@@ -42,14 +49,43 @@ int rio__uring_pool_init(rio_bufpool *pool)
 		return r;
 	}
 	io_uring_buf_ring_init(b->br);
-	int mask = io_uring_buf_ring_mask(pool->count);
-	for (unsigned i = 0; i < pool->count; i++)
-		io_uring_buf_ring_add(b->br, pool->mem + (size_t)i * pool->size,
-				      (unsigned)pool->size, (unsigned short)i,
-				      mask, (int)i);
-	io_uring_buf_ring_advance(b->br, (int)pool->count);
+	b->fl = rio__freelist_new(pool->count);
+	if (!b->fl) {
+		io_uring_unregister_buf_ring(&u->ring, pool->bgid);
+		munmap(b->br, b->bytes);
+		free(b);
+		return -ENOMEM;
+	}
 	pool->be = b;
 	return 0;
+}
+
+int rio__uring_pool_user(rio_bufpool *pool)
+{
+	return !((struct bufring *)pool->be)->kernel;
+}
+
+struct rio__freelist *rio__uring_pool_free(rio_bufpool *pool)
+{
+	return ((struct bufring *)pool->be)->fl;
+}
+
+void rio__uring_pool_lend(rio_bufpool *pool)
+{
+	struct bufring *b = pool->be;
+	if (b->kernel)
+		return;
+	b->kernel = 1;
+	int mask = io_uring_buf_ring_mask(pool->count);
+	for (unsigned i = 0; i < b->fl->n; i++) /* the lowest id first */
+		io_uring_buf_ring_add(b->br,
+				      pool->mem +
+					      (size_t)b->fl->ids[b->fl->n - 1 - i] *
+						      pool->size,
+				      (unsigned)pool->size,
+				      b->fl->ids[b->fl->n - 1 - i], mask, (int)i);
+	io_uring_buf_ring_advance(b->br, (int)b->fl->n);
+	b->fl->n = 0;
 }
 
 void rio__uring_pool_fini(rio_bufpool *pool)
@@ -57,12 +93,17 @@ void rio__uring_pool_fini(rio_bufpool *pool)
 	struct bufring *b = pool->be;
 	io_uring_unregister_buf_ring(&rio__uring(pool->loop)->ring, pool->bgid);
 	munmap(b->br, b->bytes);
+	free(b->fl);
 	free(b);
 }
 
 void rio__uring_pool_put(rio_bufpool *pool, uint16_t id)
 {
 	struct bufring *b = pool->be;
+	if (!b->kernel) {
+		b->fl->ids[b->fl->n++] = id;
+		return;
+	}
 	io_uring_buf_ring_add(b->br, pool->mem + (size_t)id * pool->size,
 			      (unsigned)pool->size, id,
 			      io_uring_buf_ring_mask(pool->count), 0);

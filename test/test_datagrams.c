@@ -65,6 +65,8 @@ struct flow {
 	int finals, final_res;
 	int bad;
 	char why[200];
+	uint64_t at;                   /* when got reaches it: */
+	void (*at_fn)(struct flow *f); /* ...this runs, once */
 	struct slot slots[SLOTS];
 };
 
@@ -146,6 +148,10 @@ static void flow_recv(rio_loop *loop, rio_op *op, int res)
 	if (rio_bufpool_put(f->pool, op->buf_id) != 0)
 		flow_fail(f, "datagram #%llu: buffer %lld not lent (%lld)", i,
 			  op->buf_id, 0);
+	if (f->at_fn && f->got == f->at) {
+		f->at_fn(f);
+		f->at_fn = NULL;
+	}
 	flow_top_up(f);
 }
 
@@ -219,6 +225,78 @@ Test(datagrams, sends_go_as_sendmsg_where_send_takes_no_address, .timeout = 60)
 	flow_udp(&f, loop, 64);
 	f.total = 5000;
 	flow_run(&f, 30000);
+	flow_done(&f);
+}
+
+/* A stream's multishot recv on the flow's pool, beside its datagrams
+ * (io_uring: from here on the kernel picks the pool's buffers, so the
+ * datagrams come one CQE each instead of in recvmmsg batches). */
+static struct stream_share {
+	int sv[2];
+	t_rec rec;
+	int bytes, bad;
+} share;
+
+static void share_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	if (!(op->flags & RIO_OP_F_MORE)) {
+		t_rec_cb(loop, op, res);
+		return;
+	}
+	if (res <= 0 || !(op->flags & RIO_OP_F_BUF) ||
+	    memcmp(op->buf, "stream", (size_t)res > 6 ? 6 : (size_t)res))
+		share.bad++;
+	share.bytes += res;
+	if (rio_bufpool_put(((struct flow *)op->data)->pool, op->buf_id))
+		share.bad++;
+}
+
+static void share_start(struct flow *f)
+{
+	memset(&share, 0, sizeof share);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0,
+				share.sv), 0);
+	share.rec.op.data = f;
+	cr_assert_eq(rio_recv_multishot(f->loop, &share.rec.op, share.sv[0],
+					f->pool, share_cb), 0);
+	cr_assert_eq(write(share.sv[1], "stream", 6), 6);
+}
+
+static void share_end(struct flow *f)
+{
+	cr_assert_eq(share.bad, 0);
+	cr_assert_eq(share.bytes, 6);
+	cr_assert_eq(share.rec.calls, 0, "the stream's recv ended: %s",
+		     rio_strerror(share.rec.res));
+	t_rec c = {.calls = 0};
+	cr_assert_eq(rio_cancel(f->loop, &c.op, &share.rec.op, t_rec_cb), 0);
+	T_RUN_UNTIL(f->loop, share.rec.calls == 1 && c.calls == 1, 5000);
+	cr_assert_eq(share.rec.res, -ECANCELED);
+	close(share.sv[0]);
+	close(share.sv[1]);
+}
+
+/* A pool that also serves a stream: its datagrams arrive the same, none
+ * lost, whether the stream came first or in the middle of them. */
+Test(datagrams, a_pool_shared_with_a_stream_serves_datagrams_the_same,
+     .timeout = 60)
+{
+	static struct flow f;
+	flow_udp(&f, t_loop(), 64);
+	f.total = 20000;
+	share_start(&f);
+	flow_run(&f, 30000);
+	share_end(&f);
+	flow_done(&f);
+
+	flow_udp(&f, t_loop(), 64);
+	f.total = 20000;
+	f.at = 5000;
+	f.at_fn = share_start;
+	flow_run(&f, 30000);
+	cr_assert_null(f.at_fn, "the stream never started");
+	share_end(&f);
 	flow_done(&f);
 }
 
