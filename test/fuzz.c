@@ -19,6 +19,13 @@
  * at once, and must not touch the ops submitted right after it; the
  * program goes on after it, and in some seeds the last step before the
  * teardown is one.
+ * Datagram multishot receives (rio_recvmsg_multishot, see "Datagram
+ * multishot" below), from a fourth stream: on the unix datagram sockets
+ * of the other actions and on UDP pairs of their own, into the same pools
+ * the stream multishot recvs use (so some were lent to the kernel by one,
+ * some never were); each datagram checked whole, cut where the buffer's
+ * room says, with its sender; buffers held a while; cancels, closes and
+ * cancel-alls end them as any multishot op.
  *
  * The program runs in steps. A step does a few actions (submits, and the
  * peers' plain syscalls), then runs the loop until it is quiet: nothing
@@ -62,12 +69,14 @@
  *   fuzz [--seed N | --seeds N [--first S] | --seconds S [--first S]]
  *        [--seed-file F] [--backends uring,epoll,kqueue|all]
  *        [--faults PLAN] [--steps N] [--no-relay] [--no-cancel-all]
- *        [--relay-no-close-after-fin] [-v]
+ *        [--no-dgram-multi] [--relay-no-close-after-fin] [-v]
  *
  * --no-relay runs the programs as they were before relays (a quarter of
  * the seeds have none anyway: those are the old programs exactly).
  * --no-cancel-all runs them as they were before cancel-all steps (which
  * only add steps: a seed that draws none runs its old program exactly).
+ * --no-dgram-multi runs them as they were before datagram multishot steps
+ * (the same: only added, a seed that draws none runs its old program).
  *
  * Exit status: 0 all passed, 1 a check failed, 2 bad usage.
  */
@@ -96,7 +105,8 @@
 
 #define MAXCH_MAIN 40  /* channels the other actions may have */
 #define MAXCH_RL 24    /* and the relay steps' own (rlown), beyond those */
-#define MAXCH (MAXCH_MAIN + MAXCH_RL) /* channel table */
+#define MAXCH_DM 4     /* and the datagram multishot steps' own UDP pairs */
+#define MAXCH (MAXCH_MAIN + MAXCH_RL + MAXCH_DM) /* channel table */
 #define MAXOPS 96      /* op slots */
 #define MAXREC 16384   /* op records per program */
 #define MAXCONN 16     /* connections queued on the listeners */
@@ -115,6 +125,8 @@
 #define RL_ID0 3000000   /* ids of the channels relays open */
 #define RL_TIGHT_BUF 4096 /* a tight relay's socket buffers */
 #define RL_KEY0 500000   /* trace names of the relay steps' ops */
+#define DM_ID0 8000000   /* ids of the UDP pairs the dgram steps open */
+#define DM_KEY0 800000   /* trace names of the dgram steps' ops */
 
 /* ------------------------------------------------------------------ */
 /* The program's state                                                 */
@@ -123,12 +135,12 @@
 enum kind {
 	K_RECV, K_RECVMSG, K_SEND, K_SENDMSG, K_MULTI, K_POLL, K_SPLICE_IN,
 	K_SPLICE_OUT, K_ACCEPT, K_ACCEPT_MULTI, K_CONNECT, K_CLOSE, K_CANCEL,
-	K_TIMEOUT, K_POST, K_RELAY, K_COUNT
+	K_TIMEOUT, K_POST, K_RELAY, K_DMULTI, K_COUNT
 };
 static const char *const kind_name[K_COUNT] = {
 	"recv", "recvmsg", "send", "sendmsg", "multi", "poll", "splice_in",
 	"splice_out", "accept", "accept_multi", "connect", "close", "cancel",
-	"timeout", "post", "relay",
+	"timeout", "post", "relay", "dmulti",
 };
 
 enum ctype { CH_TCP, CH_USTREAM, CH_UDGRAM, CH_LISTEN, CH_CONNECTING };
@@ -159,6 +171,10 @@ struct chan {
 			    close of theirs opened): other actions never
 			    pick it, so their programs stay what they were */
 	int fin;         /* the peer sent its FIN (shut down, or closed) */
+	int dmown;       /* a UDP pair the dgram steps opened: only they use
+			    it (a unix datagram pair is the other actions') */
+	struct sockaddr_storage peer_sa; /* a UDP pair: the peer's address */
+	socklen_t peer_salen;
 	/* peer -> ringio */
 	uint64_t p2r_off;    /* bytes the peer wrote */
 	uint64_t r_got;      /* bytes the ringio side received, checked */
@@ -197,6 +213,9 @@ struct rec {
 	 * relays. */
 	int rlside, mrid;
 	int ca_step; /* the cancel-all step it was in flight at, or 0 */
+	/* Of the dgram steps' (or on their sockets): counted apart, as the
+	 * relay steps' are, so the other ops keep their callbacks' RNG. */
+	int dmside;
 };
 
 struct fop {
@@ -207,6 +226,9 @@ struct fop {
 	size_t len;
 	int flags;
 	unsigned events;
+	unsigned ndg, ntrunc; /* a dmulti's datagrams, and those cut */
+	int put_now;          /* its pool was shared by a stream multishot and
+				 a dmulti: every buffer goes back at once */
 	struct fop *target;
 	int target_rid;
 	int pend_rids[MAXOPS], npend; /* close: ops pending on its fd */
@@ -222,6 +244,9 @@ struct pool {
 	unsigned count;
 	size_t size;
 	int busy;            /* a multishot uses it */
+	int lent;            /* a stream multishot recv was armed on it: on
+			    io_uring its buffers are the kernel's to pick */
+	int dmbusy;          /* a dmulti uses it (beside a stream's, maybe) */
 	uint16_t held[64];
 	int nheld;
 };
@@ -264,6 +289,14 @@ struct prog {
 	int relay_on;
 	uint64_t carng;           /* the cancel-all steps' RNG (another) */
 	int ca_on, ca_last;       /* cancel-all steps drawn; one at the end */
+	uint64_t dmrng;           /* the dgram multishot steps' RNG (a fourth) */
+	int dm_on, in_dm;         /* dgram steps drawn; one runs now */
+	int ndmrec, ndmkey, ndmch; /* their records, trace names, UDP pairs */
+	int ndm, ndm_lent;        /* dmulti ops submitted (on a lent pool) */
+	uint64_t ndg, ndg_trunc;  /* datagrams they got (cut) */
+	int ndm_refused;          /* submits refused as the contract says */
+	int nshare;               /* pools a stream multishot and a dmulti
+				     came to share */
 	int nca;                  /* cancel-all steps run */
 	int lis_ca;               /* the step a cancel-all stopped the
 				     listener in, or 0 */
@@ -427,6 +460,7 @@ static void tracef(struct prog *p, const char *fmt, ...)
 static int no_splice;
 static int opt_norelay; /* --no-relay: the programs as before relays */
 static int opt_noca;    /* --no-cancel-all: as before cancel-all steps */
+static int opt_nodm;    /* --no-dgram-multi: as before dgram multishot steps */
 /* --relay-no-close-after-fin: no relay step closes a relayed socket
  * whose peer has sent its FIN. For runs that look past a relay that
  * misses such a close (its direction from that socket done, nothing to
@@ -470,7 +504,7 @@ static int chans_free(const struct prog *p)
 	int n = 0, mine = 0;
 	for (int i = 0; i < MAXCH; i++) {
 		n += !p->ch[i].used;
-		mine += p->ch[i].used && !p->ch[i].rlown;
+		mine += p->ch[i].used && !p->ch[i].rlown && !p->ch[i].dmown;
 	}
 	/* the relay steps' own channels take none of the others' room */
 	return n < MAXCH_MAIN - mine ? n : MAXCH_MAIN - mine;
@@ -596,6 +630,8 @@ static struct fop *slot(struct prog *p)
 			f->deadline = 0;
 			f->closed_by = -1;
 			f->bytes = 0;
+			f->ndg = f->ntrunc = 0;
+			f->put_now = 0;
 			f->target = NULL;
 			f->npend = 0;
 			return f;
@@ -611,7 +647,7 @@ static struct rec *rec_of(struct prog *p, const struct fop *f)
 static int rd_side(int k)
 {
 	return k == K_RECV || k == K_RECVMSG || k == K_MULTI ||
-	       k == K_SPLICE_IN;
+	       k == K_SPLICE_IN || k == K_DMULTI;
 }
 
 static int wr_side(int k)
@@ -713,6 +749,7 @@ static void drop_rec(struct prog *p, struct fop *f)
 {
 	f->used = 0;
 	p->nrlrec -= p->recs[f->rid].rlside;
+	p->ndmrec -= p->recs[f->rid].dmside;
 	p->nrec--;
 }
 
@@ -729,7 +766,12 @@ static int new_rec(struct prog *p, struct fop *f, int kind, int ch)
 	struct chan *c = chan_at(p, ch);
 	r->rlside = p->in_rl || (p->cb_parent && p->cb_parent->rlside) ||
 		    (c && (c->rl || c->rlown));
-	r->mrid = r->rlside ? 1000000 + p->nrlrec++ : f->rid - p->nrlrec;
+	r->dmside = !r->rlside &&
+		    (p->in_dm || (p->cb_parent && p->cb_parent->dmside) ||
+		     (c && c->dmown));
+	r->mrid = r->rlside   ? 1000000 + p->nrlrec++
+		  : r->dmside ? 2000000 + p->ndmrec++
+			      : f->rid - p->nrlrec - p->ndmrec;
 	r->chid = c ? c->id : -1;
 	if (c)
 		c->sub_step = p->step;
@@ -739,7 +781,9 @@ static int new_rec(struct prog *p, struct fop *f, int kind, int ch)
 		r->key1 = p->cb_parent->key1;
 		r->key2 = ++p->cb_parent->children;
 	} else {
-		r->key1 = p->in_rl ? RL_KEY0 + p->nrkey++ : p->nkey++;
+		r->key1 = p->in_rl   ? RL_KEY0 + p->nrkey++
+			  : p->in_dm ? DM_KEY0 + p->ndmkey++
+				     : p->nkey++;
 	}
 	return 0;
 }
@@ -1031,6 +1075,8 @@ static int allowed(const struct prog *p, const struct fop *f, int res)
 		return res >= 0 || res == -ECONNRESET;
 	case K_MULTI:
 		return res >= 0 || res == -ECONNRESET;
+	case K_DMULTI: /* a datagram (F_MORE), or it ends: -ECANCELED only */
+		return res >= 0;
 	case K_SEND: case K_SENDMSG: case K_SPLICE_OUT:
 		return res > 0 || res == -EPIPE || res == -ECONNRESET ||
 		       res == -ECONNREFUSED || /* unix datagram, peer gone */
@@ -1084,6 +1130,9 @@ static void on_data(struct prog *p, struct fop *f, struct chan *c,
 
 static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 		      int more);
+static void dm_share(struct prog *p, int pi);
+static void dm_datagram(struct prog *p, struct fop *f, struct chan *c,
+			int res);
 
 static void op_cb(rio_loop *loop, rio_op *op, int res)
 {
@@ -1125,7 +1174,8 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 		return;
 	}
 	struct chan *c = op_chan(p, f);
-	if (more && f->kind != K_MULTI && f->kind != K_ACCEPT_MULTI)
+	if (more && f->kind != K_MULTI && f->kind != K_ACCEPT_MULTI &&
+	    f->kind != K_DMULTI)
 		fail(p, "op #%d (%s) got F_MORE", f->rid, kind_name[f->kind]);
 	if (!allowed(p, f, res))
 		fail(p, "op #%d %s on ch%d: result %d (%s) is not one the "
@@ -1171,7 +1221,8 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 			size_t cap = pl->size;
 			if (res > 0) {
 				on_data(p, f, c, op->buf, (size_t)res, cap, "multi");
-				pool_put(p, f->pool, op->buf_id, chance(p, 50));
+				pool_put(p, f->pool, op->buf_id,
+					 chance(p, 50) || f->put_now);
 			} else {
 				if (!c || c->type != CH_UDGRAM)
 					fail(p, "multi: res 0 with F_MORE on a stream");
@@ -1182,6 +1233,20 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 		}
 		if (!more)
 			p->pools[f->pool].busy = 0;
+		break;
+	case K_DMULTI:
+		if (more)
+			dm_datagram(p, f, c, res);
+		else if (res >= 0)
+			fail(p, "dmulti #%d on ch%d ended with %d: a datagram "
+			     "receive ends only with an error", f->rid, r->chid,
+			     res);
+		if (!more) {
+			p->pools[f->pool].dmbusy = 0;
+			size_t l = strlen(r->note);
+			snprintf(r->note + l, sizeof r->note - l,
+				 " dgrams %u cut %u", f->ndg, f->ntrunc);
+		}
 		break;
 	case K_SPLICE_IN:
 		p->splice_busy = 0;
@@ -1285,7 +1350,8 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 							: "-";
 			snprintf(r->note, sizeof r->note, "%s born @%d in %"
 				 PRIu64 " out %" PRIu64 " unread %zu eof %d peer "
-				 "%s shared %" PRIu64 "/%d", ctype_name[c->type],
+				 "%s shared %" PRIu64 "/%d",
+				 c->dmown ? "udp" : ctype_name[c->type],
 				 c->born, c->r_got, c->peer_got, c->txq_len,
 				 c->r_eof, saw ? saw : "?", c->shared_bytes,
 				 c->shared_eof);
@@ -1307,7 +1373,9 @@ static void op_result(struct prog *p, struct fop *f, struct rec *r, int res,
 			}
 			c->used = 0;
 			p->reuse_own = c->rl || c->rlown;
-			if (!p->tearing && chance(p, 60))
+			/* (not after a dgram step's UDP pair: what it would
+			 * open is the other actions') */
+			if (!p->tearing && !c->dmown && chance(p, 60))
 				reuse_at_once(p, r, 100000 + r->key1 * 8 + r->key2);
 			p->reuse_own = 0;
 		}
@@ -1366,8 +1434,8 @@ static int pick_chan(struct prog *p, int want_data, int open_only)
 		struct chan *c = &p->ch[i];
 		if (!c->used || (open_only && (c->closing || c->gone_now)))
 			continue;
-		if (c->rl || c->rlown)
-			continue; /* the relay steps' */
+		if (c->rl || c->rlown || c->dmown)
+			continue; /* the relay steps', the dgram steps' */
 		if (want_data && !data_chan(c))
 			continue;
 		add_by_id(p, cand, &n, i);
@@ -1536,7 +1604,7 @@ static void do_recv(struct prog *p, int kind)
 	for (int i = 0; i < MAXCH; i++) {
 		struct chan *c = chan_at(p, i);
 		if (c && data_chan(c) && !c->closing && !c->gone_now &&
-		    !c->rlown && reads_on(p, i))
+		    !c->rlown && !c->dmown && reads_on(p, i))
 			add_by_id(p, cand, &n, i);
 	}
 	if (n && chance(p, 50))
@@ -1615,6 +1683,9 @@ static void do_multi(struct prog *p)
 					p->pools[pi].p, op_cb));
 	if (!f->used)
 		p->pools[pi].busy = 0;
+	else
+		p->pools[pi].lent = 1;
+	dm_share(p, pi);
 }
 
 static void do_poll(struct prog *p)
@@ -3041,6 +3112,7 @@ static void ca_after(struct prog *p)
 			/* polled: whether a shared poll is still on it is
 			 * open, and so is whether anything is */
 			if (c && data_chan(c) && !c->rl && !c->rlown &&
+			    !c->dmown &&
 			    !c->closing && !c->polled && !each_on(p, i, on))
 				add_by_id(p, cand, &nc, i);
 		}
@@ -3061,6 +3133,9 @@ static void ca_after(struct prog *p)
 							p->pools[pi].p, op_cb));
 			if (!f->used)
 				p->pools[pi].busy = 0;
+			else
+				p->pools[pi].lent = 1;
+			dm_share(p, pi);
 		}
 	}
 	p->cur = saved;
@@ -3148,6 +3223,333 @@ static int ca_draw(struct prog *p)
 	int r = chance(p, 3);
 	p->cur = saved;
 	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Datagram multishot                                                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * rio_recvmsg_multishot on datagram sockets: the other actions' unix
+ * datagram pairs (their senders have no address: rio_dgram.peer is NULL)
+ * and UDP pairs of the dgram steps' own (the sender is the peer's bound
+ * address), into the program's pools: one multishot at a time a pool, as
+ * for the stream multishot recvs, which lend a pool to the kernel on
+ * io_uring (the datagram receive then takes a kernel multishot recvmsg
+ * instead of a poll and recvmmsg batches; pools[].lent says which). A
+ * pool whose buffers have no room for a payload after the headroom and
+ * the control data is refused at submit (-EINVAL), as is a deadline.
+ * Alone on its socket (no read beside it: which would get a datagram is
+ * the kernel's choice), so its datagrams are the program's, in order.
+ * The steps draw from their own RNG stream (p->dmrng) after the step's
+ * other actions and the relay steps': a seed that draws none runs the
+ * program it ran before; their ops are named and counted apart
+ * (DM_KEY0, dmside), so the other ops' names and callbacks stay.
+ */
+#define DM_KEY 0x64676d756c74f9d9ull /* "dgmult", and 16 bits: see
+					  run_prog() */
+
+/* A pool buffer's room for payload with `control` bytes of control data,
+ * or 0 (the pool is refused). */
+static size_t dm_room(size_t size, size_t control)
+{
+	size_t take = RIO_DGRAM_HEADROOM + ((control + 7) & ~(size_t)7);
+	return size > take ? size - take : 0;
+}
+
+/* One datagram (an F_MORE completion): its buffer, its length against the
+ * room and its real length, its sender, its bytes; then the buffer goes
+ * back, or is held a while. */
+static void dm_datagram(struct prog *p, struct fop *f, struct chan *c,
+			int res)
+{
+	rio_op *op = &f->op;
+	struct rec *r = rec_of(p, f);
+	if (res < 0) {
+		fail(p, "dmulti #%d on ch%d: %d (%s) with F_MORE", f->rid,
+		     r->chid, res, rio_strerror(res));
+		return;
+	}
+	if (!(op->flags & RIO_OP_F_BUF)) {
+		fail(p, "dmulti #%d on ch%d: a datagram of %d without "
+		     "RIO_OP_F_BUF", f->rid, r->chid, res);
+		return;
+	}
+	rio_dgram d;
+	int g = rio_dgram_get(op, &d);
+	size_t room = f->len; /* set at submit */
+	int cut = (op->flags & RIO_OP_F_TRUNC) != 0;
+	f->ndg++;
+	f->ntrunc += (unsigned)cut;
+	p->ndg++;
+	p->ndg_trunc += (uint64_t)cut;
+	if (g)
+		fail(p, "dmulti #%d: rio_dgram_get: %s", f->rid, rio_strerror(g));
+	else if (d.data != op->buf || d.len != (size_t)res)
+		fail(p, "dmulti #%d: rio_dgram_get says %zu bytes at %p, the "
+		     "completion %d at %p", f->rid, d.len, d.data, res,
+		     (void *)op->buf);
+	else if ((size_t)res > room)
+		fail(p, "dmulti #%d: %d bytes into a buffer with room for %zu",
+		     f->rid, res, room);
+	else if (cut != (d.full_len > d.len) || (cut && (size_t)res != room) ||
+		 cut != ((d.msg_flags & MSG_TRUNC) != 0))
+		fail(p, "dmulti #%d: %d bytes of %zu (room %zu), F_TRUNC %d, "
+		     "msg_flags %#x", f->rid, res, d.full_len, room, cut,
+		     (unsigned)d.msg_flags);
+	else if (d.control_len || d.control)
+		fail(p, "dmulti #%d: %zu bytes of control data nobody asked "
+		     "for", f->rid, d.control_len);
+	else if (c && c->dmown &&
+		 !(d.peer && d.peer_len == c->peer_salen &&
+		   !memcmp(d.peer, &c->peer_sa, c->peer_salen)))
+		fail(p, "dmulti #%d on ch%d: the sender is not the UDP peer "
+		     "(%s, %u bytes)", f->rid, c->id, d.peer ? "an address"
+		     : "none", (unsigned)d.peer_len);
+	else if (c && !c->dmown && (d.peer || d.peer_len))
+		fail(p, "dmulti #%d on ch%d: a sender address (%u bytes, "
+		     "family %d) from an unbound unix socket", f->rid, c->id,
+		     (unsigned)d.peer_len, d.peer ? d.peer->sa_family : -1);
+	/* the real length: of the next one sent (in a burst, any queued) */
+	else if (c && c->burst_step != p->step && c->dq_h != c->dq_t &&
+		 d.full_len != (size_t)c->dq[c->dq_h % 64])
+		fail(p, "dmulti #%d on ch%d: full_len %zu, the datagram sent "
+		     "was %d", f->rid, c->id, d.full_len, c->dq[c->dq_h % 64]);
+	if (!p->fail[0])
+		on_data(p, f, c, op->buf, (size_t)res, room, "dmulti");
+	pool_put(p, f->pool, op->buf_id, chance(p, 50) || f->put_now);
+}
+
+/* A dmulti on a datagram socket nothing reads, into a pool no multishot
+ * uses; or one the contract refuses at submit. */
+static void dm_submit(struct prog *p)
+{
+	int cand[MAXCH], n = 0;
+	for (int i = 0; i < MAXCH; i++) {
+		struct chan *c = chan_at(p, i);
+		/* a pumped socket takes bursts its reads keep up with */
+		if (c && c->type == CH_UDGRAM && !c->rl && !c->rlown &&
+		    !c->closing && !c->gone_now && !c->pump &&
+		    !reads_on(p, i) && !gone_busy(p, i))
+			add_by_id(p, cand, &n, i);
+	}
+	static const size_t ctl[] = {0, 0, 16, 40};
+	size_t control = ctl[below(p, 4)];
+	/* now and then one the contract refuses: a pool with no room, or a
+	 * deadline; else a pool with room (of those no multishot uses) */
+	int refuse = chance(p, 8), dl = refuse && chance(p, 50);
+	int pools[NPOOLS], np = 0;
+	for (int k = 0; k < NPOOLS; k++)
+		if (!p->pools[k].dmbusy &&
+		    (dm_room(p->pools[k].size, control) != 0) == (!refuse || dl))
+			pools[np++] = k;
+	if (!n || !np)
+		return;
+	int i = cand[below(p, (unsigned)n)], pi = pools[below(p, (unsigned)np)];
+	struct pool *pl = &p->pools[pi];
+	size_t room = dm_room(pl->size, control);
+	struct fop *f = new_op(p, K_DMULTI, i);
+	if (!f)
+		return;
+	f->pool = pi;
+	f->len = room;
+	rio_op_set_deadline(&f->op, dl ? LONG_NS : 0);
+	if (!room || dl) {
+		/* refused: no callback, nothing in flight, no record */
+		p->in_submit = 1;
+		int r = rio_recvmsg_multishot(p->loop, &f->op, p->ch[i].fd,
+					      pl->p, control, op_cb);
+		p->in_submit = 0;
+		if (r != -EINVAL) {
+			fail(p, "dmulti with %s: submit gave %d (%s), not "
+			     "-EINVAL", dl ? "a deadline" : "no room in the "
+			     "pool's buffers", r, rio_strerror(r));
+			if (r == 0) { /* in flight after all: let it run */
+				pl->dmbusy = 1;
+				return;
+			}
+		}
+		p->ndm_refused++;
+		drop_rec(p, f);
+		return;
+	}
+	rec_of(p, f)->aux = (unsigned)pi;
+	pl->dmbusy = 1;
+	p->ndm++;
+	p->ndm_lent += pl->lent || pl->busy;
+	snprintf(rec_of(p, f)->note, sizeof rec_of(p, f)->note, "%s",
+		 pl->lent ? "lent" : "user");
+	SUBMIT(p, f, rio_recvmsg_multishot(p->loop, &f->op, p->ch[i].fd, pl->p,
+					   control, op_cb));
+	if (!f->used)
+		pl->dmbusy = 0;
+	dm_share(p, pi);
+}
+
+/*
+ * A pool a stream multishot and a dmulti both use (on io_uring a stream's
+ * recv lends it to the kernel under a dmulti that took its datagrams in
+ * batches: the next one's arm is a kernel recvmsg). Which of the two gets
+ * a buffer of a short pool is timing: from now on both give every buffer
+ * back at once, so each takes all that is its own within the step. Set
+ * when the second is submitted, for the rest of both ops' lives.
+ */
+static void dm_share(struct prog *p, int pi)
+{
+	if (!p->pools[pi].busy || !p->pools[pi].dmbusy)
+		return;
+	for (int k = 0; k < MAXOPS; k++) {
+		struct fop *f = &p->ops[k];
+		if (f->used && f->pool == pi &&
+		    (f->kind == K_MULTI || f->kind == K_DMULTI))
+			f->put_now = 1;
+	}
+	p->nshare++;
+}
+
+/* A UDP pair of the dgram steps': both ends bound on loopback and
+ * connected to each other (ringio's end takes only its peer's). */
+static void dm_open(struct prog *p)
+{
+	int mine = 0;
+	for (int i = 0; i < MAXCH; i++)
+		mine += p->ch[i].used && p->ch[i].dmown;
+	if (mine >= MAXCH_DM)
+		return;
+	int fd[2] = {-1, -1};
+	struct sockaddr_in a[2];
+	for (int k = 0; k < 2; k++) {
+		socklen_t al = sizeof a[k];
+		a[k] = (struct sockaddr_in){.sin_family = AF_INET,
+					    .sin_addr.s_addr =
+						    htonl(INADDR_LOOPBACK)};
+		fd[k] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK |
+					       SOCK_CLOEXEC, 0);
+		if (fd[k] < 0 ||
+		    bind(fd[k], (struct sockaddr *)&a[k], sizeof a[k]) < 0 ||
+		    getsockname(fd[k], (struct sockaddr *)&a[k], &al) < 0)
+			goto bad;
+	}
+	if (connect(fd[0], (struct sockaddr *)&a[1], sizeof a[1]) < 0 ||
+	    connect(fd[1], (struct sockaddr *)&a[0], sizeof a[0]) < 0)
+		goto bad;
+	int i = chan_new(p, CH_UDGRAM, fd[0], fd[1], DM_ID0 + p->ndmch++);
+	if (i < 0)
+		goto bad;
+	struct chan *c = &p->ch[i];
+	c->dmown = 1;
+	memcpy(&c->peer_sa, &a[1], sizeof a[1]);
+	c->peer_salen = sizeof a[1];
+	tracef(p, "ch%d udp opened", c->id);
+	return;
+bad:
+	for (int k = 0; k < 2; k++)
+		if (fd[k] >= 0)
+			close(fd[k]);
+}
+
+/* A dgram step's open UDP pair, by id, or -1. */
+static int dm_pick(struct prog *p)
+{
+	int cand[MAXCH], n = 0;
+	for (int i = 0; i < MAXCH; i++) {
+		struct chan *c = chan_at(p, i);
+		if (c && c->dmown && !c->closing)
+			add_by_id(p, cand, &n, i);
+	}
+	return n ? cand[below(p, (unsigned)n)] : -1;
+}
+
+/* The peer of a UDP pair sends a few datagrams (not in a step an op was
+ * submitted on it: that may not have reached the kernel yet). */
+static void dm_peer_write(struct prog *p)
+{
+	struct chan *c = chan_at(p, dm_pick(p));
+	int burst = 1 + (int)below(p, 4);
+	if (!c || c->peer < 0 || c->sub_step == p->step)
+		return;
+	c->touched = 1;
+	for (; burst > 0 && c->dq_t - c->dq_h < DGRAM_LIMIT; burst--) {
+		uint8_t b[DGRAM_MAX];
+		size_t n = chance(p, 10) ? 0 : below(p, DGRAM_MAX + 1);
+		for (size_t k = 0; k < n; k++)
+			b[k] = pat(c->id, 0, c->p2r_off + k);
+		ssize_t w = send(c->peer, b, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (w != (ssize_t)n) {
+			fail(p, "udp peer send on ch%d: %zd (%s)", c->id, w,
+			     w < 0 ? strerror(errno) : "short");
+			return;
+		}
+		c->dqo[c->dq_t % 64] = c->p2r_off;
+		c->dq[c->dq_t++ % 64] = (int)w;
+		c->p2r_off += (uint64_t)w;
+		tracef(p, "ch%d peer wrote %zd", c->id, w);
+	}
+}
+
+/* Cancel a dmulti in flight (not one of this step, nor on a socket its
+ * peer touched or a close is on), by trace key. */
+static void dm_cancel(struct prog *p)
+{
+	struct fop *cand[MAXOPS];
+	int n = 0;
+	for (int k = 0; k < MAXOPS; k++) {
+		struct fop *t = &p->ops[k];
+		struct chan *c = t->used ? op_chan(p, t) : NULL;
+		if (!t->used || t->kind != K_DMULTI || t->cancel_expected ||
+		    rec_of(p, t)->shared || rec_of(p, t)->step_sub == p->step ||
+		    (c && (c->touched || c->closing)))
+			continue;
+		int j = n++;
+		while (j > 0 && key_cmp(&p->recs[cand[j - 1]->rid],
+					&p->recs[t->rid]) > 0) {
+			cand[j] = cand[j - 1];
+			j--;
+		}
+		cand[j] = t;
+	}
+	if (!n)
+		return;
+	struct fop *t = cand[below(p, (unsigned)n)];
+	struct fop *f = new_op(p, K_CANCEL, -1);
+	if (!f)
+		return;
+	f->target = t;
+	f->target_rid = t->rid;
+	t->cancel_expected = 1;
+	rec_of(p, f)->aux = (unsigned)(p->recs[t->rid].key1 * 8 +
+				       p->recs[t->rid].key2);
+	SUBMIT(p, f, rio_cancel(p->loop, &f->op, &t->op, op_cb));
+}
+
+/* A step's dgram actions, from their RNG, in some steps. */
+static void dm_step(struct prog *p)
+{
+	if (!p->dm_on || p->fail[0])
+		return;
+	uint64_t *saved = p->cur;
+	p->cur = &p->dmrng;
+	p->in_dm = 1;
+	int n = chance(p, 50) ? 1 + (int)below(p, 3) : 0;
+	for (int k = 0; k < n && !p->fail[0]; k++) {
+		unsigned a = below(p, 100);
+		if (a < 40)
+			dm_submit(p);
+		else if (a < 65)
+			dm_peer_write(p);
+		else if (a < 75)
+			dm_open(p);
+		else if (a < 82) {
+			int i = dm_pick(p);
+			if (i >= 0)
+				do_close(p, i);
+		} else if (a < 90)
+			dm_cancel(p);
+		else
+			return_held(p); /* what the held buffers parked */
+	}
+	p->in_dm = 0;
+	p->cur = saved;
 }
 
 /* ------------------------------------------------------------------ */
@@ -3259,6 +3661,11 @@ static int stuck(struct prog *p, int report)
 				why = "data is waiting";
 			else if (stream(c) && (c->peer_wr_shut || c->peer_gone))
 				why = "the peer has gone";
+		} else if (c && f->kind == K_DMULTI) {
+			struct pool *pl = &p->pools[f->pool];
+			if (c->dq_h != c->dq_t && pl->nheld < (int)pl->count)
+				why = "datagrams are waiting and the pool has "
+				      "buffers";
 		} else if (c && f->kind == K_MULTI) {
 			struct pool *pl = &p->pools[f->pool];
 			int data = c->type == CH_UDGRAM ? c->dq_h != c->dq_t
@@ -3589,6 +3996,11 @@ static void canonical(struct prog *p)
 			continue; /* counted below */
 		else if (r->kind == K_RELAY)
 			rl_trace(p, r);
+		else if (r->kind == K_DMULTI)
+			tracef(p, "%s %s ch%d @%d..%d %s bytes %" PRIu64
+			       " pool %u %s", name, kind_name[r->kind], r->chid,
+			       r->step_sub, r->step_done, res, r->bytes, r->aux,
+			       r->note);
 		else if (r->kind == K_MULTI || r->kind == K_ACCEPT_MULTI)
 			tracef(p, "%s %s ch%d @%d..%d %s bytes %" PRIu64, name,
 			       kind_name[r->kind], r->chid, r->step_sub,
@@ -3631,6 +4043,7 @@ static void run_step(struct prog *p, int cancel_all)
 		for (int k = 0; k < nact; k++)
 			act(p);
 		rl_step(p);
+		dm_step(p);
 	}
 	if (run_quiet(p, 3000))
 		fail(p, "the loop did not go quiet in 3 s");
@@ -3673,6 +4086,11 @@ static int run_prog(struct prog *p, uint64_t seed, rio_backend_kind be,
 	p->carng = mix(seed ^ 0x63616e63656c0b15ull);
 	p->ca_on = !opt_noca && mix(p->carng) % 2 == 0;
 	p->ca_last = p->ca_on && mix(p->carng + 1) % 4 == 0;
+	/* dgram multishot steps in half the seeds, their key "dgmulti" with
+	 * 16 bits picked as the cancel-all's were: no seed of
+	 * test/fuzz_seeds.txt (nor 93903156, named above) has any */
+	p->dmrng = mix(seed ^ DM_KEY);
+	p->dm_on = !opt_nodm && mix(p->dmrng) % 2 == 0;
 	p->cur = &p->rng;
 	p->be = be;
 	p->bename = rio_backend_name(be);
@@ -3736,6 +4154,8 @@ static void replay_cmd(uint64_t seed)
 		fprintf(stderr, " --no-relay");
 	if (opt_noca)
 		fprintf(stderr, " --no-cancel-all");
+	if (opt_nodm)
+		fprintf(stderr, " --no-dgram-multi");
 	if (opt_avoid_close_fin)
 		fprintf(stderr, " --relay-no-close-after-fin");
 	fprintf(stderr, " -v\n");
@@ -3764,6 +4184,10 @@ static void first_diff(const char *a, const char *b, const char *na,
 }
 
 static uint64_t ca_seeds, ca_steps; /* seeds with cancel-all steps, steps */
+/* seeds with dmulti ops; the ops (on a lent pool), datagrams (cut),
+ * refused submits */
+static uint64_t dm_seeds, dm_ops, dm_lent, dm_dgrams, dm_trunc, dm_refused,
+	dm_shared;
 
 /* Run one seed on every backend; 0 if all agree and pass. */
 static int one_seed(uint64_t seed)
@@ -3777,6 +4201,13 @@ static int one_seed(uint64_t seed)
 		if (b == 0) {
 			ca_seeds += p->nca > 0;
 			ca_steps += (uint64_t)p->nca;
+			dm_seeds += p->ndm > 0;
+			dm_ops += (uint64_t)p->ndm;
+			dm_lent += (uint64_t)p->ndm_lent;
+			dm_dgrams += p->ndg;
+			dm_trunc += p->ndg_trunc;
+			dm_refused += (uint64_t)p->ndm_refused;
+			dm_shared += (uint64_t)p->nshare;
 		}
 		if (opt_verbose) {
 			fprintf(stderr, "=== seed %" PRIu64 " on %s\n%s", seed,
@@ -3812,7 +4243,8 @@ static int usage(const char *why)
 		" | --seconds S [--first S]] [--seed-file F]\n"
 		"            [--backends uring,epoll,kqueue|all] [--faults PLAN]"
 		" [--steps N] [--no-relay]\n"
-		"            [--no-cancel-all] [--relay-no-close-after-fin] [-v]\n",
+		"            [--no-cancel-all] [--no-dgram-multi]"
+		" [--relay-no-close-after-fin] [-v]\n",
 		why);
 	return 2;
 }
@@ -3846,6 +4278,10 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(a, "--no-cancel-all")) {
 			opt_noca = 1;
+			continue;
+		}
+		if (!strcmp(a, "--no-dgram-multi")) {
+			opt_nodm = 1;
 			continue;
 		}
 		if (!strcmp(a, "--relay-no-close-after-fin")) {
@@ -3955,5 +4391,11 @@ int main(int argc, char **argv)
 	       secs > 0 ? (double)ran / secs : 0.0, failed);
 	printf("fuzz: %" PRIu64 " seeds ran cancel-all steps (%" PRIu64
 	       " in all)\n", ca_seeds, ca_steps);
+	printf("fuzz: %" PRIu64 " seeds ran dmulti ops (%" PRIu64 " in all, %"
+	       PRIu64 " on a pool a stream multishot had used; %" PRIu64
+	       " datagrams, %" PRIu64 " cut; %" PRIu64 " refused at submit; "
+	       "%" PRIu64 " times a pool came to be shared with one)\n",
+	       dm_seeds, dm_ops, dm_lent, dm_dgrams, dm_trunc, dm_refused,
+	       dm_shared);
 	return failed ? 1 : 0;
 }
