@@ -78,4 +78,4 @@ static const struct rio__poller epoll_poller = {
 };
 
 const struct rio__backend rio__backend_epoll =
-	RIO__REACTOR_BACKEND("epoll", RIO_BACKEND_EPOLL, &epoll_poller);
+	RIO__REACTOR_BACKEND("epoll", RIO_BACKEND_EPOLL, &epoll_poller, 0);

@@ -6,6 +6,7 @@
  * libkqueue.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/event.h>
@@ -101,6 +102,13 @@ static int kq_wait(int pfd, struct rio__pev *out, int max, int timeout_ms)
 		return -errno;
 	for (int i = 0; i < n; i++) {
 		uint64_t key = (uint64_t)(uintptr_t)evs[i].udata;
+		if (evs[i].filter == EVFILT_SIGNAL) { /* kq_sig_open's */
+			out[i].fd = RIO__PEV_SIG;
+			out[i].gen = (uint32_t)evs[i].ident;
+			out[i].events = RIO__EV_IN;
+			out[i].err = 0;
+			continue;
+		}
 		unsigned e = evs[i].filter == EVFILT_READ ? RIO__EV_IN : RIO__EV_OUT;
 		if (evs[i].flags & EV_EOF)
 			e |= RIO__EV_HUP;
@@ -125,6 +133,117 @@ static int kq_wait(int pfd, struct rio__pev *out, int max, int timeout_ms)
 	return n;
 }
 
+/* ---- signal ops: EVFILT_SIGNAL ---- */
+
+/* Natively; over libkqueue a signalfd (the core's), unless a test build
+ * asks (RINGIO_KQ_EVFILT_SIGNAL): libkqueue reads signals with a signalfd
+ * on a thread of its own, which cannot see a signal sent to another
+ * thread (pthread_kill of the loop's), where the core's signalfd, read on
+ * the loop's thread, sees it. */
+#if !defined(__linux__) || defined(RINGIO_KQ_EVFILT_SIGNAL)
+#define KQ_SIGNALS 1
+
+/* Take the instances of `sig` pending in the process (it is blocked), as
+ * a read of a signalfd does; how many there were. */
+static unsigned take_pending(int sig)
+{
+	sigset_t one, pend;
+	sigemptyset(&one);
+	sigaddset(&one, sig);
+	unsigned n = 0;
+	while (n < 64 && sigpending(&pend) == 0 && sigismember(&pend, sig) == 1) {
+		int got;
+		if (sigwait(&one, &got) != 0)
+			break;
+		n++;
+	}
+	return n;
+}
+
+/* Add (EV_ADD) or drop (EV_DELETE) an EVFILT_SIGNAL knote for each
+ * signal of `set` on kqueue kq. */
+static int sig_knotes(int kq, const sigset_t *set, unsigned short how)
+{
+	for (int sig = 1; sig <= 64 && sig < NSIG; sig++) {
+		struct kevent ch;
+		if (sigismember(set, sig) != 1)
+			continue;
+		EV_SET(&ch, sig, EVFILT_SIGNAL, how | (how == EV_ADD ? EV_CLEAR : 0),
+		       0, 0, NULL);
+		if (kevent(kq, &ch, 1, NULL, 0, NULL) < 0 && how == EV_ADD)
+			return -errno;
+	}
+	return 0;
+}
+
+/* A signal op's fd: a kqueue of its own with an EVFILT_SIGNAL knote per
+ * signal of `set`, which records them (what came, how often), and the
+ * same knotes on the loop's kqueue, whose events (RIO__PEV_SIG) wake the
+ * loop to read it: a kqueue inside another is not readable under
+ * libkqueue. No signalfd: native kqueue has none. EVFILT_SIGNAL sees only
+ * what is sent after it is added (libkqueue even drops what is pending
+ * then), while a signalfd sees what is pending: those are taken first and
+ * sent again once the knotes are there. */
+static int kq_sig_open(int pfd, const sigset_t *set)
+{
+	unsigned again[65] = {0};
+	int kq = kqueue();
+	if (kq < 0)
+		return -errno;
+	for (int sig = 1; sig <= 64 && sig < NSIG; sig++)
+		if (sigismember(set, sig) == 1)
+			again[sig] = take_pending(sig);
+	int r = sig_knotes(kq, set, EV_ADD);
+	if (r == 0)
+		r = sig_knotes(pfd, set, EV_ADD);
+	for (int sig = 1; sig <= 64 && sig < NSIG; sig++)
+		while (again[sig] > 0 && kill(getpid(), sig) == 0)
+			again[sig]--;
+	if (r < 0) {
+		close(kq);
+		return r;
+	}
+	return kq;
+}
+
+static void kq_sig_close(int pfd, int sig)
+{
+	sigset_t one;
+	sigemptyset(&one);
+	sigaddset(&one, sig);
+	sig_knotes(pfd, &one, EV_DELETE);
+}
+
+/* The next signal the op's kqueue recorded, and how often: a real-time
+ * signal as many times as it was sent (each is queued), another once (a
+ * signalfd merges those pending alike). */
+static int kq_sig_read(int fd, unsigned *times)
+{
+	struct kevent ev;
+	struct timespec zero = {0, 0};
+	int n = kevent(fd, NULL, 0, &ev, 1, &zero);
+	if (n < 0)
+		return -errno;
+	if (n == 0)
+		return -EAGAIN;
+	int sig = (int)ev.ident;
+#ifndef __linux__
+	/* native kqueue records it and leaves it pending: take it (libkqueue
+	 * read it from a signalfd of its own already) */
+	take_pending(sig);
+#endif
+	*times = 1;
+#ifdef SIGRTMIN
+	if (sig >= SIGRTMIN && ev.data > 1)
+		*times = (unsigned)ev.data;
+#endif
+	return sig;
+}
+
+#else
+#define KQ_SIGNALS 0
+#endif
+
 static const struct rio__poller kqueue_poller = {
 	.name = "kqueue",
 	.open = kq_open,
@@ -132,6 +251,11 @@ static const struct rio__poller kqueue_poller = {
 	.rearm = kq_rearm,
 	.del = kq_del,
 	.wait = kq_wait,
+#if KQ_SIGNALS
+	.sig_open = kq_sig_open,
+	.sig_read = kq_sig_read,
+	.sig_close = kq_sig_close,
+#endif
 #ifdef __linux__
 	/* libkqueue: EV_EOF for a FIN hangs on its epoll mask keeping
 	 * EPOLLRDHUP, which rests on the filter order in kq_add (read
@@ -142,4 +266,5 @@ static const struct rio__poller kqueue_poller = {
 };
 
 const struct rio__backend rio__backend_kqueue =
-	RIO__REACTOR_BACKEND("kqueue", RIO_BACKEND_KQUEUE, &kqueue_poller);
+	RIO__REACTOR_BACKEND("kqueue", RIO_BACKEND_KQUEUE, &kqueue_poller,
+			     KQ_SIGNALS);

@@ -7,6 +7,7 @@
 #ifndef RIO_POLLER_H
 #define RIO_POLLER_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #define RIO__EV_IN 0x1u
@@ -18,6 +19,8 @@
 /* An event whose fd is RIO__PEV_LOST says the poller may have dropped
  * events: the reactor must treat every fd as ready both ways. */
 #define RIO__PEV_LOST (-1)
+/* An event whose fd is RIO__PEV_SIG says signal `gen` came (sig_open). */
+#define RIO__PEV_SIG (-2)
 
 struct rio__pev {
 	int fd;
@@ -45,6 +48,15 @@ struct rio__poller {
 	 * of its own (libkqueue): a short read then says nothing about what
 	 * is queued behind it. */
 	int eof_edge_unreliable;
+	/* Signal ops, where the poller has a way of its own (kqueue:
+	 * EVFILT_SIGNAL; NULL: the core's signalfd). sig_open: an fd of the
+	 * op's own that records the signals of `set` (blocked), each of them
+	 * also waking this poller's wait, as an event of RIO__PEV_SIG;
+	 * sig_read: one read of that fd (struct rio__backend's); sig_close:
+	 * no more wakeups for `sig`. */
+	int (*sig_open)(int pfd, const sigset_t *set);
+	int (*sig_read)(int fd, unsigned *times);
+	void (*sig_close)(int pfd, int sig);
 };
 
 #endif

@@ -103,6 +103,11 @@ static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
 {
 	if (e->registered)
 		return 0;
+	if (e->sigs) { /* a signal op's: ready by RIO__PEV_SIG, not by fd */
+		e->registered = 1;
+		e->ready = RIO__EV_IN; /* what came before: read it */
+		return 1;
+	}
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0)
 		return -errno;
@@ -137,7 +142,8 @@ static int ensure_registered(struct reactor *r, int fd, struct fdent *e)
  * connection that keeps an op parked (multishot recv) pays it once. */
 static int revalidate(struct reactor *r, int fd, struct fdent *e)
 {
-	if (e->nopoll || !rio__opq_empty(&e->rq) || !rio__opq_empty(&e->wq))
+	if (e->nopoll || e->sigs || !rio__opq_empty(&e->rq) ||
+	    !rio__opq_empty(&e->wq))
 		return 0;
 	int res = r->p->rearm(r->pfd, fd, e->gen);
 	if (res != -ENOENT)
@@ -340,7 +346,7 @@ static enum attempt attempt(rio_loop *loop, rio_op *op, int *res,
 	case RIO__OP_SENDTO:
 		return rio__reactor_send_dgrams(loop, op, res);
 	case RIO__OP_SIGNAL:
-		*res = rio__signal_read(op);
+		*res = rio__signal_read(loop, op);
 		if (*res < 0)
 			return again(*res) ? AGAIN : DONE;
 		*flags = RIO_OP_F_MORE;
@@ -388,7 +394,7 @@ static void flush_fd(rio_loop *loop, int fd, int res)
 	while ((op = rio__opq_pop(&e->pq)))
 		defer(loop, op, res);
 	rio__starved_end_fd(loop, fd, res);
-	if (e->registered && !e->nopoll)
+	if (e->registered && !e->nopoll && !e->sigs)
 		r->p->del(r->pfd, fd);
 	e->registered = e->ready = e->nopoll = e->stream = e->eof = 0;
 	e->sock = 0;
@@ -701,8 +707,57 @@ static void run_hot(rio_loop *loop)
 /* The loop is closing an fd of its own: forget it, as a close does. */
 void rio__reactor_drop_fd(rio_loop *loop, int fd)
 {
-	if (fd >= 0 && (size_t)fd < R(loop)->nfds)
-		flush_fd(loop, fd, -ECANCELED);
+	struct reactor *r = R(loop);
+	if (fd < 0 || (size_t)fd >= r->nfds)
+		return;
+	flush_fd(loop, fd, -ECANCELED);
+	uint64_t sigs = r->fds[fd].sigs;
+	r->fds[fd].sigs = 0;
+	for (int sig = 1; sig <= 64; sig++)
+		if ((sigs & RIO_SIG(sig)) && --r->sigwatch[sig] == 0)
+			r->p->sig_close(r->pfd, sig);
+}
+
+/* ---- signal ops, by the poller's own way (kqueue: EVFILT_SIGNAL) ---- */
+
+int rio__reactor_sig_open(rio_loop *loop, const sigset_t *set)
+{
+	struct reactor *r = R(loop);
+	int fd = r->p->sig_open(r->pfd, set);
+	if (fd < 0)
+		return fd;
+	struct fdent *e = fd_ent(r, fd);
+	if (!e) {
+		close(fd);
+		return -ENOMEM;
+	}
+	for (int sig = 1; sig <= 64 && sig < NSIG; sig++)
+		if (sigismember(set, sig) == 1) {
+			e->sigs |= RIO_SIG(sig);
+			r->sigwatch[sig]++;
+		}
+	return fd;
+}
+
+int rio__reactor_sig_read(rio_loop *loop, int fd, unsigned *times)
+{
+	return R(loop)->p->sig_read(fd, times);
+}
+
+/* Signal `sig` came: the signal ops watching it read their fds. */
+static void signal_event(rio_loop *loop, int sig)
+{
+	struct reactor *r = R(loop);
+	if (sig < 1 || sig > 64 || !r->sigwatch[sig])
+		return;
+	/* a callback may grow the table: its size re-read each time */
+	for (size_t fd = 0; fd < r->nfds; fd++) {
+		struct fdent *e = &r->fds[fd];
+		if (!(e->sigs & RIO_SIG(sig)) || !e->registered)
+			continue;
+		e->ready |= RIO__EV_IN;
+		run_queue(loop, (int)fd, RIO__EV_IN, 1);
+	}
 }
 
 /* A starved recv's pool has buffers again: back to the head of its queue,
@@ -779,6 +834,10 @@ static void handle_event(rio_loop *loop, const struct rio__pev *ev)
 	struct reactor *r = R(loop);
 	if (ev->fd == RIO__PEV_LOST) {
 		resync(loop);
+		return;
+	}
+	if (ev->fd == RIO__PEV_SIG) {
+		signal_event(loop, (int)ev->gen);
 		return;
 	}
 	if (ev->gen == WAKE_GEN) {

@@ -17,8 +17,13 @@ RIO__HIDDEN void rio__reactor_pool_put(rio_bufpool *pool, uint16_t id);
 RIO__HIDDEN void rio__reactor_resume(rio_loop *loop, rio_op *op);
 RIO__HIDDEN void rio__reactor_cancel(rio_loop *loop, rio_op *op);
 RIO__HIDDEN void rio__reactor_drop_fd(rio_loop *loop, int fd);
+/* A signal op's fd, and a read of it, through the poller's sig_* hooks
+ * (those backends whose poller has them). */
+RIO__HIDDEN int rio__reactor_sig_open(rio_loop *loop, const sigset_t *set);
+RIO__HIDDEN int rio__reactor_sig_read(rio_loop *loop, int fd,
+				      unsigned *times);
 
-#define RIO__REACTOR_BACKEND(NAME, KIND, POLLER)                            \
+#define RIO__REACTOR_BACKEND(NAME, KIND, POLLER, SIGNALS)                   \
 	{                                                                   \
 		.name = NAME, .kind = KIND, .init = rio__reactor_init,      \
 		.fini = rio__reactor_fini, .submit = rio__reactor_submit,   \
@@ -29,6 +34,8 @@ RIO__HIDDEN void rio__reactor_drop_fd(rio_loop *loop, int fd);
 		.resume = rio__reactor_resume,                              \
 		.cancel = rio__reactor_cancel,                              \
 		.drop_fd = rio__reactor_drop_fd, .poller = POLLER,          \
+		.sig_open = SIGNALS ? rio__reactor_sig_open : NULL,         \
+		.sig_read = SIGNALS ? rio__reactor_sig_read : NULL,         \
 	}
 
 #endif

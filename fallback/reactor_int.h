@@ -24,6 +24,8 @@ struct fdent {
 	uint8_t eof;      /* hang-up seen: a short read leaves the EOF queued */
 	int soerr;        /* a socket error the poller consumed (rio__pev.err) */
 	uint64_t ino;     /* the file soerr was taken for (fstat) */
+	uint64_t sigs;    /* a signal op's fd (sig_open): its signals,
+			     bit sig - 1 */
 };
 
 struct reactor {
@@ -38,6 +40,8 @@ struct reactor {
 	/* the datagrams the last recvmmsg took, delivered before the next */
 	uint16_t got[RIO__DGRAM_BATCH];
 	unsigned ngot;
+	/* signal ops' fds watching each signal (the poller wakes for it) */
+	uint16_t sigwatch[65];
 };
 
 /* BATCHED: the op and those behind it have their results, deferred */

@@ -301,6 +301,10 @@ struct rio_op {
 				int how;
 			} shutdown;
 			struct {
+				int sig;
+				uint32_t left;
+			} signal;
+			struct {
 				rio_op *target;
 				int ended_first;
 			} cancel;
@@ -620,7 +624,8 @@ RIO_API int rio_shutdown(rio_loop *loop, rio_op *op, int fd, int how,
  * one is pending arrive as one, as ever; real-time signals (SIGRTMIN..)
  * each arrive. Several loops may watch one signal: each delivery goes to
  * one of them. Linux: a signalfd(2) of the op's own (watched by a
- * multishot poll on io_uring, by the poller on the fallback), closed at
+ * multishot poll on io_uring, by the poller on the fallback); native
+ * kqueue: EVFILT_SIGNAL, in a kqueue of the op's own; either is closed at
  * its final completion. -EINVAL at submit: no signal in `sigs`, a bit
  * past the system's last signal, a deadline.
  */

@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include "ringio.h"
@@ -49,8 +50,10 @@
  *   a.shutdown  SHUTDOWN: shutdown(2)'s `how`
  *   a.wakeup    WAKEUP: the next on the loop's stack of woken ones; a
  *               send is pending (both written by senders: atomics)
- *   (SIGNAL has no arguments: fd is its signalfd, which the core closes
- *   at its final completion)
+ *   a.signal    SIGNAL: a signal read that counted more than one, and
+ *               how many of it are still to deliver (fd is its signalfd,
+ *               or what the backend's sig_open made, which the core
+ *               closes at its final completion)
  *   a.cancel    CANCEL: the target; whether the target ended on its own
  *               first (io_uring)
  *   a.close     CLOSE: the next close waiting on the same fd number; ops
@@ -186,6 +189,12 @@ struct rio__backend {
 	void (*drop_fd)(rio_loop *loop, int fd);
 	/* The readiness fallback's poller (epoll, kqueue); NULL otherwise. */
 	const struct rio__poller *poller;
+	/* A signal op's fd where signalfd(2) is not the way (kqueue:
+	 * EVFILT_SIGNAL): an fd readable when one of `set` (blocked) came,
+	 * or -errno; and one read of it: the signal, how many times it came
+	 * (*times), -EAGAIN when none did. NULL: signalfd. */
+	int (*sig_open)(rio_loop *loop, const sigset_t *set);
+	int (*sig_read)(rio_loop *loop, int fd, unsigned *times);
 };
 
 RIO__HIDDEN extern const struct rio__backend rio__backend_uring;
@@ -374,8 +383,8 @@ RIO__HIDDEN int rio__splice_try(const rio_op *op, int sock_ready);
 RIO__HIDDEN void rio__sigpipe_block(void);
 /* It failed with EPIPE: take back the SIGPIPE it raised. */
 RIO__HIDDEN void rio__sigpipe_take(void);
-/* A SIGNAL op's next signal from its signalfd: its number, -EAGAIN when
- * none is pending, or -errno. */
-RIO__HIDDEN int rio__signal_read(const rio_op *op);
+/* A SIGNAL op's next signal from its fd (a signalfd, or the backend's
+ * sig_read): its number, -EAGAIN when none is pending, or -errno. */
+RIO__HIDDEN int rio__signal_read(rio_loop *loop, rio_op *op);
 
 #endif

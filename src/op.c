@@ -509,6 +509,19 @@ int rio_shutdown(rio_loop *loop, rio_op *op, int fd, int how, rio_cb *cb)
 	return submit(loop, op);
 }
 
+/* A signal op's fd where the backend has no way of its own: a signalfd
+ * (Linux). */
+static int signal_fd(const sigset_t *set)
+{
+#ifdef __linux__
+	int fd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+#else
+	(void)set;
+	return -EOPNOTSUPP;
+#endif
+}
+
 int rio_signal(rio_loop *loop, rio_op *op, uint64_t sigs, rio_cb *cb)
 {
 	sigset_t set;
@@ -523,23 +536,34 @@ int rio_signal(rio_loop *loop, rio_op *op, uint64_t sigs, rio_cb *cb)
 	if (r)
 		return r;
 	op->priv.bits |= RIO__B_MULTISHOT;
-#ifdef __linux__
+	op->priv.a.signal.left = 0;
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	int sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	int sfd = loop->be->sig_open ? loop->be->sig_open(loop, &set)
+				     : signal_fd(&set);
 	if (sfd < 0) {
-		rio__defer(loop, op, -errno);
+		rio__defer(loop, op, sfd);
 		return 0;
 	}
 	op->priv.fd = sfd;
 	return submit(loop, op);
-#else
-	rio__defer(loop, op, -EOPNOTSUPP);
-	return 0;
-#endif
 }
 
-int rio__signal_read(const rio_op *op)
+int rio__signal_read(rio_loop *loop, rio_op *op)
 {
+	typeof(op->priv.a.signal) *a = &op->priv.a.signal;
+	if (a->left) { /* the rest of a read that counted more than one */
+		a->left--;
+		return a->sig;
+	}
+	if (loop->be->sig_read) {
+		unsigned times = 1;
+		int sig = loop->be->sig_read(loop, op->priv.fd, &times);
+		if (sig > 0 && times > 1) {
+			a->sig = sig;
+			a->left = times - 1;
+		}
+		return sig;
+	}
 #ifdef __linux__
 	struct signalfd_siginfo si;
 	ssize_t n = read(op->priv.fd, &si, sizeof si);
@@ -547,7 +571,6 @@ int rio__signal_read(const rio_op *op)
 		return (int)si.ssi_signo;
 	return n < 0 ? -errno : -EIO;
 #else
-	(void)op;
 	return -EOPNOTSUPP;
 #endif
 }

@@ -784,7 +784,7 @@ static void dgram_cqe(rio_loop *loop, rio_op *op, int res)
 static void signal_cqe(rio_loop *loop, rio_op *op, int res, unsigned cf)
 {
 	while (res > 0 && !(op->priv.bits & RIO__B_CANCELLED)) {
-		int sig = rio__signal_read(op);
+		int sig = rio__signal_read(loop, op);
 		if (sig < 0)
 			break;
 		rio__complete(loop, op, sig, RIO_OP_F_MORE);
