@@ -6,6 +6,7 @@
  * libkqueue.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -143,20 +144,32 @@ static int kq_wait(int pfd, struct rio__pev *out, int max, int timeout_ms)
 #if !defined(__linux__) || defined(RINGIO_KQ_EVFILT_SIGNAL)
 #define KQ_SIGNALS 1
 
-/* Take the instances of `sig` pending in the process (it is blocked), as
- * a read of a signalfd does; how many there were. */
-static unsigned take_pending(int sig)
+/* Take one instance of `sig` pending for this thread or the process (it
+ * is blocked), never waiting: 1 taken, 0 none (another taker was first).
+ * macOS has no sigtimedwait: sigwait there, only when pending, which a
+ * second taker (another loop's) could turn into a wait. */
+static int take_one(int sig)
 {
-	sigset_t one, pend;
+	sigset_t one;
 	sigemptyset(&one);
 	sigaddset(&one, sig);
+#ifdef __APPLE__
+	sigset_t pend;
+	int got;
+	return sigpending(&pend) == 0 && sigismember(&pend, sig) == 1 &&
+	       sigwait(&one, &got) == 0;
+#else
+	struct timespec zero = {0, 0};
+	return sigtimedwait(&one, NULL, &zero) == sig;
+#endif
+}
+
+/* Take every instance of `sig` pending (at most 64): how many. */
+static unsigned take_pending(int sig)
+{
 	unsigned n = 0;
-	while (n < 64 && sigpending(&pend) == 0 && sigismember(&pend, sig) == 1) {
-		int got;
-		if (sigwait(&one, &got) != 0)
-			break;
+	while (n < 64 && take_one(sig))
 		n++;
-	}
 	return n;
 }
 
@@ -176,14 +189,26 @@ static int sig_knotes(int kq, const sigset_t *set, unsigned short how)
 	return 0;
 }
 
+/* Send `sig` again: natively to this thread, which blocks it (a send to
+ * the process could go to a thread that does not, and its default action
+ * end the process); libkqueue sees only what is sent to the process. */
+static void send_again(int sig)
+{
+#ifdef __linux__
+	kill(getpid(), sig);
+#else
+	pthread_kill(pthread_self(), sig);
+#endif
+}
+
 /* A signal op's fd: a kqueue of its own with an EVFILT_SIGNAL knote per
- * signal of `set`, which records them (what came, how often), and the
- * same knotes on the loop's kqueue, whose events (RIO__PEV_SIG) wake the
- * loop to read it: a kqueue inside another is not readable under
- * libkqueue. No signalfd: native kqueue has none. EVFILT_SIGNAL sees only
- * what is sent after it is added (libkqueue even drops what is pending
- * then), while a signalfd sees what is pending: those are taken first and
- * sent again once the knotes are there. */
+ * signal of `set`, which tells what came, and the same knotes on the
+ * loop's kqueue, whose events (RIO__PEV_SIG) wake the loop to read it: a
+ * kqueue inside another is not readable under libkqueue. No signalfd:
+ * native kqueue has none. EVFILT_SIGNAL sees only what is sent after it
+ * is added (libkqueue even drops what is pending then), while a signalfd
+ * sees what is pending: those are taken first (and, natively, what came
+ * while the knotes were added) and sent again once the knotes are there. */
 static int kq_sig_open(int pfd, const sigset_t *set)
 {
 	unsigned again[65] = {0};
@@ -196,9 +221,14 @@ static int kq_sig_open(int pfd, const sigset_t *set)
 	int r = sig_knotes(kq, set, EV_ADD);
 	if (r == 0)
 		r = sig_knotes(pfd, set, EV_ADD);
-	for (int sig = 1; sig <= 64 && sig < NSIG; sig++)
-		while (again[sig] > 0 && kill(getpid(), sig) == 0)
-			again[sig]--;
+	for (int sig = 1; sig <= 64 && sig < NSIG; sig++) {
+#ifndef __linux__
+		if (sigismember(set, sig) == 1)
+			again[sig] += take_pending(sig);
+#endif
+		for (; again[sig] > 0; again[sig]--)
+			send_again(sig);
+	}
 	if (r < 0) {
 		close(kq);
 		return r;
@@ -214,30 +244,38 @@ static void kq_sig_close(int pfd, int sig)
 	sig_knotes(pfd, &one, EV_DELETE);
 }
 
-/* The next signal the op's kqueue recorded, and how often: a real-time
- * signal as many times as it was sent (each is queued), another once (a
- * signalfd merges those pending alike). */
+/* The next signal for this op, and how often: a real-time signal as many
+ * times as it was sent (each is queued), another once (a signalfd merges
+ * those pending alike). Natively a knote of every kqueue watching the
+ * signal records it and the signal stays pending: the op that takes it
+ * has it, as with a signalfd read, and one that finds it taken reads on.
+ * libkqueue took it already (a signalfd of its own): its count is it. */
 static int kq_sig_read(int fd, unsigned *times)
 {
-	struct kevent ev;
 	struct timespec zero = {0, 0};
-	int n = kevent(fd, NULL, 0, &ev, 1, &zero);
-	if (n < 0)
-		return -errno;
-	if (n == 0)
-		return -EAGAIN;
-	int sig = (int)ev.ident;
-#ifndef __linux__
-	/* native kqueue records it and leaves it pending: take it (libkqueue
-	 * read it from a signalfd of its own already) */
-	take_pending(sig);
+	for (int k = 0; k < 64; k++) {
+		struct kevent ev;
+		int n = kevent(fd, NULL, 0, &ev, 1, &zero);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EAGAIN;
+		int sig = (int)ev.ident;
+#ifdef __linux__
+		unsigned got = ev.data > 1 ? (unsigned)ev.data : 1;
+#else
+		unsigned got = take_pending(sig);
+		if (got == 0)
+			continue; /* another op's (or loop's) */
 #endif
-	*times = 1;
+		*times = 1;
 #ifdef SIGRTMIN
-	if (sig >= SIGRTMIN && ev.data > 1)
-		*times = (unsigned)ev.data;
+		if (sig >= SIGRTMIN)
+			*times = got;
 #endif
-	return sig;
+		return sig;
+	}
+	return -EAGAIN;
 }
 
 #else

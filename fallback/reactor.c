@@ -727,8 +727,11 @@ int rio__reactor_sig_open(rio_loop *loop, const sigset_t *set)
 	if (fd < 0)
 		return fd;
 	struct fdent *e = fd_ent(r, fd);
-	if (!e) {
+	if (!e) { /* the loop's knotes no other op needs go too */
 		close(fd);
+		for (int sig = 1; sig <= 64 && sig < NSIG; sig++)
+			if (sigismember(set, sig) == 1 && !r->sigwatch[sig])
+				r->p->sig_close(r->pfd, sig);
 		return -ENOMEM;
 	}
 	for (int sig = 1; sig <= 64 && sig < NSIG; sig++)

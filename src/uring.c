@@ -748,9 +748,12 @@ static void dgram_cqe(rio_loop *loop, rio_op *op, int res)
 		if (!rio__uring_pool_user(op->priv.a.multi.pool))
 			break; /* lent to the kernel meanwhile: its way now */
 		uint16_t got[RIO__DGRAM_BATCH];
-		res = rio__dgram_recv(loop, op,
-				      rio__uring_pool_free(op->priv.a.multi.pool),
-				      got);
+		struct rio__freelist *fl =
+			rio__uring_pool_free(op->priv.a.multi.pool);
+		/* fewer than offered: the socket is drained */
+		int offer = fl->n < RIO__DGRAM_BATCH ? (int)fl->n
+						     : RIO__DGRAM_BATCH;
+		res = rio__dgram_recv(loop, op, fl, got);
 		if (res <= 0)
 			break;
 		*ub |= RIO__U_HELD;
@@ -760,7 +763,7 @@ static void dgram_cqe(rio_loop *loop, rio_op *op, int res)
 			return; /* a cancel settled it (aim) */
 		if (rio__fd_closing(loop, op))
 			res = -ECANCELED;
-		else if (res < RIO__DGRAM_BATCH)
+		else if (res < offer)
 			res = -EAGAIN; /* drained */
 	}
 	if (res == -ENOBUFS) {

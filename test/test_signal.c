@@ -206,6 +206,35 @@ Test(signal, a_signal_wakes_a_waiting_loop, .timeout = 20)
 	t_loop_done(loop);
 }
 
+/* Two ops watching one signal, on one loop: each delivery goes to one of
+ * them (a signalfd read takes it; on kqueue the op that takes it). */
+Test(signal, two_ops_on_one_signal_share_its_deliveries, .timeout = 20)
+{
+	rio_loop *loop = t_loop();
+#ifdef RINGIO_KQ_EVFILT_SIGNAL
+	if (rio_loop_backend(loop, NULL, 0) == RIO_BACKEND_KQUEUE) {
+		t_loop_done(loop);
+		cr_skip_test("libkqueue's EVFILT_SIGNAL hands a signal to every "
+			     "kqueue that watches it, and takes it itself");
+	}
+#endif
+	static t_sig s1, s2;
+	memset(&s1, 0, sizeof s1);
+	memset(&s2, 0, sizeof s2);
+	cr_assert_eq(rio_signal(loop, &s1.op, RIO_SIG(SIGUSR1), sig_cb), 0);
+	cr_assert_eq(rio_signal(loop, &s2.op, RIO_SIG(SIGUSR1), sig_cb), 0);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(kill(getpid(), SIGUSR1), 0);
+		T_RUN_UNTIL(loop, s1.n + s2.n == i + 1, 5000);
+		t_loop_sleep(loop, 20); /* a second delivery would come now */
+		cr_assert_eq(s1.n + s2.n, i + 1, "signal %d: %d + %d deliveries",
+			     i, s1.n, s2.n);
+	}
+	sig_end(loop, &s1);
+	sig_end(loop, &s2);
+	t_loop_done(loop);
+}
+
 Test(signal, what_is_refused, .timeout = 20)
 {
 	rio_loop *loop = t_loop();
