@@ -3821,22 +3821,12 @@ static void act(struct prog *p)
 	}
 }
 
-static void teardown(struct prog *p)
+/* Teardown: a close of every channel still open, a cancel of every
+ * timer, multishot accept and the like. Each needs an op slot and a
+ * record: with none free (a program ending with many ops in flight: seed
+ * 93965323), what is left waits for the next round, after the loop ran. */
+static void end_everything(struct prog *p)
 {
-	p->step++;
-	p->tearing = 1;
-	tracef(p, "teardown");
-	rl_settle(p);
-	if (p->lis) { /* first: it would accept what the closes make room for */
-		lis_check(p);
-		int r = rio_listener_stop(p->lis);
-		if (r && !(p->lis_ca && r == -EALREADY))
-			fail(p, "rio_listener_stop: %s", rio_strerror(r));
-	}
-	for (int i = 0; i < MAXCH; i++)
-		p->ch[i].touched = p->ch[i].gone_now = 0;
-	/* the peers go, buffers go back, every fd is closed by the loop */
-	return_held(p);
 	/* in id order: table slots depend on callback order */
 	for (int last = -1;;) {
 		int best = -1;
@@ -3867,7 +3857,29 @@ static void teardown(struct prog *p)
 			SUBMIT(p, cx, rio_cancel(p->loop, &cx->op, &f->op, op_cb));
 		}
 	}
+}
+
+static void teardown(struct prog *p)
+{
+	p->step++;
+	p->tearing = 1;
+	tracef(p, "teardown");
+	rl_settle(p);
+	if (p->lis) { /* first: it would accept what the closes make room for */
+		lis_check(p);
+		int r = rio_listener_stop(p->lis);
+		if (r && !(p->lis_ca && r == -EALREADY))
+			fail(p, "rio_listener_stop: %s", rio_strerror(r));
+	}
+	for (int i = 0; i < MAXCH; i++)
+		p->ch[i].touched = p->ch[i].gone_now = 0;
+	/* the peers go, buffers go back, every fd is closed by the loop */
+	return_held(p);
+	end_everything(p);
 	for (int round = 0; round < 50; round++) {
+		/* what found no op slot (or record) free last time: again */
+		if (round)
+			end_everything(p);
 		return_held(p);
 		if (run_quiet(p, 3000)) {
 			fail(p, "teardown: the loop did not go quiet in 3 s");
