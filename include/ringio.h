@@ -168,9 +168,11 @@ RIO_API int rio_post(rio_loop *loop, rio_op *op, rio_cb *cb);
  * from any thread. Sends made before the callback runs are merged into
  * one completion, and one made while it runs brings another: after a
  * send, a callback always runs that sees what the sender did before it.
- * rio_cancel() ends it (final completion, -ECANCELED); no send may start
- * after the cancel is submitted (the caller's to ensure, e.g. by joining
- * the senders first). -EINVAL: NULL argument, a deadline on op.
+ * rio_cancel() ends it (final completion, -ECANCELED) after a send not
+ * yet delivered, in a later turn: no callback runs inside rio_cancel();
+ * no send may start after the cancel is submitted (the caller's to
+ * ensure, e.g. by joining the senders first). -EINVAL: NULL argument, a
+ * deadline on op.
  */
 RIO_API int rio_wakeup_start(rio_loop *loop, rio_op *op, rio_cb *cb);
 

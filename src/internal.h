@@ -279,6 +279,8 @@ static inline void rio__must(rio_op *op, int r)
 RIO__HIDDEN void rio__listeners_cancel(rio_loop *loop);
 /* Deliver the wakeups sent so far (loop thread). */
 RIO__HIDDEN void rio__drain_woken(rio_loop *loop);
+/* A cancel of a running wakeup handle: 0 or -EALREADY (loop.c). */
+RIO__HIDDEN int rio__wakeup_cancel(rio_loop *loop, rio_op *op);
 RIO__HIDDEN int rio__poll_events(rio_loop *loop, rio_op *op, int fd,
 				 unsigned events, rio_cb *cb);
 /* Deliver one result to op's callback: the one place a callback runs.

@@ -263,6 +263,22 @@ int rio_wakeup_send(rio_loop *loop, rio_op *op)
 	return 0;
 }
 
+/* A cancelled handle ends, unless a send is still to be delivered: it
+ * is pushed, or about to be by a sender that then wakes the loop, and
+ * the drain that delivers it ends the handle after it. */
+static void wakeup_end(rio_loop *loop, rio_op *op)
+{
+	if (!__atomic_load_n(&op->priv.a.wakeup.pending, __ATOMIC_ACQUIRE))
+		rio__defer(loop, op, -ECANCELED);
+}
+
+/* Deliver the woken handles, oldest first. Clearing `pending` is an
+ * exchange, not a store: every send that found it set (and so pushed
+ * nothing) comes earlier in its modification order, and the acquire here
+ * makes what those senders did before sending visible to the callback.
+ * A release store followed by the callback's loads may be reordered
+ * (store to load: x86 allows it), and a send merged into a callback that
+ * read stale data would never be seen. */
 void rio__drain_woken(rio_loop *loop)
 {
 	rio_op *op = atomic_exchange_explicit(&loop->woken, NULL,
@@ -277,11 +293,31 @@ void rio__drain_woken(rio_loop *loop)
 	while (rev) {
 		rio_op *next = rev->priv.a.wakeup.next;
 		rev->priv.a.wakeup.next = NULL;
-		__atomic_store_n(&rev->priv.a.wakeup.pending, 0,
-				 __ATOMIC_RELEASE);
-		rio__complete(loop, rev, 0, RIO_OP_F_MORE);
+		__atomic_exchange_n(&rev->priv.a.wakeup.pending, 0,
+				    __ATOMIC_ACQ_REL);
+		/* ended already: a send raced its cancel, nothing to run */
+		if (rev->priv.state == RIO__ST_KERNEL) {
+			rio__complete(loop, rev, 0, RIO_OP_F_MORE);
+			/* cancelled: ends once no send is left to deliver */
+			if ((rev->priv.bits & RIO__B_CANCELLED) &&
+			    rev->priv.state == RIO__ST_KERNEL)
+				wakeup_end(loop, rev);
+		}
 		rev = next;
 	}
+}
+
+/* A cancel of a running handle (cancel_here). It runs no callback (a
+ * callback never recurses, and one that called rio_cancel again met the
+ * cancel op half taken): a send not yet delivered comes first, from the
+ * next drain. */
+int rio__wakeup_cancel(rio_loop *loop, rio_op *op)
+{
+	if (op->priv.bits & RIO__B_CANCELLED)
+		return -EALREADY; /* on its way to its final completion */
+	op->priv.bits |= RIO__B_CANCELLED;
+	wakeup_end(loop, op);
+	return 0;
 }
 
 static unsigned in_flight(rio_loop *loop)

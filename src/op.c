@@ -614,13 +614,8 @@ static int cancel_here(rio_loop *loop, rio_op *target)
 	default:
 		break;
 	}
-	if (target->priv.kind == RIO__OP_WAKEUP) {
-		/* off the woken stack first (a send before the cancel is
-		 * delivered): its links must not meet the pending queue */
-		rio__drain_woken(loop);
-		rio__defer(loop, target, -ECANCELED);
-		return 0;
-	}
+	if (target->priv.kind == RIO__OP_WAKEUP)
+		return rio__wakeup_cancel(loop, target);
 	if (rio__kind(target)->composite)
 		return target->priv.a.composite.cancel(loop, target);
 	return 1;

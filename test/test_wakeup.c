@@ -36,6 +36,7 @@ static void w_cb(rio_loop *loop, rio_op *op, int res)
 		return;
 	}
 	cr_assert_eq(res, 0);
+	cr_assert_eq(W.finals, 0, "a callback after the final one");
 	W.calls++;
 	W.seen = atomic_load(&W.sent);
 	if (W.cancel_after && W.calls == W.cancel_after)
@@ -113,8 +114,8 @@ Test(wakeup, sends_merge_but_none_is_lost, .timeout = 30)
 }
 
 /* A send, then a cancel before the loop ran: the send's callback comes
- * first, then the final; exactly one each. RIO_RUN_ONCE returns with a
- * send that woke it delivered. */
+ * first, in the next run (not inside rio_cancel), then the final; exactly
+ * one each. RIO_RUN_ONCE returns with a send that woke it delivered. */
 Test(wakeup, a_send_before_the_cancel_is_delivered_first, .timeout = 20)
 {
 	memset(&W, 0, sizeof W);
@@ -131,11 +132,81 @@ Test(wakeup, a_send_before_the_cancel_is_delivered_first, .timeout = 20)
 	cr_assert_eq(rio_wakeup_send(W.loop, &W.op), 0);
 	t_rec c = {.calls = 0};
 	cr_assert_eq(rio_cancel(W.loop, &c.op, &W.op, t_rec_cb), 0);
+	cr_assert_eq(W.calls, 1, "a callback ran inside rio_cancel");
+	t_rec c2 = {.calls = 0}; /* a second cancel: it is on its way */
+	cr_assert_eq(rio_cancel(W.loop, &c2.op, &W.op, t_rec_cb), 0);
+	T_RUN_UNTIL(W.loop, W.finals == 1 && c.calls == 1 && c2.calls == 1,
+		    5000);
+	cr_assert_eq(c.res, 0);
+	cr_assert_eq(c2.res, -EALREADY);
 	cr_assert_eq(W.calls, 2, "the sends were not delivered first");
-	T_RUN_UNTIL(W.loop, W.finals == 1 && c.calls == 1, 5000);
-	cr_assert_eq(W.calls, 2);
 	cr_assert_eq(W.final_res, -ECANCELED);
 	t_loop_done(W.loop);
+}
+
+/* A callback that sends to its own handle and then cancels it, as a
+ * handler that wakes itself and then shuts down does. No callback runs
+ * inside rio_cancel() (a callback never recurses): the send is delivered
+ * in a later turn, then the final. The nested callback this once ran
+ * called rio_cancel() again with the cancel op still being taken, which
+ * took it twice and left the loop with an op that never ends (the
+ * threads.epoll hang in CI). */
+static struct {
+	rio_op op, cancel;
+	int depth, max_depth, in_cancel;
+	int calls, finals, final_res, more_after_final;
+	int cancel_calls, cancel_res;
+} S;
+
+static void s_cancel_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)op;
+	S.cancel_calls++;
+	S.cancel_res = res;
+}
+
+static void s_cb(rio_loop *loop, rio_op *op, int res)
+{
+	if (++S.depth > S.max_depth)
+		S.max_depth = S.depth;
+	if (!(op->flags & RIO_OP_F_MORE)) {
+		S.finals++;
+		S.final_res = res;
+	} else if (S.finals) {
+		S.more_after_final++;
+	} else if (++S.calls == 1) {
+		cr_assert_eq(rio_wakeup_send(loop, op), 0);
+		S.in_cancel = 1;
+		int r = rio_cancel(loop, &S.cancel, op, s_cancel_cb);
+		S.in_cancel = 0;
+		cr_assert_eq(r, 0);
+		cr_assert_eq(S.calls, 1, "a callback ran inside rio_cancel");
+	} else if (S.in_cancel) {
+		/* what threads.c's callback did on its next call */
+		rio_cancel(loop, &S.cancel, op, s_cancel_cb);
+	}
+	S.depth--;
+}
+
+Test(wakeup, a_cancel_from_its_callback_runs_no_callback_inside, .timeout = 20)
+{
+	memset(&S, 0, sizeof S);
+	rio_loop *loop = t_loop();
+	cr_assert_eq(rio_wakeup_start(loop, &S.op, s_cb), 0);
+	cr_assert_eq(rio_wakeup_send(loop, &S.op), 0);
+	T_RUN_UNTIL(loop, S.finals == 1 && S.cancel_calls == 1, 5000);
+	t_loop_sleep(loop, 20);
+	cr_assert_eq(S.max_depth, 1, "a callback ran inside another");
+	cr_assert_eq(S.calls, 2, "the send before the cancel: %d calls",
+		     S.calls);
+	cr_assert_eq(S.finals, 1);
+	cr_assert_eq(S.final_res, -ECANCELED);
+	cr_assert_eq(S.more_after_final, 0);
+	cr_assert_eq(S.cancel_calls, 1);
+	cr_assert_eq(S.cancel_res, 0);
+	/* the cancel op was taken once: nothing is left in flight */
+	t_loop_done(loop);
 }
 
 Test(wakeup, what_is_refused, .timeout = 20)

@@ -53,6 +53,21 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Join `th` within `ms`, or fail saying `what`. */
+static void join_within(pthread_t th, unsigned ms, const char *what)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	int r = pthread_timedjoin_np(th, NULL, &ts);
+	CHECK(r == 0, "%s: not done within %u ms (%s)", what, ms, strerror(r));
+}
+
 static rio_loop *new_loop(void)
 {
 	rio_loop *loop;
@@ -145,7 +160,8 @@ static void check_posts(void)
 				     (void *)(intptr_t)i) == 0, "thread");
 	for (int i = 0; i < POSTERS; i++)
 		pthread_join(pt[i], NULL);
-	pthread_join(lt, NULL); /* ends when the last post cancels `keep` */
+	/* ends when the last post cancels `keep` */
+	join_within(lt, 30000, "the posts' run");
 	CHECK(now_ms() - t0 < 30000, "took %llu ms",
 	      (unsigned long long)(now_ms() - t0));
 	CHECK(sm.run_rc == 0, "run: %d", sm.run_rc);
@@ -349,8 +365,8 @@ enum { WAKERS = 4, WAKES = 3000 };
 static struct {
 	rio_loop *loop;
 	rio_op op, cancel;
-	atomic_int sent, loop_ready;
-	int seen, calls, finals, final_res, run_rc;
+	atomic_int sent, loop_ready, seen, reached, stop_req;
+	int calls, finals, final_res, run_rc;
 	int payload[WAKERS]; /* written before each send, read by the loop */
 } wk;
 
@@ -365,12 +381,17 @@ static void wake_cb(rio_loop *loop, rio_op *op, int res)
 	int sum = 0;
 	for (int i = 0; i < WAKERS; i++)
 		sum += __atomic_load_n(&wk.payload[i], __ATOMIC_ACQUIRE);
-	wk.seen = atomic_load(&wk.sent);
-	if (wk.seen == WAKERS * WAKES) {
+	int seen = atomic_load(&wk.sent);
+	atomic_store(&wk.seen, seen);
+	if (seen == WAKERS * WAKES && !atomic_load(&wk.reached)) {
 		CHECK(sum == WAKERS * WAKES, "the loop saw %d of %d", sum,
 		      WAKERS * WAKES);
-		rio_cancel(loop, &wk.cancel, &wk.op, keep_cb);
+		atomic_store(&wk.reached, 1);
 	}
+	/* the last send, made after every waker was joined: no send
+	 * starts after this cancel, as rio_wakeup_start(3) asks */
+	if (atomic_load(&wk.stop_req))
+		rio_cancel(loop, &wk.cancel, &wk.op, keep_cb);
 }
 
 static void *waker_main(void *arg)
@@ -396,8 +417,9 @@ static void *wake_loop_main(void *arg)
 
 /* WAKERS threads send to a wakeup handle of a loop that runs on its own
  * thread in RIO_RUN_DEFAULT with nothing else in flight: it keeps running
- * on the handle alone, the last callback sees every send, and the run
- * returns once the callback cancels it. */
+ * on the handle alone, and a callback sees every send (none is lost while
+ * they merge). Then, the wakers joined, one last send asks the callback
+ * to cancel the handle, and the run returns. */
 static void check_wakeups(void)
 {
 	pthread_t lt, wt[WAKERS];
@@ -410,16 +432,22 @@ static void check_wakeups(void)
 				     (void *)(intptr_t)i) == 0, "thread");
 	for (int i = 0; i < WAKERS; i++)
 		pthread_join(wt[i], NULL);
-	/* the run ends on its own once the last send is seen (ctest's
-	 * timeout bounds it) */
-	pthread_join(lt, NULL);
+	for (uint64_t end = now_ms() + 10000;
+	     !atomic_load(&wk.reached) && now_ms() < end;)
+		usleep(1000);
+	CHECK(atomic_load(&wk.reached),
+	      "a send was lost: the callbacks saw %d of %d within 10 s",
+	      atomic_load(&wk.seen), WAKERS * WAKES);
+	atomic_store(&wk.stop_req, 1);
+	CHECK(rio_wakeup_send(wk.loop, &wk.op) == 0, "send");
+	join_within(lt, 10000, "the run after the last send");
 	CHECK(now_ms() - t0 < 20000, "took %llu ms",
 	      (unsigned long long)(now_ms() - t0));
 	CHECK(wk.run_rc == 0, "run returned %d", wk.run_rc);
 	CHECK(wk.finals == 1 && wk.final_res == -ECANCELED, "final %d (%d)",
 	      wk.final_res, wk.finals);
-	CHECK(wk.calls >= 1 && wk.calls <= WAKERS * WAKES, "%d callbacks",
-	      wk.calls);
+	CHECK(wk.calls >= 2 && wk.calls <= WAKERS * WAKES + 1,
+	      "%d callbacks", wk.calls);
 	CHECK(rio_loop_destroy(wk.loop) == 0, "destroy");
 }
 
