@@ -169,17 +169,17 @@ RIO_API int rio_post(rio_loop *loop, rio_op *op, rio_cb *cb);
  * one completion, and one made while it runs brings another: after a
  * send, a callback always runs that sees what the sender did before it.
  * rio_cancel() ends it (final completion, -ECANCELED) after a send not
- * yet delivered, in a later turn: no callback runs inside rio_cancel();
- * no send may start after the cancel is submitted (the caller's to
- * ensure, e.g. by joining the senders first). -EINVAL: NULL argument, a
- * deadline on op.
+ * yet delivered, in a later turn: no callback runs inside rio_cancel().
+ * A send after the cancel is dropped. `op` may be reused or freed once
+ * its final completion has run and no thread is inside a send to it.
+ * -EINVAL: NULL argument, a deadline on op.
  */
 RIO_API int rio_wakeup_start(rio_loop *loop, rio_op *op, rio_cb *cb);
 
 /* Wake `op` (rio_wakeup_start on `loop`): any thread, and from a signal
  * handler (a lock-free atomic and, for the first send of a merge, a
- * write(2)). Returns 0, or -EINVAL when op is not a running wakeup of
- * loop. */
+ * write(2)). Returns 0, or -EINVAL when op was not started by
+ * rio_wakeup_start(). */
 RIO_API int rio_wakeup_send(rio_loop *loop, rio_op *op);
 
 /*

@@ -254,7 +254,8 @@ int rio_wakeup_send(rio_loop *loop, rio_op *op)
 	if (!loop || !op || op->priv.kind != RIO__OP_WAKEUP)
 		return -EINVAL;
 	/* one push per merge: the drain clears `pending` before the
-	 * callback, so a send during it pushes again */
+	 * callback, so a send during it pushes again; after a cancel it
+	 * stays set and a send does nothing */
 	if (__atomic_exchange_n(&op->priv.a.wakeup.pending, 1,
 				__ATOMIC_ACQ_REL))
 		return 0;
@@ -263,22 +264,14 @@ int rio_wakeup_send(rio_loop *loop, rio_op *op)
 	return 0;
 }
 
-/* A cancelled handle ends, unless a send is still to be delivered: it
- * is pushed, or about to be by a sender that then wakes the loop, and
- * the drain that delivers it ends the handle after it. */
-static void wakeup_end(rio_loop *loop, rio_op *op)
-{
-	if (!__atomic_load_n(&op->priv.a.wakeup.pending, __ATOMIC_ACQUIRE))
-		rio__defer(loop, op, -ECANCELED);
-}
-
-/* Deliver the woken handles, oldest first. Clearing `pending` is an
+/* Deliver the woken handles, oldest first. `pending` is cleared with an
  * exchange, not a store: every send that found it set (and so pushed
  * nothing) comes earlier in its modification order, and the acquire here
  * makes what those senders did before sending visible to the callback.
  * A release store followed by the callback's loads may be reordered
  * (store to load: x86 allows it), and a send merged into a callback that
- * read stale data would never be seen. */
+ * read stale data would never be seen. A cancelled handle keeps
+ * `pending` set (rio__wakeup_cancel): this send is its last one. */
 void rio__drain_woken(rio_loop *loop)
 {
 	rio_op *op = atomic_exchange_explicit(&loop->woken, NULL,
@@ -293,15 +286,15 @@ void rio__drain_woken(rio_loop *loop)
 	while (rev) {
 		rio_op *next = rev->priv.a.wakeup.next;
 		rev->priv.a.wakeup.next = NULL;
-		__atomic_exchange_n(&rev->priv.a.wakeup.pending, 0,
-				    __ATOMIC_ACQ_REL);
-		/* ended already: a send raced its cancel, nothing to run */
-		if (rev->priv.state == RIO__ST_KERNEL) {
+		/* only a running handle is ever pushed (see the cancel) */
+		if (rev->priv.kind == RIO__OP_WAKEUP &&
+		    rev->priv.state == RIO__ST_KERNEL) {
+			int last = !!(rev->priv.bits & RIO__B_CANCELLED);
+			__atomic_exchange_n(&rev->priv.a.wakeup.pending, last,
+					    __ATOMIC_ACQ_REL);
 			rio__complete(loop, rev, 0, RIO_OP_F_MORE);
-			/* cancelled: ends once no send is left to deliver */
-			if ((rev->priv.bits & RIO__B_CANCELLED) &&
-			    rev->priv.state == RIO__ST_KERNEL)
-				wakeup_end(loop, rev);
+			if (last)
+				rio__defer(loop, rev, -ECANCELED);
 		}
 		rev = next;
 	}
@@ -309,14 +302,19 @@ void rio__drain_woken(rio_loop *loop)
 
 /* A cancel of a running handle (cancel_here). It runs no callback (a
  * callback never recurses, and one that called rio_cancel again met the
- * cancel op half taken): a send not yet delivered comes first, from the
- * next drain. */
+ * cancel op half taken). It sets `pending` for good, so that no send
+ * pushes the op again: one that comes after it merges into nothing (it
+ * is dropped). One that came before it is on the woken stack, or about
+ * to be by a sender that then wakes the loop: the drain delivers it,
+ * then ends the handle; otherwise the handle ends now. */
 int rio__wakeup_cancel(rio_loop *loop, rio_op *op)
 {
 	if (op->priv.bits & RIO__B_CANCELLED)
 		return -EALREADY; /* on its way to its final completion */
 	op->priv.bits |= RIO__B_CANCELLED;
-	wakeup_end(loop, op);
+	if (!__atomic_exchange_n(&op->priv.a.wakeup.pending, 1,
+				 __ATOMIC_ACQ_REL))
+		rio__defer(loop, op, -ECANCELED);
 	return 0;
 }
 

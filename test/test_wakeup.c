@@ -7,6 +7,7 @@
 #include "common.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -207,6 +208,89 @@ Test(wakeup, a_cancel_from_its_callback_runs_no_callback_inside, .timeout = 20)
 	cr_assert_eq(S.cancel_res, 0);
 	/* the cancel op was taken once: nothing is left in flight */
 	t_loop_done(loop);
+}
+
+/* Two threads send without pause while the loop cancels the handle, and
+ * go on after its final completion: a send that raced the cancel is
+ * delivered before the final or dropped, never after it, and none leaves
+ * the op on the loop's stack of woken handles (nor does one more send
+ * after the final). Once the senders are joined, the same op starts again
+ * as a new handle: no callback comes without a send of its own (a stale
+ * push would bring one). */
+static struct {
+	rio_loop *loop;
+	rio_op op;
+	atomic_int stop;
+	int calls, finals, final_res, more_after_final;
+} R;
+
+static void r_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	(void)op;
+	if (!(op->flags & RIO_OP_F_MORE)) {
+		R.finals++;
+		R.final_res = res;
+	} else if (R.finals) {
+		R.more_after_final++;
+	} else {
+		R.calls++;
+	}
+}
+
+static void *r_sender(void *arg)
+{
+	long *n = arg;
+	uint64_t end = t_now_ns() + 10000 * T_MS;
+	while (!atomic_load(&R.stop) && t_now_ns() < end) {
+		cr_assert_eq(rio_wakeup_send(R.loop, &R.op), 0);
+		if (++*n % 64 == 0)
+			sched_yield(); /* valgrind runs one thread at a time */
+	}
+	return NULL;
+}
+
+Test(wakeup, a_send_racing_the_cancel_never_comes_after_it, .timeout = 30)
+{
+	memset(&R, 0, sizeof R);
+	R.loop = t_loop();
+	cr_assert_eq(rio_wakeup_start(R.loop, &R.op, r_cb), 0);
+	pthread_t th[2];
+	long n[2] = {0, 0};
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&th[i], NULL, r_sender, &n[i]), 0);
+	T_RUN_UNTIL(R.loop, R.calls >= 20, 5000);
+	t_rec c = {.calls = 0};
+	cr_assert_eq(rio_cancel(R.loop, &c.op, &R.op, t_rec_cb), 0);
+	T_RUN_UNTIL(R.loop, R.finals == 1 && c.calls == 1, 5000);
+	t_loop_sleep(R.loop, 30); /* the senders go on */
+	atomic_store(&R.stop, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	/* one more, from this thread, after the final: dropped too; no run
+	 * in between, so a push any send left would still be there */
+	cr_assert_eq(rio_wakeup_send(R.loop, &R.op), 0);
+	cr_assert_eq(c.res, 0);
+	cr_assert_eq(R.final_res, -ECANCELED);
+	cr_assert_eq(R.finals, 1);
+	cr_assert_eq(R.more_after_final, 0, "%d callbacks after the final",
+		     R.more_after_final);
+	cr_log_info("%ld sends, %d callbacks before the final", n[0] + n[1],
+		    R.calls);
+
+	/* the same op, a new handle */
+	R.calls = R.finals = R.final_res = 0;
+	cr_assert_eq(rio_wakeup_start(R.loop, &R.op, r_cb), 0);
+	t_loop_sleep(R.loop, 30);
+	cr_assert_eq(R.calls, 0, "%d callbacks with no send", R.calls);
+	cr_assert_eq(rio_wakeup_send(R.loop, &R.op), 0);
+	T_RUN_UNTIL(R.loop, R.calls == 1, 5000);
+	t_rec c2 = {.calls = 0};
+	cr_assert_eq(rio_cancel(R.loop, &c2.op, &R.op, t_rec_cb), 0);
+	T_RUN_UNTIL(R.loop, R.finals == 1 && c2.calls == 1, 5000);
+	cr_assert_eq(R.calls, 1);
+	cr_assert_eq(R.more_after_final, 0);
+	t_loop_done(R.loop);
 }
 
 Test(wakeup, what_is_refused, .timeout = 20)
