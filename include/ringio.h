@@ -169,9 +169,10 @@ RIO_API int rio_post(rio_loop *loop, rio_op *op, rio_cb *cb);
  * one completion, and one made while it runs brings another: after a
  * send, a callback always runs that sees what the sender did before it.
  * rio_cancel() ends it (final completion, -ECANCELED) after a send not
- * yet delivered, in a later turn: no callback runs inside rio_cancel().
- * A send after the cancel is dropped. `op` may be reused or freed once
- * its final completion has run and no thread is inside a send to it.
+ * yet delivered, whose callback runs after rio_cancel() returns (none
+ * runs inside it). A send after the cancel does nothing of its own.
+ * `op` may be reused or freed once its final completion has run and no
+ * thread is inside a send to it.
  * -EINVAL: NULL argument, a deadline on op.
  */
 RIO_API int rio_wakeup_start(rio_loop *loop, rio_op *op, rio_cb *cb);

@@ -20,6 +20,7 @@ static struct {
 	rio_op cancel;
 	atomic_int sent;  /* senders' work, done before each send */
 	int seen;         /* what the last callback saw of it */
+	atomic_int acked; /* callbacks so far, for a sender to wait on */
 } W;
 
 static void cancel_cb(rio_loop *loop, rio_op *op, int res)
@@ -40,6 +41,7 @@ static void w_cb(rio_loop *loop, rio_op *op, int res)
 	cr_assert_eq(W.finals, 0, "a callback after the final one");
 	W.calls++;
 	W.seen = atomic_load(&W.sent);
+	atomic_store(&W.acked, W.calls);
 	if (W.cancel_after && W.calls == W.cancel_after)
 		cr_assert_eq(rio_cancel(loop, &W.cancel, &W.op, cancel_cb), 0);
 }
@@ -51,13 +53,17 @@ static void *sender(void *arg)
 		usleep(20000);
 		atomic_fetch_add(&W.sent, 1);
 		rio_wakeup_send(W.loop, &W.op);
+		/* one callback per send: a slow loop (valgrind) would merge
+		 * the next one into it; 5 s at most */
+		for (int k = 0; k < 5000 && atomic_load(&W.acked) <= i; k++)
+			usleep(1000);
 	}
 	return NULL;
 }
 
 /* Nothing else in flight: RIO_RUN_DEFAULT waits on the handle, gets each
- * send (20 ms apart: none merged), and returns once the callback has
- * cancelled it. */
+ * send (20 ms apart, each after the last one's callback: none merged),
+ * and returns once the callback has cancelled it. */
 Test(wakeup, keeps_the_loop_running_until_cancelled, .timeout = 20)
 {
 	memset(&W, 0, sizeof W);
@@ -291,6 +297,75 @@ Test(wakeup, a_send_racing_the_cancel_never_comes_after_it, .timeout = 30)
 	cr_assert_eq(R.calls, 1);
 	cr_assert_eq(R.more_after_final, 0);
 	t_loop_done(R.loop);
+}
+
+/* Two handles, each with a send pending, are delivered in one drain,
+ * oldest first. A's callback cancels B, which that drain has already
+ * taken off the stack: B's send still comes, then B's final. And a
+ * rio_loop_cancel_all() with a send pending on a handle: the send first,
+ * then the final. */
+static struct {
+	rio_op a, b, cancel_b;
+	int a_calls, b_calls, b_finals, b_final_res, b_more_after_final;
+	int cancel_res, cancel_calls;
+} P2;
+
+static void p2_cancel_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop, (void)op;
+	P2.cancel_calls++;
+	P2.cancel_res = res;
+}
+
+static void p2_b_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop;
+	if (!(op->flags & RIO_OP_F_MORE)) {
+		P2.b_finals++;
+		P2.b_final_res = res;
+	} else if (P2.b_finals) {
+		P2.b_more_after_final++;
+	} else {
+		P2.b_calls++;
+	}
+}
+
+static void p2_a_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)res;
+	if (!(op->flags & RIO_OP_F_MORE))
+		return;
+	if (++P2.a_calls == 1) {
+		cr_assert_eq(P2.b_calls, 0, "B came before A");
+		cr_assert_eq(rio_cancel(loop, &P2.cancel_b, &P2.b, p2_cancel_cb),
+			     0);
+		cr_assert_eq(P2.b_calls, 0, "a callback inside rio_cancel");
+	}
+}
+
+Test(wakeup, a_cancel_leaves_a_pending_send_first, .timeout = 20)
+{
+	memset(&P2, 0, sizeof P2);
+	rio_loop *loop = t_loop();
+	cr_assert_eq(rio_wakeup_start(loop, &P2.a, p2_a_cb), 0);
+	cr_assert_eq(rio_wakeup_start(loop, &P2.b, p2_b_cb), 0);
+	cr_assert_eq(rio_wakeup_send(loop, &P2.a), 0);
+	cr_assert_eq(rio_wakeup_send(loop, &P2.b), 0);
+	T_RUN_UNTIL(loop, P2.b_finals == 1 && P2.cancel_calls == 1, 5000);
+	cr_assert_eq(P2.a_calls, 1);
+	cr_assert_eq(P2.b_calls, 1, "B's pending send: %d calls", P2.b_calls);
+	cr_assert_eq(P2.b_final_res, -ECANCELED);
+	cr_assert_eq(P2.cancel_res, 0);
+
+	/* cancel-all with a send pending on A */
+	cr_assert_eq(rio_wakeup_send(loop, &P2.a), 0);
+	cr_assert_eq(rio_loop_cancel_all(loop), 0);
+	cr_assert_eq(P2.a_calls, 1, "a callback inside rio_loop_cancel_all");
+	t_drain(loop, 5000);
+	cr_assert_eq(P2.a_calls, 2, "A's pending send: %d calls", P2.a_calls);
+	cr_assert_eq(rio_op_in_flight(&P2.a), 0);
+	cr_assert_eq(P2.b_more_after_final, 0);
+	t_loop_done(loop);
 }
 
 Test(wakeup, what_is_refused, .timeout = 20)

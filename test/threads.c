@@ -22,6 +22,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -458,6 +459,104 @@ static void check_wakeups(void)
 	CHECK(rio_loop_destroy(wk.loop) == 0, "destroy");
 }
 
+/* ---- a send merged into one already pending, seen by its callback ---- */
+
+enum { MERGES = 300 };
+
+static struct {
+	rio_loop *loop;
+	rio_op handle, hold, stop, cancel;
+	int round;       /* written before each post: the post orders it */
+	int data;        /* plain: written between the two sends */
+	int calls;       /* loop thread only */
+	atomic_int inside, go, ack;
+	int run_rc;
+} mg;
+
+/* Keeps the loop thread busy (so nothing drains the woken handles) until
+ * the main thread has sent twice; `inside` and `go` are relaxed, so they
+ * order nothing between the threads. */
+static void hold_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop, (void)op;
+	CHECK(res == 0, "post: %d", res);
+	int r = mg.round;
+	atomic_store_explicit(&mg.inside, r, memory_order_relaxed);
+	uint64_t end = now_ms() + 10000;
+	while (atomic_load_explicit(&mg.go, memory_order_relaxed) != r) {
+		CHECK(now_ms() < end, "round %d: the sends never came", r);
+		sched_yield(); /* valgrind runs one thread at a time */
+	}
+}
+
+static void merged_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)loop, (void)res;
+	if (!(op->flags & RIO_OP_F_MORE))
+		return;
+	mg.calls++;
+	/* only the library orders this read after the main thread's write
+	 * (the second send's exchange, through the drain's); under TSan a
+	 * missing edge is a reported race */
+	CHECK(mg.data == mg.round, "round %d: the callback read %d", mg.round,
+	      mg.data);
+	atomic_store_explicit(&mg.ack, mg.round, memory_order_release);
+}
+
+static void merged_stop_cb(rio_loop *loop, rio_op *op, int res)
+{
+	(void)op, (void)res;
+	CHECK(rio_cancel(loop, &mg.cancel, &mg.handle, keep_cb) == 0, "cancel");
+}
+
+static void *merged_loop_main(void *arg)
+{
+	(void)arg;
+	mg.run_rc = rio_loop_run(mg.loop, RIO_RUN_DEFAULT);
+	return NULL;
+}
+
+/* Each round, while the loop thread is held inside a post's callback,
+ * the main thread sends (a push: the handle was idle), writes `data`,
+ * and sends again: that second send finds the first one pending and
+ * merges, pushing nothing. The callback that follows must see `data`.
+ * It is the drain's acquire-release exchange of `pending` that orders
+ * it; with a release store there (before 46dbf52) TSan reports a race
+ * here, and a CPU may let the callback read the old value. */
+static void check_merged_sends(void)
+{
+	pthread_t lt;
+	mg.loop = new_loop();
+	CHECK(rio_wakeup_start(mg.loop, &mg.handle, merged_cb) == 0, "start");
+	CHECK(pthread_create(&lt, NULL, merged_loop_main, NULL) == 0,
+	      "thread");
+	for (int r = 1; r <= MERGES; r++) {
+		uint64_t end = now_ms() + 10000;
+		mg.round = r;
+		CHECK(rio_post(mg.loop, &mg.hold, hold_cb) == 0, "post");
+		while (atomic_load_explicit(&mg.inside, memory_order_relaxed) !=
+		       r) {
+			CHECK(now_ms() < end, "round %d: never held", r);
+			sched_yield();
+		}
+		CHECK(rio_wakeup_send(mg.loop, &mg.handle) == 0, "send");
+		mg.data = r;
+		CHECK(rio_wakeup_send(mg.loop, &mg.handle) == 0, "send");
+		atomic_store_explicit(&mg.go, r, memory_order_relaxed);
+		while (atomic_load_explicit(&mg.ack, memory_order_acquire) !=
+		       r) {
+			CHECK(now_ms() < end, "round %d: no callback", r);
+			sched_yield();
+		}
+	}
+	CHECK(rio_post(mg.loop, &mg.stop, merged_stop_cb) == 0, "post");
+	join_within(lt, 10000, "the run after the cancel");
+	CHECK(mg.run_rc == 0, "run returned %d", mg.run_rc);
+	CHECK(mg.calls == MERGES, "%d callbacks for %d merged pairs", mg.calls,
+	      MERGES);
+	CHECK(rio_loop_destroy(mg.loop) == 0, "destroy");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && strcmp(argv[1], "--tool") == 0)
@@ -466,8 +565,10 @@ int main(int argc, char **argv)
 	check_posts();
 	check_stops();
 	check_wakeups();
+	check_merged_sends();
 	printf("threads: %d posts from %d threads into a loop handed to its "
-	       "own thread, %d cross-thread stops, %d wakeups from %d threads: "
-	       "ok\n", POSTERS * POSTS, POSTERS, STOPS, WAKERS * WAKES, WAKERS);
+	       "own thread, %d cross-thread stops, %d wakeups from %d threads, "
+	       "%d merged sends seen: ok\n", POSTERS * POSTS, POSTERS, STOPS,
+	       WAKERS * WAKES, WAKERS, MERGES);
 	return 0;
 }
