@@ -180,7 +180,7 @@ RIO_API int rio_wakeup_start(rio_loop *loop, rio_op *op, rio_cb *cb);
 /* Wake `op` (rio_wakeup_start on `loop`): any thread, and from a signal
  * handler (a lock-free atomic and, for the first send of a merge, a
  * write(2)). Returns 0, or -EINVAL when op was not started by
- * rio_wakeup_start(). */
+ * rio_wakeup_start() on loop. */
 RIO_API int rio_wakeup_send(rio_loop *loop, rio_op *op);
 
 /*
@@ -323,6 +323,7 @@ struct rio_op {
 			} composite;
 			struct {
 				rio_op *next;
+				rio_loop *loop;
 				uint32_t pending;
 			} wakeup;
 		} a;

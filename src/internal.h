@@ -49,7 +49,8 @@
  *   a.poll      POLL: the poll(2) events asked for
  *   a.shutdown  SHUTDOWN: shutdown(2)'s `how`
  *   a.wakeup    WAKEUP: the next on the loop's stack of woken ones; a
- *               send is pending (both written by senders: atomics)
+ *               send is pending (both written by senders: atomics); the
+ *               loop it runs on (a send to another is refused)
  *   a.signal    SIGNAL: a signal read that counted more than one, and
  *               how many of it are still to deliver (fd is its signalfd,
  *               or what the backend's sig_open made, which the core

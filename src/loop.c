@@ -245,14 +245,16 @@ int rio_wakeup_start(rio_loop *loop, rio_op *op, rio_cb *cb)
 	if (r)
 		return r;
 	op->priv.bits |= RIO__B_MULTISHOT;
+	op->priv.a.wakeup.loop = loop;
 	op->priv.state = RIO__ST_KERNEL; /* the core's: no backend sees it */
 	return 0;
 }
 
 int rio_wakeup_send(rio_loop *loop, rio_op *op)
 {
-	if (!loop || !op || op->priv.kind != RIO__OP_WAKEUP)
-		return -EINVAL;
+	if (!loop || !op || op->priv.kind != RIO__OP_WAKEUP ||
+	    op->priv.a.wakeup.loop != loop)
+		return -EINVAL; /* another loop's stack would deliver it there */
 	/* one push per merge: the drain clears `pending` before the
 	 * callback, so a send during it pushes again; after a cancel it
 	 * stays set and a send does nothing */

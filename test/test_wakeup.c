@@ -385,6 +385,10 @@ Test(wakeup, what_is_refused, .timeout = 20)
 	cr_assert_eq(rio_wakeup_send(loop, NULL), -EINVAL);
 	cr_assert_eq(rio_wakeup_start(loop, &op, t_nop_cb), 0);
 	cr_assert_eq(rio_wakeup_start(loop, &op, t_nop_cb), -EBUSY);
+	/* a handle of another loop: its stack would deliver it there */
+	rio_loop *other_loop = t_loop();
+	cr_assert_eq(rio_wakeup_send(other_loop, &op), -EINVAL);
+	t_loop_done(other_loop);
 	cr_assert_eq(rio_loop_destroy(loop), -EBUSY, "a running wakeup");
 	t_rec c = {.calls = 0};
 	cr_assert_eq(rio_cancel(loop, &c.op, &op, t_rec_cb), 0);
