@@ -78,6 +78,17 @@ static int kq_rearm(int pfd, int fd, uint32_t gen)
 }
 #endif
 
+/* Signal ops by EVFILT_SIGNAL natively; over libkqueue a signalfd (the
+ * core's), unless a test build asks (RINGIO_KQ_EVFILT_SIGNAL): libkqueue
+ * reads signals with a signalfd on a thread of its own, which cannot see
+ * a signal sent to another thread (pthread_kill of the loop's), where the
+ * core's signalfd, read on the loop's thread, sees it. */
+#if !defined(__linux__) || defined(RINGIO_KQ_EVFILT_SIGNAL)
+#define KQ_SIGNALS 1
+#else
+#define KQ_SIGNALS 0
+#endif
+
 static int kq_wait(int pfd, struct rio__pev *out, int max, int timeout_ms)
 {
 	struct kevent evs[256];
@@ -103,6 +114,7 @@ static int kq_wait(int pfd, struct rio__pev *out, int max, int timeout_ms)
 		return -errno;
 	for (int i = 0; i < n; i++) {
 		uint64_t key = (uint64_t)(uintptr_t)evs[i].udata;
+#if KQ_SIGNALS
 		if (evs[i].filter == EVFILT_SIGNAL) { /* kq_sig_open's */
 			out[i].fd = RIO__PEV_SIG;
 			out[i].gen = (uint32_t)evs[i].ident;
@@ -110,6 +122,7 @@ static int kq_wait(int pfd, struct rio__pev *out, int max, int timeout_ms)
 			out[i].err = 0;
 			continue;
 		}
+#endif
 		unsigned e = evs[i].filter == EVFILT_READ ? RIO__EV_IN : RIO__EV_OUT;
 		if (evs[i].flags & EV_EOF)
 			e |= RIO__EV_HUP;
@@ -136,13 +149,7 @@ static int kq_wait(int pfd, struct rio__pev *out, int max, int timeout_ms)
 
 /* ---- signal ops: EVFILT_SIGNAL ---- */
 
-/* Natively; over libkqueue a signalfd (the core's), unless a test build
- * asks (RINGIO_KQ_EVFILT_SIGNAL): libkqueue reads signals with a signalfd
- * on a thread of its own, which cannot see a signal sent to another
- * thread (pthread_kill of the loop's), where the core's signalfd, read on
- * the loop's thread, sees it. */
-#if !defined(__linux__) || defined(RINGIO_KQ_EVFILT_SIGNAL)
-#define KQ_SIGNALS 1
+#if KQ_SIGNALS
 
 /* Take one instance of `sig` pending for this thread or the process (it
  * is blocked), never waiting: 1 taken, 0 none (another taker was first).
@@ -278,8 +285,6 @@ static int kq_sig_read(int fd, unsigned *times)
 	return -EAGAIN;
 }
 
-#else
-#define KQ_SIGNALS 0
 #endif
 
 static const struct rio__poller kqueue_poller = {

@@ -58,7 +58,7 @@ int rio__dgram_recv(rio_loop *loop, rio_op *op, struct rio__freelist *fl,
 		return -ENOBUFS;
 	size_t off = rio__dgram_payload_off(op);
 	uint32_t ctl = op->priv.a.multi.control;
-	unsigned k = fl->n < RIO__DGRAM_BATCH ? fl->n : RIO__DGRAM_BATCH;
+	unsigned k = rio__dgram_offer(fl);
 	struct mmsghdr mm[RIO__DGRAM_BATCH];
 	struct iovec iov[RIO__DGRAM_BATCH];
 	for (unsigned i = 0; i < k; i++) {

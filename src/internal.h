@@ -367,6 +367,12 @@ RIO__HIDDEN int rio__mmsg(int fd, struct mmsghdr *mm, unsigned n, int fl,
  * socket's error. */
 RIO__HIDDEN int rio__dgram_recv(rio_loop *loop, rio_op *op,
 				struct rio__freelist *fl, uint16_t *got);
+/* How many buffers rio__dgram_recv offers from fl: taking fewer means
+ * the socket had no more. */
+static inline unsigned rio__dgram_offer(const struct rio__freelist *fl)
+{
+	return fl->n < RIO__DGRAM_BATCH ? fl->n : RIO__DGRAM_BATCH;
+}
 /* One completion (RIO_OP_F_MORE) per datagram rio__dgram_recv took, in
  * order. A callback that cancels the op or closes its fd ends it after
  * these: they had arrived. */

@@ -751,8 +751,7 @@ static void dgram_cqe(rio_loop *loop, rio_op *op, int res)
 		struct rio__freelist *fl =
 			rio__uring_pool_free(op->priv.a.multi.pool);
 		/* fewer than offered: the socket is drained */
-		int offer = fl->n < RIO__DGRAM_BATCH ? (int)fl->n
-						     : RIO__DGRAM_BATCH;
+		int offer = (int)rio__dgram_offer(fl);
 		res = rio__dgram_recv(loop, op, fl, got);
 		if (res <= 0)
 			break;

@@ -223,33 +223,39 @@ Test(wakeup, a_cancel_from_its_callback_runs_no_callback_inside, .timeout = 20)
  * after the final). Once the senders are joined, the same op starts again
  * as a new handle: no callback comes without a send of its own (a stale
  * push would bring one). */
-static struct {
-	rio_loop *loop;
+/* A handle that only counts: its callbacks, its final (and the final's
+ * result), and any callback after the final. */
+typedef struct tally {
 	rio_op op;
-	atomic_int stop;
 	int calls, finals, final_res, more_after_final;
-} R;
+} tally;
 
-static void r_cb(rio_loop *loop, rio_op *op, int res)
+static void tally_cb(rio_loop *loop, rio_op *op, int res)
 {
+	tally *t = RIO_CONTAINER_OF(op, tally, op);
 	(void)loop;
-	(void)op;
 	if (!(op->flags & RIO_OP_F_MORE)) {
-		R.finals++;
-		R.final_res = res;
-	} else if (R.finals) {
-		R.more_after_final++;
+		t->finals++;
+		t->final_res = res;
+	} else if (t->finals) {
+		t->more_after_final++;
 	} else {
-		R.calls++;
+		t->calls++;
 	}
 }
+
+static struct {
+	rio_loop *loop;
+	tally h;
+	atomic_int stop;
+} R;
 
 static void *r_sender(void *arg)
 {
 	long *n = arg;
 	uint64_t end = t_now_ns() + 10000 * T_MS;
 	while (!atomic_load(&R.stop) && t_now_ns() < end) {
-		cr_assert_eq(rio_wakeup_send(R.loop, &R.op), 0);
+		cr_assert_eq(rio_wakeup_send(R.loop, &R.h.op), 0);
 		if (++*n % 64 == 0)
 			sched_yield(); /* valgrind runs one thread at a time */
 	}
@@ -260,42 +266,42 @@ Test(wakeup, a_send_racing_the_cancel_never_comes_after_it, .timeout = 30)
 {
 	memset(&R, 0, sizeof R);
 	R.loop = t_loop();
-	cr_assert_eq(rio_wakeup_start(R.loop, &R.op, r_cb), 0);
+	cr_assert_eq(rio_wakeup_start(R.loop, &R.h.op, tally_cb), 0);
 	pthread_t th[2];
 	long n[2] = {0, 0};
 	for (int i = 0; i < 2; i++)
 		cr_assert_eq(pthread_create(&th[i], NULL, r_sender, &n[i]), 0);
-	T_RUN_UNTIL(R.loop, R.calls >= 20, 5000);
+	T_RUN_UNTIL(R.loop, R.h.calls >= 20, 5000);
 	t_rec c = {.calls = 0};
-	cr_assert_eq(rio_cancel(R.loop, &c.op, &R.op, t_rec_cb), 0);
-	T_RUN_UNTIL(R.loop, R.finals == 1 && c.calls == 1, 5000);
+	cr_assert_eq(rio_cancel(R.loop, &c.op, &R.h.op, t_rec_cb), 0);
+	T_RUN_UNTIL(R.loop, R.h.finals == 1 && c.calls == 1, 5000);
 	t_loop_sleep(R.loop, 30); /* the senders go on */
 	atomic_store(&R.stop, 1);
 	for (int i = 0; i < 2; i++)
 		pthread_join(th[i], NULL);
 	/* one more, from this thread, after the final: dropped too; no run
 	 * in between, so a push any send left would still be there */
-	cr_assert_eq(rio_wakeup_send(R.loop, &R.op), 0);
+	cr_assert_eq(rio_wakeup_send(R.loop, &R.h.op), 0);
 	cr_assert_eq(c.res, 0);
-	cr_assert_eq(R.final_res, -ECANCELED);
-	cr_assert_eq(R.finals, 1);
-	cr_assert_eq(R.more_after_final, 0, "%d callbacks after the final",
-		     R.more_after_final);
+	cr_assert_eq(R.h.final_res, -ECANCELED);
+	cr_assert_eq(R.h.finals, 1);
+	cr_assert_eq(R.h.more_after_final, 0, "%d callbacks after the final",
+		     R.h.more_after_final);
 	cr_log_info("%ld sends, %d callbacks before the final", n[0] + n[1],
-		    R.calls);
+		    R.h.calls);
 
 	/* the same op, a new handle */
-	R.calls = R.finals = R.final_res = 0;
-	cr_assert_eq(rio_wakeup_start(R.loop, &R.op, r_cb), 0);
+	R.h.calls = R.h.finals = R.h.final_res = 0;
+	cr_assert_eq(rio_wakeup_start(R.loop, &R.h.op, tally_cb), 0);
 	t_loop_sleep(R.loop, 30);
-	cr_assert_eq(R.calls, 0, "%d callbacks with no send", R.calls);
-	cr_assert_eq(rio_wakeup_send(R.loop, &R.op), 0);
-	T_RUN_UNTIL(R.loop, R.calls == 1, 5000);
+	cr_assert_eq(R.h.calls, 0, "%d callbacks with no send", R.h.calls);
+	cr_assert_eq(rio_wakeup_send(R.loop, &R.h.op), 0);
+	T_RUN_UNTIL(R.loop, R.h.calls == 1, 5000);
 	t_rec c2 = {.calls = 0};
-	cr_assert_eq(rio_cancel(R.loop, &c2.op, &R.op, t_rec_cb), 0);
-	T_RUN_UNTIL(R.loop, R.finals == 1 && c2.calls == 1, 5000);
-	cr_assert_eq(R.calls, 1);
-	cr_assert_eq(R.more_after_final, 0);
+	cr_assert_eq(rio_cancel(R.loop, &c2.op, &R.h.op, t_rec_cb), 0);
+	T_RUN_UNTIL(R.loop, R.h.finals == 1 && c2.calls == 1, 5000);
+	cr_assert_eq(R.h.calls, 1);
+	cr_assert_eq(R.h.more_after_final, 0);
 	t_loop_done(R.loop);
 }
 
@@ -305,8 +311,9 @@ Test(wakeup, a_send_racing_the_cancel_never_comes_after_it, .timeout = 30)
  * rio_loop_cancel_all() with a send pending on a handle: the send first,
  * then the final. */
 static struct {
-	rio_op a, b, cancel_b;
-	int a_calls, b_calls, b_finals, b_final_res, b_more_after_final;
+	rio_op a, cancel_b;
+	tally b;
+	int a_calls;
 	int cancel_res, cancel_calls;
 } P2;
 
@@ -317,29 +324,16 @@ static void p2_cancel_cb(rio_loop *loop, rio_op *op, int res)
 	P2.cancel_res = res;
 }
 
-static void p2_b_cb(rio_loop *loop, rio_op *op, int res)
-{
-	(void)loop;
-	if (!(op->flags & RIO_OP_F_MORE)) {
-		P2.b_finals++;
-		P2.b_final_res = res;
-	} else if (P2.b_finals) {
-		P2.b_more_after_final++;
-	} else {
-		P2.b_calls++;
-	}
-}
-
 static void p2_a_cb(rio_loop *loop, rio_op *op, int res)
 {
 	(void)res;
 	if (!(op->flags & RIO_OP_F_MORE))
 		return;
 	if (++P2.a_calls == 1) {
-		cr_assert_eq(P2.b_calls, 0, "B came before A");
-		cr_assert_eq(rio_cancel(loop, &P2.cancel_b, &P2.b, p2_cancel_cb),
+		cr_assert_eq(P2.b.calls, 0, "B came before A");
+		cr_assert_eq(rio_cancel(loop, &P2.cancel_b, &P2.b.op, p2_cancel_cb),
 			     0);
-		cr_assert_eq(P2.b_calls, 0, "a callback inside rio_cancel");
+		cr_assert_eq(P2.b.calls, 0, "a callback inside rio_cancel");
 	}
 }
 
@@ -348,13 +342,13 @@ Test(wakeup, a_cancel_leaves_a_pending_send_first, .timeout = 20)
 	memset(&P2, 0, sizeof P2);
 	rio_loop *loop = t_loop();
 	cr_assert_eq(rio_wakeup_start(loop, &P2.a, p2_a_cb), 0);
-	cr_assert_eq(rio_wakeup_start(loop, &P2.b, p2_b_cb), 0);
+	cr_assert_eq(rio_wakeup_start(loop, &P2.b.op, tally_cb), 0);
 	cr_assert_eq(rio_wakeup_send(loop, &P2.a), 0);
-	cr_assert_eq(rio_wakeup_send(loop, &P2.b), 0);
-	T_RUN_UNTIL(loop, P2.b_finals == 1 && P2.cancel_calls == 1, 5000);
+	cr_assert_eq(rio_wakeup_send(loop, &P2.b.op), 0);
+	T_RUN_UNTIL(loop, P2.b.finals == 1 && P2.cancel_calls == 1, 5000);
 	cr_assert_eq(P2.a_calls, 1);
-	cr_assert_eq(P2.b_calls, 1, "B's pending send: %d calls", P2.b_calls);
-	cr_assert_eq(P2.b_final_res, -ECANCELED);
+	cr_assert_eq(P2.b.calls, 1, "B's pending send: %d calls", P2.b.calls);
+	cr_assert_eq(P2.b.final_res, -ECANCELED);
 	cr_assert_eq(P2.cancel_res, 0);
 
 	/* cancel-all with a send pending on A */
@@ -364,7 +358,7 @@ Test(wakeup, a_cancel_leaves_a_pending_send_first, .timeout = 20)
 	t_drain(loop, 5000);
 	cr_assert_eq(P2.a_calls, 2, "A's pending send: %d calls", P2.a_calls);
 	cr_assert_eq(rio_op_in_flight(&P2.a), 0);
-	cr_assert_eq(P2.b_more_after_final, 0);
+	cr_assert_eq(P2.b.more_after_final, 0);
 	t_loop_done(loop);
 }
 
